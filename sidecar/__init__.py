@@ -1,0 +1,3 @@
+"""drift-sidecar: drift monitoring beside an ML model server, exposed on Prometheus."""
+
+__version__ = "0.1.0"
