@@ -1,0 +1,241 @@
+"""The Unix socket server: NDJSON framing, a byte-bounded queue, and back-pressure.
+
+Readers only frame bytes into complete lines; one processor task decodes and folds them.
+When the queue holds `queue_max_bytes`, every reader pauses; the kernel buffer then fills
+and the client library drops on its side, so the sidecar's memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections import deque
+from pathlib import Path
+
+import structlog
+
+from sidecar.config import Config
+from sidecar.errors import ConfigError
+from sidecar.events import decode_lines
+from sidecar.metrics import Health
+from sidecar.pipeline import Pipeline
+
+log = structlog.get_logger("sidecar.ingest")
+
+_CHUNK_BYTES = 1 << 20  # lines decoded per processor step: amortizes, yet keeps the loop fair
+
+
+class FrameQueue:
+    """Complete lines waiting for the processor, bounded by bytes rather than count."""
+
+    def __init__(self, max_bytes: int, health: Health) -> None:
+        self.max_bytes = max_bytes
+        self.health = health
+        self._frames: deque[tuple[list[bytes], int]] = deque()
+        self._bytes = 0
+        self._nonempty = asyncio.Event()
+        self._paused: set[EventProtocol] = set()
+
+    @property
+    def full(self) -> bool:
+        return self._bytes >= self.max_bytes
+
+    def put(self, lines: list[bytes], source: EventProtocol) -> None:
+        size = sum(map(len, lines))
+        self._frames.append((lines, size))
+        self._bytes += size
+        self._publish()
+        self._nonempty.set()
+        if self.full:
+            source.pause()
+            self._paused.add(source)
+
+    def take(self) -> list[bytes]:
+        """Up to about _CHUNK_BYTES of lines, oldest first."""
+        out: list[bytes] = []
+        size = 0
+        while self._frames and size < _CHUNK_BYTES:
+            frame, n = self._frames.popleft()
+            out.extend(frame)
+            size += n
+        self._bytes -= size
+        if not self._frames:
+            self._nonempty.clear()
+        self._publish()
+        if self._paused and self._bytes < self.max_bytes // 2:
+            for p in self._paused:
+                p.resume()
+            self._paused.clear()
+        return out
+
+    def forget(self, source: EventProtocol) -> None:
+        self._paused.discard(source)
+
+    async def wait(self) -> None:
+        await self._nonempty.wait()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def _publish(self) -> None:
+        self.health.queue_depth = len(self._frames)
+        self.health.queue_bytes = self._bytes
+
+
+class EventProtocol(asyncio.Protocol):
+    """One connection: split the byte stream into lines, skipping over-long ones."""
+
+    def __init__(self, server: IngestServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._skipping = False
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self.server.admit(self):
+            transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._buf and not self._skipping:
+            # A last line without its newline is still a line.
+            self._emit([bytes(self._buf)])
+        self._buf.clear()
+        self.server.release(self)
+
+    def pause(self) -> None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and self._paused and not self.transport.is_closing():
+            self._paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        limit = self.server.max_line_bytes
+        if self._skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return
+            data = data[nl + 1 :]
+            self._skipping = False
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._buf += data
+            if len(self._buf) > limit:
+                self._too_long()
+            return
+        head = bytes(self._buf) + data[: last + 1] if self._buf else data[: last + 1]
+        self._buf = bytearray(data[last + 1 :])
+        lines = head.split(b"\n")
+        lines.pop()  # the empty tail after the final newline
+        if any(len(ln) > limit for ln in lines):
+            kept = [ln for ln in lines if len(ln) <= limit]
+            for _ in range(len(lines) - len(kept)):
+                self.server.pipeline.reject("line_too_long", f"line over {limit} bytes")
+                self.server.health.received["socket"] += 1
+            lines = kept
+        if lines:
+            self._emit(lines)
+        if len(self._buf) > limit:
+            self._too_long()
+
+    def _too_long(self) -> None:
+        self._buf.clear()
+        self._skipping = True
+        limit = self.server.max_line_bytes
+        self.server.pipeline.reject("line_too_long", f"line over {limit} bytes")
+        self.server.health.received["socket"] += 1
+
+    def _emit(self, lines: list[bytes]) -> None:
+        self.server.queue.put(lines, self)
+
+
+class IngestServer:
+    """Owns the listening socket, the connections, the queue and the processor task."""
+
+    def __init__(self, config: Config, pipeline: Pipeline, health: Health) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.health = health
+        self.path = config.socket_path
+        self.max_line_bytes = config.socket.max_line_bytes
+        self.queue = FrameQueue(config.socket.queue_max_bytes, health)
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[EventProtocol] = set()
+
+    def admit(self, proto: EventProtocol) -> bool:
+        if len(self._conns) >= self.config.socket.max_connections:
+            self.health.connections_refused += 1
+            log.warning("connection_refused", reason="too_many_connections",
+                        limit=self.config.socket.max_connections)
+            return False
+        self._conns.add(proto)
+        self.health.connections = len(self._conns)
+        return True
+
+    def release(self, proto: EventProtocol) -> None:
+        self._conns.discard(proto)
+        self.queue.forget(proto)
+        self.health.connections = len(self._conns)
+
+    async def start(self) -> None:
+        path = Path(self.path)
+        _prepare_socket_dir(path)
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise ConfigError([f"socket.path: {path} exists and is not a socket"])
+            path.unlink()  # a stale socket from a previous run
+        loop = asyncio.get_running_loop()
+        # Create the socket with no permissions, then open it up to the configured mode, so
+        # there is no moment where it is wider than asked.
+        old = os.umask(0o777)
+        try:
+            self._server = await loop.create_unix_server(lambda: EventProtocol(self), str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, self.config.socket_mode)
+        log.info("socket_listening", path=str(path), mode=oct(self.config.socket_mode))
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for proto in list(self._conns):
+            if proto.transport is not None:
+                proto.transport.close()  # flushes what was received; connection_lost emits it
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.path).unlink()
+
+    async def process_forever(self) -> None:
+        """The processor: an eternal task; ends only by cancellation."""
+        while True:
+            await self.queue.wait()
+            self.process_pending()
+            await asyncio.sleep(0)  # let readers and scrapes in between chunks
+
+    def process_pending(self) -> int:
+        """Decode and fold one chunk of queued lines; returns events accepted."""
+        lines = self.queue.take()
+        if not lines:
+            return 0
+        decoded = decode_lines(lines, self.config.socket.max_batch_events)
+        return self.pipeline.handle(decoded, "socket")
+
+    def drain(self) -> None:
+        """Process everything already queued (shutdown)."""
+        while len(self.queue):
+            self.process_pending()
+
+
+def _prepare_socket_dir(path: Path) -> None:
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(parents=True, mode=0o750)

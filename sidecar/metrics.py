@@ -1,0 +1,365 @@
+"""The registry's collectors: counted values from the trackers, computed ones from caches.
+
+Nothing here is updated per event: each scrape reads the numpy counters of every tracker
+and the latest cached drift result, as client_python's custom collectors intend.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+
+from sidecar import __version__
+from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, OVERFLOW, ModelTracker
+
+CHECK_BUCKETS = np.array([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+
+
+@dataclass
+class Health:
+    """The daemon's own counters; plain integers, bumped on the event loop."""
+
+    received: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
+    connections_refused: int = 0
+    queue_depth: int = 0
+    queue_bytes: int = 0
+    reloads: Counter[str] = field(default_factory=Counter)
+    check_counts: dict[str, np.ndarray] = field(default_factory=dict)
+    check_sums: dict[str, float] = field(default_factory=dict)
+    check_errors: Counter[str] = field(default_factory=Counter)
+    snapshots: Counter[str] = field(default_factory=Counter)
+
+    def observe_check(self, model: str, seconds: float) -> None:
+        counts = self.check_counts.setdefault(model, np.zeros(len(CHECK_BUCKETS) + 1, np.int64))
+        counts[int(np.searchsorted(CHECK_BUCKETS, seconds, side="left"))] += 1
+        self.check_sums[model] = self.check_sums.get(model, 0.0) + seconds
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def _buckets(
+    bounds: np.ndarray,
+    counts: np.ndarray,
+    exemplars: Mapping[int, tuple[str, float, float]] | None = None,
+) -> list[Any]:
+    cum = np.cumsum(counts)
+    out: list[Any] = []
+    for i, le in enumerate([*bounds.tolist(), math.inf]):
+        ex = exemplars.get(i) if exemplars else None
+        if ex is not None:
+            out.append((_le(le), float(cum[i]), Exemplar({"trace_id": ex[0]}, ex[1], ex[2])))
+        else:
+            out.append((_le(le), float(cum[i])))
+    return out
+
+
+def _num(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+class SidecarCollector(Collector):
+    """Every series of docs/metrics.md except the GPU ones (see sidecar.gpu)."""
+
+    def __init__(
+        self,
+        trackers: Callable[[], Iterable[ModelTracker]],
+        health: Health,
+    ) -> None:
+        self._trackers = trackers
+        self._health = health
+
+    def collect(self) -> Iterator[Metric]:
+        trackers = list(self._trackers())
+        yield from self._traffic(trackers)
+        yield from self._drift(trackers)
+        yield from self._bins(trackers)
+        yield from self._own(trackers)
+
+    # ------------------------------------------------------------ guide metrics
+    def _traffic(self, trackers: list[ModelTracker]) -> Iterator[Metric]:
+        req = CounterMetricFamily(
+            "ml_prediction_requests", "Total prediction requests",
+            labels=["model_name", "model_version", "status"],
+        )
+        lat = HistogramMetricFamily(
+            "ml_prediction_latency_seconds", "Prediction latency in seconds", labels=["model_name"]
+        )
+        conf = HistogramMetricFamily(
+            "ml_prediction_confidence", "Model prediction confidence scores",
+            labels=["model_name", "predicted_class"],
+        )
+        val = SummaryMetricFamily(
+            "ml_prediction_value", "Distribution of prediction values", labels=["model_name"]
+        )
+        fval = HistogramMetricFamily(
+            "ml_feature_value", "Feature value distribution", labels=["model_name", "feature_name"]
+        )
+        miss = CounterMetricFamily(
+            "ml_feature_missing", "Count of missing feature values (null, absent, NaN, inf)",
+            labels=["model_name", "feature_name"],
+        )
+        for t in trackers:
+            for (vcode, status), c in sorted(t.requests.items()):
+                req.add_metric([t.name, t.version_vocab.label(vcode), status], c)
+            if t.latency_counts.any() or t.accepted:
+                lat.add_metric(
+                    [t.name],
+                    _buckets(LATENCY_BUCKETS, t.latency_counts, t.latency_exemplars),
+                    t.latency_sum,
+                )
+            for code in np.flatnonzero(t.conf_counts.sum(axis=1)):
+                label = t.class_vocab.label(int(code))
+                conf.add_metric(
+                    [t.name, label],
+                    _buckets(CONFIDENCE_BUCKETS, t.conf_counts[code]),
+                    float(t.conf_sums[code]),
+                )
+            if t.pred_count or t.pred_kind == "numeric":
+                val.add_metric([t.name], t.pred_count, t.pred_sum)
+            for j, name in enumerate(t.numeric_names):
+                fval.add_metric(
+                    [t.name, name],
+                    _buckets(t.feature_buckets[j], t.feature_counts[j]),
+                    float(t.feature_sums[j]),
+                )
+            for j, name in enumerate(t.feature_names):
+                miss.add_metric([t.name, name], int(t.missing[j]))
+        yield from (req, lat, conf, val, fval, miss)
+
+    # ------------------------------------------------------------ drift results
+    def _drift(self, trackers: list[ModelTracker]) -> Iterator[Metric]:
+        def g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(
+                name, doc + " (cached: refreshed by each drift check)", labels=labels
+            )
+
+        mf = ["model_name", "feature_name"]
+        psi = g("ml_feature_drift_psi", "Population stability index vs the baseline", mf)
+        ks = g("ml_feature_drift_ks_statistic", "Two-sample KS statistic vs the baseline", mf)
+        ksp = g("ml_feature_drift_ks_pvalue", "KS p-value (asymptotic), uncorrected", mf)
+        chi = g("ml_feature_drift_chi2_statistic", "Chi-square statistic vs the baseline", mf)
+        chip = g("ml_feature_drift_chi2_pvalue", "Chi-square p-value, uncorrected", mf)
+        wmiss = g("ml_feature_drift_missing_rate", "Missing share in the window", mf)
+        bmiss = g("ml_feature_baseline_missing_rate", "Missing share in the baseline", mf)
+        det = g("ml_feature_drift_detected", "1 if drift is detected after the correction", mf)
+        m = ["model_name"]
+        pks = g("ml_prediction_drift_ks_statistic", "KS statistic of predictions", m)
+        pksp = g("ml_prediction_drift_ks_pvalue", "KS p-value of predictions", m)
+        pshift = g(
+            "ml_prediction_drift_mean_shift_ratio",
+            "(window mean - baseline mean) / |baseline mean| of predictions", m,
+        )
+        ppsi = g("ml_prediction_drift_psi", "PSI of predictions", m)
+        pchi = g("ml_prediction_drift_chi2_statistic", "Chi-square statistic of classes", m)
+        pchip = g("ml_prediction_drift_chi2_pvalue", "Chi-square p-value of classes", m)
+        pdet = g("ml_prediction_drift_detected", "1 if prediction drift is detected", m)
+        suff = g("ml_drift_sufficient_data", "1 when the last check met min_samples", m)
+        last = g("ml_drift_last_check_timestamp_seconds", "Unix time of the last drift check", m)
+        wsize = GaugeMetricFamily("ml_drift_window_samples", "Events in the drift window", labels=m)
+        wfill = GaugeMetricFamily(
+            "ml_drift_window_fill_ratio", "Window samples / window_size", labels=m
+        )
+        for t in trackers:
+            n = len(t.window)
+            wsize.add_metric([t.name], n)
+            wfill.add_metric([t.name], n / t.window.capacity)
+            r = t.latest
+            if r is None:
+                continue
+            suff.add_metric([t.name], 1.0 if r.sufficient else 0.0)
+            last.add_metric([t.name], r.checked_at)
+            if not r.sufficient:
+                continue
+            for f in r.features:
+                lab = [t.name, f.name]
+                wmiss.add_metric(lab, f.missing_rate)
+                bmiss.add_metric(lab, f.baseline_missing_rate)
+                if not f.sufficient:
+                    continue
+                det.add_metric(lab, 1.0 if f.drifted else 0.0)
+                if f.psi is not None:
+                    psi.add_metric(lab, f.psi)
+                if f.ks_statistic is not None:
+                    ks.add_metric(lab, f.ks_statistic)
+                    ksp.add_metric(lab, _num(f.ks_pvalue))
+                if f.chi2_statistic is not None:
+                    chi.add_metric(lab, f.chi2_statistic)
+                    chip.add_metric(lab, _num(f.chi2_pvalue))
+            p = r.prediction
+            if p is not None and p.sufficient:
+                pdet.add_metric([t.name], 1.0 if p.drifted else 0.0)
+                for fam, v in (
+                    (pks, p.ks_statistic), (pksp, p.ks_pvalue), (pshift, p.mean_shift_ratio),
+                    (ppsi, p.psi), (pchi, p.chi2_statistic), (pchip, p.chi2_pvalue),
+                ):
+                    if v is not None:
+                        fam.add_metric([t.name], float(v))
+        yield from (psi, ks, ksp, chi, chip, wmiss, bmiss, det)
+        yield from (pks, pksp, pshift, ppsi, pchi, pchip, pdet, suff, last, wsize, wfill)
+
+    # ------------------------------------------------------------ fleet bins
+    def _bins(self, trackers: list[ModelTracker]) -> Iterator[Metric]:
+        mfb = ["model_name", "feature_name", "bin"]
+        fcount = CounterMetricFamily(
+            "ml_feature_bin_events",
+            "Live values per baseline bin, for fleet-wide PSI in PromQL", labels=mfb,
+        )
+        fref = GaugeMetricFamily(
+            "ml_feature_bin_reference_ratio", "Baseline share of each bin", labels=mfb
+        )
+        fupper = GaugeMetricFamily(
+            "ml_feature_bin_upper_bound", "Upper edge of each numeric bin", labels=mfb
+        )
+        pcount = CounterMetricFamily(
+            "ml_prediction_bin_events", "Live predictions per baseline bin",
+            labels=["model_name", "bin"],
+        )
+        pref = GaugeMetricFamily(
+            "ml_prediction_bin_reference_ratio", "Baseline share of each prediction bin",
+            labels=["model_name", "bin"],
+        )
+        for t in trackers:
+            b = t.baseline
+            if b is None:
+                continue
+            for j, ref in enumerate(b.numeric):
+                uppers = [*ref.edges.tolist(), math.inf]
+                for i, (c, share) in enumerate(zip(t.num_bins[j], ref.shares, strict=True)):
+                    lab = [t.name, ref.name, str(i)]
+                    fcount.add_metric(lab, int(c))
+                    fref.add_metric(lab, float(share))
+                    fupper.add_metric(lab, uppers[i])
+            for j, (name, counts) in enumerate(t.category_bin_counts()):
+                shares = b.categorical[j].shares
+                for (label, c), share in zip(counts, shares, strict=True):
+                    fcount.add_metric([t.name, name, label], c)
+                    fref.add_metric([t.name, name, label], float(share))
+            if t.pred_bins is not None and b.prediction is not None:
+                for (label, c), share in zip(
+                    t.prediction_bin_counts(), b.prediction.shares, strict=True
+                ):
+                    pcount.add_metric([t.name, label], c)
+                    pref.add_metric([t.name, label], float(share))
+        yield from (fcount, fref, fupper, pcount, pref)
+
+    # ------------------------------------------------------------ own health
+    def _own(self, trackers: list[ModelTracker]) -> Iterator[Metric]:
+        h = self._health
+        build = InfoMetricFamily("drift_sidecar_build", "Build information")
+        build.add_metric([], {"version": __version__, "python": platform.python_version()})
+        yield build
+        rec = CounterMetricFamily(
+            "drift_sidecar_events_received", "Events received, valid or not", labels=["transport"]
+        )
+        for k in ("socket", "http"):
+            rec.add_metric([k], h.received[k])
+        yield rec
+        rej = CounterMetricFamily(
+            "drift_sidecar_events_rejected", "Events rejected, by reason", labels=["reason"]
+        )
+        for k, v in sorted(h.rejected.items()):
+            rej.add_metric([k], v)
+        yield rej
+        drop = CounterMetricFamily(
+            "drift_sidecar_events_dropped", "Events dropped unprocessed, by reason",
+            labels=["reason"],
+        )
+        for k in sorted({"queue_full", *h.dropped}):
+            drop.add_metric([k], h.dropped[k])
+        yield drop
+        acc = CounterMetricFamily(
+            "drift_sidecar_events_accepted", "Events folded into a model's state",
+            labels=["model_name"],
+        )
+        unk = CounterMetricFamily(
+            "drift_sidecar_unknown_features", "Feature values ignored: not configured",
+            labels=["model_name"],
+        )
+        ready = GaugeMetricFamily(
+            "drift_sidecar_baseline_ready", "1 once the baseline is loaded or captured",
+            labels=["model_name"],
+        )
+        prog = GaugeMetricFamily(
+            "drift_sidecar_baseline_capture_progress_ratio",
+            "Captured events / baseline.capture", labels=["model_name"],
+        )
+        info = InfoMetricFamily(
+            "drift_sidecar_baseline", "The baseline in use", labels=["model_name"]
+        )
+        for t in trackers:
+            acc.add_metric([t.name], t.accepted)
+            unk.add_metric([t.name], t.unknown_features)
+            ready.add_metric([t.name], 0.0 if t.baseline is None else 1.0)
+            if t.capture is not None:
+                prog.add_metric([t.name], min(1.0, t.capture.count / t.capture.target))
+            if t.baseline is not None:
+                b = t.baseline
+                info.add_metric(
+                    [t.name], {"sha256": b.sha256, "source": b.source, "rows": str(b.rows)}
+                )
+        yield from (acc, unk, ready, prog, info)
+        yield GaugeMetricFamily(
+            "drift_sidecar_queue_depth", "Frames waiting between reader and processor",
+            value=h.queue_depth,
+        )
+        yield GaugeMetricFamily(
+            "drift_sidecar_queue_bytes", "Bytes waiting between reader and processor",
+            value=h.queue_bytes,
+        )
+        yield GaugeMetricFamily(
+            "drift_sidecar_connections", "Open event connections", value=h.connections
+        )
+        yield CounterMetricFamily(
+            "drift_sidecar_connections_refused", "Connections over socket.max_connections",
+            value=h.connections_refused,
+        )
+        rel = CounterMetricFamily(
+            "drift_sidecar_config_reloads", "Config reloads, by result", labels=["result"]
+        )
+        for k in ("success", "failure"):
+            rel.add_metric([k], h.reloads[k])
+        yield rel
+        dur = HistogramMetricFamily(
+            "drift_sidecar_drift_check_duration_seconds", "Duration of one model's drift check",
+            labels=["model_name"],
+        )
+        for model, counts in sorted(h.check_counts.items()):
+            dur.add_metric([model], _buckets(CHECK_BUCKETS, counts), h.check_sums[model])
+        yield dur
+        err = CounterMetricFamily(
+            "drift_sidecar_drift_check_errors", "Drift checks that raised", labels=["model_name"]
+        )
+        for model, c in sorted(h.check_errors.items()):
+            err.add_metric([model], c)
+        yield err
+        snaps = CounterMetricFamily(
+            "drift_sidecar_state_snapshots", "State snapshots written, by result",
+            labels=["result"],
+        )
+        for k in ("success", "failure"):
+            snaps.add_metric([k], h.snapshots[k])
+        yield snaps
+
+
+__all__ = ["OVERFLOW", "Health", "SidecarCollector"]

@@ -1,0 +1,86 @@
+"""The aiohttp app: /metrics, /healthz, /readyz, /v1/drift and POST /v1/events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from sidecar.events import decode_body
+
+
+class Api:
+    """The handlers; the daemon passes in what they read, never a global."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        state: Any,
+    ) -> None:
+        self.registry = registry
+        self.state = state  # sidecar.daemon.Daemon: pipeline, config, readiness, drift JSON
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(self.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready, detail = self.state.readiness()
+        return web.json_response(
+            {"status": "ready" if ready else "not_ready", "models": detail},
+            status=200 if ready else 503,
+        )
+
+    async def drift(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state.drift_report())
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        config = self.state.config
+        if not config.http.ingest_enabled:
+            return web.json_response(
+                {"error": "POST /v1/events is disabled (http.ingest_enabled: false)"}, status=403
+            )
+        limit = config.http.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._too_large(limit)
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                return self._too_large(limit)
+        decoded = decode_body(bytes(body), config.socket.max_batch_events)
+        rejected_before = sum(self.state.health.rejected.values())
+        accepted = self.state.pipeline.handle(decoded, "http")
+        rejected = sum(self.state.health.rejected.values()) - rejected_before
+        status = 200 if rejected == 0 else (202 if accepted else 400)
+        return web.json_response(
+            {
+                "accepted": accepted,
+                "rejected": rejected,
+                "errors": [
+                    {"reason": r.reason, "detail": r.detail} for r in decoded.rejections[:20]
+                ],
+            },
+            status=status,
+        )
+
+    def _too_large(self, limit: int) -> web.Response:
+        self.state.pipeline.reject("body_too_large", f"body over {limit} bytes")
+        return web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
+
+
+def make_app(registry: CollectorRegistry, state: Any) -> web.Application:
+    api = Api(registry, state)
+    app = web.Application(client_max_size=state.config.http.max_body_bytes + 1)
+    app.router.add_get("/metrics", api.metrics)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/v1/drift", api.drift)
+    app.router.add_post("/v1/events", api.post_events)
+    return app

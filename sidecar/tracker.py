@@ -1,0 +1,487 @@
+"""Per-model state: the counters behind the guide's metrics, the rolling window, the capture.
+
+A batch of decoded events becomes numpy arrays once; every counter is then updated with a
+handful of vectorized calls, never one `observe()` per feature per event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from sidecar.config import DriftSettings, FeatureSpec, ModelSpec
+from sidecar.events import Event, Rejection
+from sidecar.windows import RollingWindow, WindowSnapshot
+
+LATENCY_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+"""The guide's buckets (0.01 .. 1 s) widened at both ends; 0.1 stays for the HighLatency rule."""
+CONFIDENCE_BUCKETS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
+FEATURE_BUCKETS = np.linspace(0.0, 1.0, 11)
+OVERFLOW = "__other__"
+_NUMBER_TYPES = frozenset({float, int, bool, type(None)})
+
+
+class Vocab:
+    """A capped string-to-code table; values past the cap share the overflow code."""
+
+    def __init__(self, cap: int, seed: Sequence[str] = ()) -> None:
+        self.cap = cap
+        self.index: dict[str, int] = {}
+        self.values: list[str] = []
+        for s in seed:
+            self.code(s)
+
+    @property
+    def overflow(self) -> int:
+        return self.cap
+
+    def code(self, value: str) -> int:
+        c = self.index.get(value)
+        if c is not None:
+            return c
+        if len(self.values) >= self.cap:
+            return self.cap
+        c = len(self.values)
+        self.index[value] = c
+        self.values.append(value)
+        return c
+
+    def label(self, code: int) -> str:
+        return self.values[code] if code < len(self.values) else OVERFLOW
+
+
+def category_text(value: Any) -> str | None:
+    """Categorical values arrive as strings; numbers and bools get one canonical spelling."""
+    if value is None or type(value) is str:
+        return value
+    if type(value) is bool:
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+    return str(value)
+
+
+@dataclass
+class Capture:
+    """The first N live events of a model, kept to become its baseline."""
+
+    target: int
+    numeric: list[np.ndarray] = field(default_factory=list)
+    categorical: list[np.ndarray] = field(default_factory=list)
+    predictions: list[np.ndarray] = field(default_factory=list)
+    count: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.count >= self.target
+
+    def take(self, numeric: np.ndarray, categorical: np.ndarray, predictions: np.ndarray) -> int:
+        """Keep what the capture still needs; return how many rows were taken."""
+        k = min(self.target - self.count, int(numeric.shape[0]))
+        if k > 0:
+            self.numeric.append(numeric[:k].copy())
+            self.categorical.append(categorical[:k].copy())
+            self.predictions.append(predictions[:k].copy())
+            self.count += k
+        return k
+
+
+@dataclass(frozen=True)
+class CaptureData:
+    """A finished capture as columns, ready for `baseline.write_baseline`."""
+
+    numeric: dict[str, np.ndarray]
+    categorical: dict[str, list[str | None]]
+    prediction: np.ndarray | list[str | None] | None
+
+
+class ModelTracker:
+    """Everything the sidecar keeps about one model; touched only from the event loop."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        drift: DriftSettings,
+        *,
+        auto_registered: bool = False,
+        on_capture: Callable[[ModelTracker, CaptureData], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.drift = drift
+        self.auto_registered = auto_registered
+        self.on_capture = on_capture
+        numeric = [f for f in spec.features if f.type == "numeric"]
+        categorical = [f for f in spec.features if f.type == "categorical"]
+        self.numeric_names = tuple(f.name for f in numeric)
+        self.categorical_names = tuple(f.name for f in categorical)
+        self.feature_names = self.numeric_names + self.categorical_names
+        self._known = frozenset(self.feature_names)
+        self._num_get = itemgetter(*self.numeric_names) if self.numeric_names else None
+        self.pred_kind = spec.prediction.type if spec.prediction else None
+        cat_cap = 4 * drift.max_categories
+        self.cat_vocab = [Vocab(cat_cap) for _ in categorical]
+        self.pred_vocab = Vocab(cat_cap) if self.pred_kind == "categorical" else None
+        self.class_vocab = Vocab(spec.max_classes)
+        self.version_vocab = Vocab(8, [spec.version])
+
+        self.requests: Counter[tuple[int, str]] = Counter()
+        self.latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
+        self.latency_sum = 0.0
+        self.latency_exemplars: dict[int, tuple[str, float, float]] = {}
+        self.conf_counts = np.zeros(
+            (spec.max_classes + 1, len(CONFIDENCE_BUCKETS) + 1), dtype=np.int64
+        )
+        self.conf_sums = np.zeros(spec.max_classes + 1)
+        self.pred_count = 0
+        self.pred_sum = 0.0
+        self._hist_groups = _bucket_groups(numeric)
+        self.feature_counts = [np.zeros(len(b) + 1, dtype=np.int64) for b in self.feature_buckets]
+        self.feature_sums = np.zeros(len(numeric))
+        self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
+        self.unknown_features = 0
+        self.accepted = 0
+        self.memory_report: tuple[int, float] | None = None
+
+        self.window = RollingWindow(
+            drift.window_size,
+            len(numeric),
+            len(categorical),
+            categorical_prediction=self.pred_kind == "categorical",
+            max_age_s=drift.max_age_s,
+        )
+        self.capture: Capture | None = None
+        if spec.baseline.capture is not None:
+            self.capture = Capture(spec.baseline.capture)
+        self.baseline: Any = None  # sidecar.baseline.Baseline once loaded or captured
+        self.num_bins: list[np.ndarray] = []
+        self.cat_bins: list[np.ndarray] = []
+        self.pred_bins: np.ndarray | None = None
+        self.latest: Any = None  # sidecar.drift.ModelDriftResult of the last check
+
+    @property
+    def feature_buckets(self) -> list[np.ndarray]:
+        return [
+            np.asarray(f.buckets, dtype=np.float64) if f.buckets else FEATURE_BUCKETS
+            for f in self.spec.features
+            if f.type == "numeric"
+        ]
+
+    @property
+    def capturing(self) -> bool:
+        return self.capture is not None and not self.capture.done
+
+    # ---------------------------------------------------------------- ingest
+    def ingest(self, events: list[Event], now: float) -> list[Rejection]:
+        """Fold a batch of this model's events into every counter and the window."""
+        feats = [ev.features for ev in events]
+        num, bad, all_present = self._numeric_matrix(feats)
+        preds, bad_pred = self._prediction_array(events)
+        bad |= bad_pred
+        rejections: list[Rejection] = []
+        if bad:
+            for i in sorted(bad):
+                rejections.append(
+                    Rejection("wrong_type", f"event {events[i].id or i}: string for a number")
+                )
+            events = [ev for i, ev in enumerate(events) if i not in bad]
+            if not events:
+                return rejections
+            feats = [ev.features for ev in events]
+            num, _, all_present = self._numeric_matrix(feats)
+            preds, _ = self._prediction_array(events)
+        n = len(events)
+        self.accepted += n
+
+        if feats:
+            total = sum(map(len, filter(None, feats)))
+            if not (all_present and not self.categorical_names and total == n * len(self._known)):
+                known = sum(len(f.keys() & self._known) for f in feats if f)
+                self.unknown_features += total - known
+
+        finite = np.isfinite(num)
+        if not finite.all():
+            num[~finite] = np.nan
+        cat = self._categorical_codes(feats)
+        self.missing[: len(self.numeric_names)] += n - finite.sum(axis=0)
+        if cat.shape[1]:
+            self.missing[len(self.numeric_names) :] += (cat < 0).sum(axis=0)
+
+        self._count_requests(events)
+        self._count_latency(events, now)
+        conf = self._confidence(events)
+        self._count_confidence(events, preds, conf)
+        self._count_predictions(preds)
+        self._count_features(num, finite)
+
+        received = np.full(n, now)
+        start = 0
+        if self.capture is not None and not self.capture.done:
+            start = self.capture.take(num, cat, preds)
+            if self.capture.done and self.on_capture is not None:
+                self.on_capture(self, self._capture_data())
+        if start < n:
+            num, cat, preds, conf = num[start:], cat[start:], preds[start:], conf[start:]
+            self._count_bins(num, cat, preds)
+            self.window.append(num, cat, preds, conf, received[start:])
+        return rejections
+
+    def _numeric_matrix(self, feats: list[Any]) -> tuple[np.ndarray, set[int], bool]:
+        """Numeric features as an (n, k) matrix; also rows holding strings, and whether every
+        event carried every numeric feature (the fast path)."""
+        n, k = len(feats), len(self.numeric_names)
+        if k == 0:
+            return np.empty((n, 0)), set(), False
+        flat: list[Any]
+        all_present = True
+        try:
+            got = map(self._num_get, feats)  # type: ignore[arg-type]
+            flat = list(got) if k == 1 else list(chain.from_iterable(got))
+        except (KeyError, TypeError):  # a missing feature or no features at all
+            names = self.numeric_names
+            flat = [f.get(nm) if f else None for f in feats for nm in names]
+            all_present = False
+        bad: set[int] = set()
+        if not _NUMBER_TYPES.issuperset(map(type, flat)):
+            bad = {i // k for i, v in enumerate(flat) if type(v) is str}
+            flat = [None if type(v) is str else v for v in flat]
+        return np.array(flat, dtype=np.float64).reshape(n, k), bad, all_present
+
+    def _categorical_codes(self, feats: list[Any]) -> np.ndarray:
+        n, k = len(feats), len(self.categorical_names)
+        out = np.full((n, k), -1, dtype=np.int32)
+        for j, (name, vocab) in enumerate(zip(self.categorical_names, self.cat_vocab, strict=True)):
+            col = [category_text(f.get(name)) if f else None for f in feats]
+            out[:, j] = [-1 if v is None else vocab.code(v) for v in col]
+        return out
+
+    def _prediction_array(self, events: list[Event]) -> tuple[np.ndarray, set[int]]:
+        raw = [ev.prediction for ev in events]
+        if self.pred_vocab is not None:
+            vocab = self.pred_vocab
+            texts = [category_text(p) for p in raw]
+            return np.array(
+                [-1 if t is None else vocab.code(t) for t in texts], dtype=np.int32
+            ), set()
+        if str in set(map(type, raw)):
+            if self.pred_kind == "numeric":
+                bad = {i for i, p in enumerate(raw) if type(p) is str}
+            else:  # prediction not configured: string labels just skip the value summary
+                bad = set()
+            return np.array([None if type(p) is str else p for p in raw], dtype=np.float64), bad
+        return np.array(raw, dtype=np.float64), set()
+
+    def _count_requests(self, events: list[Event]) -> None:
+        vocab = self.version_vocab
+        default = self.spec.version
+        keys = [(ev.version or default, ev.status) for ev in events]
+        for (version, status), c in Counter(keys).items():
+            self.requests[(vocab.code(version), status)] += c
+
+    def _count_latency(self, events: list[Event], now: float) -> None:
+        lat = np.array([ev.latency_s for ev in events], dtype=np.float64)
+        ok = np.isfinite(lat)
+        if not ok.any():
+            return
+        idx = np.searchsorted(LATENCY_BUCKETS, lat[ok], side="left")
+        self.latency_counts += np.bincount(idx, minlength=len(LATENCY_BUCKETS) + 1)
+        self.latency_sum += float(lat[ok].sum())
+        for ev in events:
+            if ev.trace_id is not None and ev.latency_s is not None:
+                b = int(np.searchsorted(LATENCY_BUCKETS, ev.latency_s, side="left"))
+                ts = ev.ts if ev.ts is not None else now
+                self.latency_exemplars[b] = (ev.trace_id.lower(), ev.latency_s, ts)
+
+    def _confidence(self, events: list[Event]) -> np.ndarray:
+        conf = [ev.confidence for ev in events]
+        if None in conf:
+            for i, ev in enumerate(events):
+                if conf[i] is None and ev.probabilities:
+                    p = ev.probabilities
+                    vals = p.values() if isinstance(p, dict) else p
+                    conf[i] = max(vals)
+        return np.array(conf, dtype=np.float64)
+
+    def _count_confidence(self, events: list[Event], preds: np.ndarray, conf: np.ndarray) -> None:
+        ok = np.isfinite(conf)
+        if not ok.any():
+            return
+        vocab = self.class_vocab
+        classes = np.array(
+            [vocab.code(_predicted_class(ev)) for ev, good in zip(events, ok, strict=True) if good],
+            dtype=np.int64,
+        )
+        nb = len(CONFIDENCE_BUCKETS) + 1
+        idx = np.searchsorted(CONFIDENCE_BUCKETS, conf[ok], side="left")
+        flat = np.bincount(classes * nb + idx, minlength=self.conf_counts.size)
+        self.conf_counts += flat.reshape(self.conf_counts.shape)
+        self.conf_sums += np.bincount(classes, weights=conf[ok], minlength=len(self.conf_sums))
+
+    def _count_predictions(self, preds: np.ndarray) -> None:
+        if preds.dtype.kind == "f":
+            v = preds[np.isfinite(preds)]
+            self.pred_count += int(v.size)
+            self.pred_sum += float(v.sum())
+
+    def _count_features(self, num: np.ndarray, finite: np.ndarray) -> None:
+        if not num.shape[1]:
+            return
+        self.feature_sums += np.where(finite, num, 0.0).sum(axis=0)
+        for buckets, cols in self._hist_groups:
+            block = num[:, cols]
+            ok = finite[:, cols]
+            nb = len(buckets) + 1
+            idx = np.searchsorted(buckets, block, side="left") + np.arange(len(cols)) * nb
+            counts = np.bincount(idx[ok], minlength=nb * len(cols)).reshape(len(cols), nb)
+            for c, row in zip(cols, counts, strict=True):
+                self.feature_counts[c] += row
+
+    def _count_bins(self, num: np.ndarray, cat: np.ndarray, preds: np.ndarray) -> None:
+        b = self.baseline
+        if b is None:
+            return
+        for j, ref in enumerate(b.numeric):
+            col = num[:, j]
+            col = col[~np.isnan(col)]
+            if col.size:
+                self.num_bins[j] += np.bincount(ref.bin_index(col), minlength=len(ref.shares))
+        for j in range(cat.shape[1]):
+            col = cat[:, j]
+            col = col[col >= 0]
+            if col.size:
+                self.cat_bins[j] += np.bincount(col, minlength=self.cat_bins[j].size)
+        if self.pred_bins is not None and b.prediction is not None:
+            if self.pred_vocab is not None:
+                p = preds[preds >= 0]
+                self.pred_bins += np.bincount(p, minlength=self.pred_bins.size)
+            else:
+                p = preds[np.isfinite(preds)]
+                if p.size:
+                    ref = b.prediction
+                    self.pred_bins += np.bincount(ref.bin_index(p), minlength=len(ref.shares))
+
+    # --------------------------------------------------------------- baseline
+    def _capture_data(self) -> CaptureData:
+        assert self.capture is not None
+        num = np.concatenate(self.capture.numeric) if self.capture.numeric else np.empty((0, 0))
+        cat = np.concatenate(self.capture.categorical)
+        pred = np.concatenate(self.capture.predictions)
+        numeric = {name: num[:, j].copy() for j, name in enumerate(self.numeric_names)}
+        categorical = {
+            name: [None if c < 0 else self.cat_vocab[j].label(int(c)) for c in cat[:, j]]
+            for j, name in enumerate(self.categorical_names)
+        }
+        prediction: np.ndarray | list[str | None] | None = None
+        if self.pred_vocab is not None:
+            prediction = [None if c < 0 else self.pred_vocab.label(int(c)) for c in pred]
+        elif self.pred_kind == "numeric":
+            prediction = pred
+        self.capture.numeric.clear()
+        self.capture.categorical.clear()
+        self.capture.predictions.clear()
+        return CaptureData(numeric, categorical, prediction)
+
+    def install_baseline(self, baseline: Any) -> None:
+        """Start comparing against `baseline`; per-bin counters start from zero."""
+        self.baseline = baseline
+        for vocab, ref in zip(self.cat_vocab, baseline.categorical, strict=True):
+            for c in ref.categories:
+                vocab.code(c)
+        if self.pred_vocab is not None and baseline.prediction is not None:
+            for c in baseline.prediction.categories:
+                self.pred_vocab.code(c)
+        self.num_bins = [np.zeros(len(r.shares), dtype=np.int64) for r in baseline.numeric]
+        self.cat_bins = [np.zeros(v.cap + 1, dtype=np.int64) for v in self.cat_vocab]
+        self.pred_bins = None
+        if baseline.prediction is not None:
+            size = self.pred_vocab.cap + 1 if self.pred_vocab else len(baseline.prediction.shares)
+            self.pred_bins = np.zeros(size, dtype=np.int64)
+        if self.capture is not None and not self.capture.done:
+            self.capture = None  # a file baseline (or restored capture) ends any capture
+
+    def _vocab_to_ref(self, vocab: Vocab, ref: Any) -> np.ndarray:
+        """Lookup from vocabulary code (incl. overflow) to the reference's category code."""
+        labels = [*vocab.values, OVERFLOW]
+        codes = np.asarray(ref.codes(labels), dtype=np.int32)
+        table = np.full(vocab.cap + 1, len(ref.categories), dtype=np.int32)
+        table[: len(vocab.values)] = codes[:-1]
+        return table
+
+    def category_bin_counts(self) -> list[tuple[str, list[tuple[str, int]]]]:
+        """Per categorical feature: live counts per reference category and `__other__`."""
+        out = []
+        for j, (name, vocab) in enumerate(zip(self.categorical_names, self.cat_vocab, strict=True)):
+            ref = self.baseline.categorical[j]
+            table = self._vocab_to_ref(vocab, ref)
+            counts = np.bincount(table, weights=self.cat_bins[j], minlength=len(ref.shares))
+            labels = [*ref.categories, OVERFLOW]
+            out.append((name, [(lab, int(c)) for lab, c in zip(labels, counts, strict=True)]))
+        return out
+
+    def prediction_bin_counts(self) -> list[tuple[str, int]]:
+        ref = self.baseline.prediction
+        assert self.pred_bins is not None
+        if self.pred_vocab is None:
+            return [(str(i), int(c)) for i, c in enumerate(self.pred_bins)]
+        table = self._vocab_to_ref(self.pred_vocab, ref)
+        counts = np.bincount(table, weights=self.pred_bins, minlength=len(ref.shares))
+        labels = [*ref.categories, OVERFLOW]
+        return [(lab, int(c)) for lab, c in zip(labels, counts, strict=True)]
+
+    def window_snapshot(self, now: float) -> WindowSnapshot:
+        self.window.evict_older_than(now)
+        return self.window.snapshot()
+
+    def drift_window(self, snap: WindowSnapshot) -> Any:
+        """The window in the baseline's coding, as `sidecar.drift.WindowData`."""
+        from sidecar.drift import WindowData  # noqa: PLC0415 - keeps ingest import-light
+
+        b = self.baseline
+        cat = snap.categorical.copy()
+        for j, (vocab, ref) in enumerate(zip(self.cat_vocab, b.categorical, strict=True)):
+            col = snap.categorical[:, j]
+            table = self._vocab_to_ref(vocab, ref)
+            cat[:, j] = np.where(col < 0, -1, table[np.maximum(col, 0)])
+        preds: np.ndarray | None = None
+        if b.prediction is not None:
+            if self.pred_vocab is not None:
+                table = self._vocab_to_ref(self.pred_vocab, b.prediction)
+                col = snap.predictions
+                preds = np.where(col < 0, -1, table[np.maximum(col, 0)]).astype(np.int32)
+            else:
+                preds = snap.predictions
+        return WindowData(numeric=snap.numeric, categorical=cat, predictions=preds)
+
+
+def _predicted_class(ev: Event) -> str:
+    """The `predicted_class` label: a string prediction, a class index, or the argmax."""
+    p = ev.prediction
+    if type(p) is str:
+        return p
+    if isinstance(p, float) and p.is_integer():
+        return str(int(p))
+    probs = ev.probabilities
+    if probs:
+        if isinstance(probs, dict):
+            return max(probs, key=probs.__getitem__)
+        return str(max(range(len(probs)), key=probs.__getitem__))
+    return "none"  # a regression value is not a class: one label, not one per value
+
+
+def _bucket_groups(numeric: list[FeatureSpec]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Numeric columns grouped by identical buckets, so each group is one vectorized pass."""
+    groups: dict[tuple[float, ...], list[int]] = {}
+    for j, f in enumerate(numeric):
+        key = tuple(f.buckets) if f.buckets else tuple(FEATURE_BUCKETS.tolist())
+        groups.setdefault(key, []).append(j)
+    return [(np.array(k), np.array(v, dtype=np.int64)) for k, v in groups.items()]
