@@ -578,6 +578,10 @@ class GpuMonitor:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def aclose(self) -> None:
+        """`close()` from a thread, so a poll in flight never holds up the event loop."""
+        await asyncio.to_thread(self.close)
+
     # -- polling internals ---------------------------------------------------------------
 
     def _read_device(self, nvml: NvmlBackend, dev: _Device) -> GpuReading | None:

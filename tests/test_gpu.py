@@ -473,6 +473,14 @@ def test_close_frees_event_sets_shuts_down_once_and_stops_polling() -> None:
     assert registry.get_sample_value("drift_sidecar_gpu_available") == 0
 
 
+def test_aclose_shuts_down_from_a_thread() -> None:
+    nvml = FakeNvml([FakeGpu(UUID0)])
+    monitor = GpuMonitor.create("auto", 5, backend=nvml)
+    asyncio.run(monitor.aclose())
+    assert nvml.calls[-1] == "nvmlShutdown"
+    assert not monitor.available
+
+
 class ShutdownFailsNvml(FakeNvml):
     def shutdown(self) -> None:
         super().shutdown()
