@@ -1,0 +1,201 @@
+"""Latency helpers: a context manager and a decorator that record one event per call."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from sidecar.client._monitor import Monitor
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_OUTCOME_KEYS = frozenset({"prediction", "probabilities", "confidence", "id", "embedding"})
+
+
+class Timed:
+    """What `Monitor.timed()` yields: set the outcome on it inside the block."""
+
+    __slots__ = (
+        "_monitor",
+        "_t0",
+        "confidence",
+        "embedding",
+        "features",
+        "id",
+        "latency_s",
+        "prediction",
+        "probabilities",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        features: Mapping[str, Any] | None,
+        id: str | None,
+        trace_id: str | int | None,
+    ) -> None:
+        self._monitor = monitor
+        self.features = features
+        self.id = id
+        self.trace_id = trace_id
+        self.prediction: Any = None
+        self.probabilities: Any = None
+        self.confidence: Any = None
+        self.embedding: Any = None
+        self.latency_s: float | None = None
+        self._t0 = 0.0
+
+    def __enter__(self) -> Timed:
+        if self.trace_id is None and self._monitor._trace is not None:
+            # Taken on entry: the span around the block may have ended by the exit.
+            self.trace_id = self._monitor._trace()
+        self._t0 = perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self.latency_s = perf_counter() - self._t0
+        self._monitor.record(
+            features=self.features,
+            prediction=self.prediction,
+            probabilities=self.probabilities,
+            confidence=self.confidence,
+            latency_s=self.latency_s,
+            status="success" if exc_type is None else "error",
+            trace_id=self.trace_id,  # type: ignore[arg-type]
+            id=self.id,
+            embedding=self.embedding,
+        )
+        return False
+
+
+def _safe_features(
+    monitor: Monitor,
+    pick: Callable[..., Mapping[str, Any] | None] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[bool, Mapping[str, Any] | None]:
+    if pick is None:
+        return True, None
+    try:
+        return True, pick(*args, **kwargs)
+    except Exception as exc:
+        monitor._note_invalid(f"track(features=...) raised {type(exc).__name__}: {exc}")
+        return False, None
+
+
+def _emit(
+    monitor: Monitor,
+    *,
+    features: Mapping[str, Any] | None,
+    outcome: Callable[[Any], Mapping[str, Any] | None] | None,
+    result: Any,
+    status: str,
+    latency_s: float,
+    trace_id: int | None,
+) -> None:
+    fields: Mapping[str, Any] = {}
+    if outcome is not None and status == "success":
+        try:
+            fields = outcome(result) or {}
+            bad = [k for k in fields if k not in _OUTCOME_KEYS]
+            if bad:
+                raise KeyError(f"unknown field {bad[0]!r}")
+        except Exception as exc:
+            monitor._note_invalid(f"track(outcome=...) raised {type(exc).__name__}: {exc}")
+            return
+    monitor.record(
+        features=features,
+        latency_s=latency_s,
+        status=status,
+        trace_id=trace_id,  # type: ignore[arg-type]
+        **fields,
+    )
+
+
+def track_call(
+    monitor: Monitor,
+    features: Callable[..., Mapping[str, Any] | None] | None,
+    outcome: Callable[[Any], Mapping[str, Any] | None] | None,
+) -> Callable[[_F], _F]:
+    """Build the decorator behind `Monitor.track()`."""
+
+    def decorate(fn: _F) -> _F:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                ok, feats = _safe_features(monitor, features, args, kwargs)
+                tid = monitor._trace() if monitor._trace is not None else None
+                t0 = perf_counter()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception:
+                    if ok:
+                        _emit(
+                            monitor,
+                            features=feats,
+                            outcome=None,
+                            result=None,
+                            status="error",
+                            latency_s=perf_counter() - t0,
+                            trace_id=tid,
+                        )
+                    raise
+                if ok:
+                    _emit(
+                        monitor,
+                        features=feats,
+                        outcome=outcome,
+                        result=result,
+                        status="success",
+                        latency_s=perf_counter() - t0,
+                        trace_id=tid,
+                    )
+                return result
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ok, feats = _safe_features(monitor, features, args, kwargs)
+            tid = monitor._trace() if monitor._trace is not None else None
+            t0 = perf_counter()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception:
+                if ok:
+                    _emit(
+                        monitor,
+                        features=feats,
+                        outcome=None,
+                        result=None,
+                        status="error",
+                        latency_s=perf_counter() - t0,
+                        trace_id=tid,
+                    )
+                raise
+            if ok:
+                _emit(
+                    monitor,
+                    features=feats,
+                    outcome=outcome,
+                    result=result,
+                    status="success",
+                    latency_s=perf_counter() - t0,
+                    trace_id=tid,
+                )
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
