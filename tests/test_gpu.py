@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib.util
+import json
 import os
+import socket as socketlib
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +22,7 @@ import pytest
 import structlog
 from fake_nvml import FakeGpu, FakeNvml
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 import sidecar.gpu as gpu_mod
@@ -719,3 +723,98 @@ def test_gpu_check_compares_a_scrape_with_nvidia_smi() -> None:
         f"gpu 1 ({UUID1}) series present",
         f"utilization > 0 under load ({UUID0})",
     }
+
+
+# -- the real daemon on this machine ---------------------------------------------------------
+
+
+def _daemon_config(tmp: Path, port: int, enabled: str) -> Path:
+    cfg = tmp / "sidecar.yaml"
+    cfg.write_text(
+        f"socket: {{path: {tmp / 'events.sock'}}}\n"
+        f"http: {{host: 127.0.0.1, port: {port}}}\n"
+        f"state_dir: {tmp / 'state'}\n"
+        "models:\n"
+        "  - name: fraud\n"
+        "    baseline: {capture: 1000}\n"
+        "    features: [{name: amount, type: numeric}]\n"
+        "    prediction: {type: numeric}\n"
+        f"gpu: {{enabled: {enabled}, interval_s: 1}}\n"
+    )
+    return cfg
+
+
+def _daemon(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sidecar.cli", "run", "--config", str(cfg)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cfg.parent,
+        )
+
+
+def _scrape(port: int, path: str = "/metrics") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+        return str(resp.read().decode())
+
+
+def _wait(predicate: object, timeout: float = 20.0) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, "daemon condition not met before the deadline"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(_nvml_library_loadable(), reason="needs a machine without an NVIDIA driver")
+def test_daemon_without_gpu_stays_healthy_and_reports_unavailable(tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "daemon.log"
+    proc = _daemon(_daemon_config(tmp_path, port, "auto"), log)
+    try:
+        _wait(lambda: "drift_sidecar_gpu_available" in _scrape(port))
+        with socketlib.socket(socketlib.AF_UNIX) as s:
+            s.connect(str(tmp_path / "events.sock"))
+            event = {"kind": "stats", "model": "fraud", "model_memory_bytes": 12345}
+            s.sendall(json.dumps(event).encode() + b"\n")
+        _wait(lambda: "ml_model_memory_bytes" in _scrape(port))
+        text = _scrape(port)
+        values = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+        assert values[("drift_sidecar_gpu_available", ())] == 0
+        assert values[("ml_model_memory_bytes", (("model_name", "fraud"),))] == 12345
+        assert "ml_gpu_" not in text
+        assert _scrape(port, "/healthz")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=20)
+    assert code == 0
+    lines = log.read_text().splitlines()
+    assert sum("gpu_unavailable" in line for line in lines) == 1
+
+
+@pytest.mark.skipif(_nvml_library_loadable(), reason="needs a machine without an NVIDIA driver")
+def test_daemon_with_gpu_required_refuses_to_start(tmp_path: Path) -> None:
+    log = tmp_path / "daemon.log"
+    proc = _daemon(_daemon_config(tmp_path, _free_port(), "true"), log)
+    code = proc.wait(timeout=30)
+    assert code != 0
+    assert "gpu.enabled is true" in log.read_text()
+
+
+def _free_port() -> int:
+    with socketlib.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
