@@ -129,7 +129,13 @@ class AutoRegisterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
 
 class GpuSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: Literal["auto"] | bool = "auto"
+    """auto: use NVML when a driver and GPU are there; true: refuse to start without one."""
     interval_s: float = 5.0
+    model_pids: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    """Process IDs per model, for NVML's per-process memory (`ml_model_memory_bytes`)."""
+    visible_process_model: str | None = None
+    """Attribute GPU processes visible in this PID namespace to this model (shared PID
+    namespace pods); a model server's own report still wins while fresh."""
 
 
 class StateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -306,6 +312,13 @@ def _semantic_problems(cfg: Config) -> list[str]:
     p.extend(_drift_problems(cfg.drift, "drift"))
     if cfg.gpu.interval_s <= 0:
         p.append("gpu.interval_s: must be > 0")
+    names = {m.name for m in cfg.models}
+    for model in cfg.gpu.model_pids:
+        if model not in names:
+            p.append(f"gpu.model_pids.{model}: not a configured model")
+    vpm = cfg.gpu.visible_process_model
+    if vpm is not None and vpm not in names:
+        p.append(f"gpu.visible_process_model: {vpm!r} is not a configured model")
     if cfg.state.snapshot_interval_s <= 0:
         p.append("state.snapshot_interval_s: must be > 0")
     if cfg.auto_register.max_models < 0 or cfg.auto_register.max_features < 1:

@@ -50,7 +50,9 @@ class Daemon:
             SidecarCollector(lambda: list(self.pipeline.trackers.values()), self.health)
         )
         self.gpu = gpu if gpu is not None else GpuMonitor.create(
-            config.gpu.enabled, config.gpu.interval_s
+            config.gpu.enabled, config.gpu.interval_s,
+            model_pids=config.gpu.model_pids,
+            visible_process_model=config.gpu.visible_process_model,
         )
         self.registry.register(self.gpu.collector())
         self.state = StateStore(config.state_path)
@@ -126,7 +128,7 @@ class Daemon:
             log.exception("state_save_failed")
         if self._runner is not None:
             await self._runner.cleanup()
-        self.gpu.close()
+        await self.gpu.aclose()
         log.info("stopped", seconds=round(time.monotonic() - t0, 3),
                  accepted=sum(t.accepted for t in self.pipeline.trackers.values()))
 
@@ -207,7 +209,7 @@ class Daemon:
             psi_bins=d.psi_bins, max_categories=d.max_categories,
         )
         baseline = dataclasses.replace(baseline, source="capture")
-        tracker.install_baseline(baseline)
+        tracker.install_baseline(baseline, backfill=True)
         log.info("baseline_captured", model=tracker.name, rows=baseline.rows,
                  path=str(path), sha256=baseline.sha256)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -93,42 +94,68 @@ def decode_lines(lines: Iterable[bytes], max_batch_events: int) -> Decoded:
             _decode_line(line, max_batch_events, out)
         return out
     for item in items:
-        if isinstance(item, list):
-            if len(item) > max_batch_events:
-                out.rejections.append(
-                    Rejection("batch_too_large", f"{len(item)} events > {max_batch_events}")
-                )
-            else:
-                out.events.extend(item)
-        else:
-            out.events.append(item)
+        _add(item, max_batch_events, out)
     return out
 
 
 def _decode_line(line: bytes, max_batch_events: int, out: Decoded) -> None:
-    err: msgspec.DecodeError | None = None
     try:
         item = _line_decoder.decode(line)
     except msgspec.DecodeError as exc:
-        err = exc
-    if err is None:
-        if isinstance(item, list):
-            if len(item) > max_batch_events:
-                out.rejections.append(
-                    Rejection("batch_too_large", f"{len(item)} events > {max_batch_events}")
-                )
-            else:
-                out.events.extend(item)
-        else:
-            out.events.append(item)
+        if (b"NaN" in line or b"Infinity" in line or "Number out of range" in str(exc)) and (
+            _decode_python_json(line, max_batch_events, out)
+        ):
+            return
+        _decode_elementwise(line, exc, max_batch_events, out)
         return
+    _add(item, max_batch_events, out)
+
+
+def _add(item: Event | list[Event], max_batch_events: int, out: Decoded) -> None:
+    if isinstance(item, list):
+        if len(item) > max_batch_events:
+            out.rejections.append(
+                Rejection("batch_too_large", f"{len(item)} events > {max_batch_events}")
+            )
+        else:
+            out.events.extend(item)
+    else:
+        out.events.append(item)
+
+
+def _decode_python_json(line: bytes, max_batch_events: int, out: Decoded) -> bool:
+    """Python's json.dumps writes NaN and Infinity tokens, and big numbers overflow to inf:
+    take such lines with the json module (the values then count as missing) rather than
+    reject otherwise good events. Returns False when the line is not JSON even so."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    items = obj if isinstance(obj, list) else [obj]
+    if len(items) > max_batch_events:
+        out.rejections.append(
+            Rejection("batch_too_large", f"{len(items)} events > {max_batch_events}")
+        )
+        return True
+    for i, x in enumerate(items):
+        try:
+            out.events.append(msgspec.convert(x, Event, strict=False))
+        except msgspec.ValidationError as exc:
+            out.rejections.append(Rejection(classify(exc), f"[{i}]: {exc}"))
+    return True
+
+
+def _decode_elementwise(
+    line: bytes, err: msgspec.DecodeError, max_batch_events: int, out: Decoded
+) -> None:
+    """A line that failed as a whole: reject it, or each bad element of its batch alone."""
     if line.lstrip()[:1] != b"[":
         out.rejections.append(Rejection(classify(err), str(err)))
         return
     try:
         raws = _raw_list_decoder.decode(line)
-    except msgspec.DecodeError as exc2:
-        out.rejections.append(Rejection("invalid_json", str(exc2)))
+    except msgspec.DecodeError as exc:
+        out.rejections.append(Rejection("invalid_json", str(exc)))
         return
     if len(raws) > max_batch_events:
         out.rejections.append(
@@ -138,8 +165,8 @@ def _decode_line(line: bytes, max_batch_events: int, out: Decoded) -> None:
     for i, raw in enumerate(raws):
         try:
             out.events.append(_event_decoder.decode(raw))
-        except msgspec.DecodeError as exc3:
-            out.rejections.append(Rejection(classify(exc3), f"[{i}]: {exc3}"))
+        except msgspec.DecodeError as exc:
+            out.rejections.append(Rejection(classify(exc), f"[{i}]: {exc}"))
 
 
 def decode_body(body: bytes, max_batch_events: int) -> Decoded:

@@ -391,8 +391,10 @@ class ModelTracker:
         self.capture.predictions.clear()
         return CaptureData(numeric, categorical, prediction)
 
-    def install_baseline(self, baseline: Any) -> None:
-        """Start comparing against `baseline`; per-bin counters start from zero."""
+    def install_baseline(self, baseline: Any, backfill: bool = False) -> None:
+        """Start comparing against `baseline`; per-bin counters start from zero, or, with
+        `backfill` (a capture just finished), from the window, which then holds exactly the
+        events that followed the capture."""
         self.baseline = baseline
         for vocab, ref in zip(self.cat_vocab, baseline.categorical, strict=True):
             for c in ref.categories:
@@ -408,6 +410,9 @@ class ModelTracker:
             self.pred_bins = np.zeros(size, dtype=np.int64)
         if self.capture is not None and not self.capture.done:
             self.capture = None  # a file baseline (or restored capture) ends any capture
+        if backfill:
+            snap = self.window.snapshot()
+            self._count_bins(snap.numeric, snap.categorical, snap.predictions)
 
     def _vocab_to_ref(self, vocab: Vocab, ref: Any) -> np.ndarray:
         """Lookup from vocabulary code (incl. overflow) to the reference's category code."""

@@ -1,0 +1,186 @@
+"""Start the real daemon as a subprocess on a temporary config, and talk to it for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception as exc:  # not ready yet: connection refused, missing series...
+            last_exc = exc
+            value = None
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc!r}")
+
+
+@dataclass
+class Metrics:
+    """A parsed scrape: `value(name, **labels)` gives one sample."""
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = field(default_factory=dict)
+    text: str = ""
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def series(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
+        return {lab: v for (n, lab), v in self.samples.items() if n == name}
+
+
+def parse_metrics(text: str) -> Metrics:
+    m = Metrics(text=text)
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            m.samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return m
+
+
+@dataclass
+class DaemonProcess:
+    proc: subprocess.Popen[bytes]
+    config_path: Path
+    socket_path: str
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def post(self, path: str, body: bytes) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + path, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def scrape(self) -> Metrics:
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        return parse_metrics(body.decode())
+
+    def json(self, path: str) -> Any:
+        status, body = self.get(path)
+        return json.loads(body)
+
+    def send(self, lines: Iterable[bytes | str | dict[str, Any] | list[Any]]) -> None:
+        """One connection; each item becomes one line."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(self.socket_path)
+            s.sendall(b"".join(_line(x) for x in lines))
+
+    def wait_metric(self, name: str, expected: float, timeout: float = 15.0, **labels: str) -> Metrics:
+        return wait_for(
+            lambda: (m := self.scrape()).value(name, **labels) == expected and m,
+            timeout, f"{name}{labels} == {expected}",
+        )
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def _line(x: bytes | str | dict[str, Any] | list[Any]) -> bytes:
+    if isinstance(x, bytes):
+        return x if x.endswith(b"\n") else x + b"\n"
+    if isinstance(x, str):
+        return (x if x.endswith("\n") else x + "\n").encode()
+    return (json.dumps(x) + "\n").encode()
+
+
+def write_config(tmp: Path, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """A config on a fresh socket and port, merged with `extra` (top-level keys)."""
+    sock_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"ds-{os.getpid()}-{free_port()}"
+    cfg: dict[str, Any] = {
+        "socket": {"path": str(sock_dir / "events.sock")},
+        "http": {"host": "127.0.0.1", "port": free_port()},
+        "state_dir": str(tmp / "state"),
+        "gpu": {"enabled": False},
+    }
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    path = tmp / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, cfg
+
+
+def start_daemon(
+    tmp: Path, extra: dict[str, Any] | None = None, config_path: Path | None = None,
+    wait_ready: bool = False,
+) -> DaemonProcess:
+    if config_path is None:
+        config_path, cfg = write_config(tmp, extra)
+    else:
+        cfg = yaml.safe_load(config_path.read_text())
+    log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar.cli", "run", "--config", str(config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+        )
+    d = DaemonProcess(proc, config_path, cfg["socket"]["path"], cfg["http"]["port"], log_path)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}:\n{log_path.read_text()}")
+        return d.get("/healthz")[0] == 200 and os.path.exists(d.socket_path)
+
+    try:
+        wait_for(up, 20, "daemon /healthz")
+        if wait_ready:
+            wait_for(lambda: d.get("/readyz")[0] == 200, 20, "daemon /readyz")
+    except BaseException:
+        d.stop(signal.SIGKILL)
+        raise
+    return d
+
+
+def kill_quietly(d: DaemonProcess) -> None:
+    if d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait(timeout=10)
