@@ -1,0 +1,275 @@
+"""Drift checks: PSI bins, chi-square, corrections, insufficient data, false alarms, power."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from sidecar.baseline import Baseline, build_baseline
+from sidecar.drift import (
+    DriftParams,
+    WindowData,
+    adjust_pvalues,
+    check_model,
+    chi2_test,
+    psi,
+)
+
+
+def make_baseline(
+    rng: np.random.Generator,
+    n_numeric: int,
+    n_categorical: int = 0,
+    rows: int = 5000,
+    prediction_kind: str | None = None,
+) -> Baseline:
+    numeric = {f"x{i}": rng.normal(size=rows) for i in range(n_numeric)}
+    cats = np.array(["a", "b", "c", "d"])
+    p = np.array([0.4, 0.3, 0.2, 0.1])
+    categorical = {f"c{i}": list(rng.choice(cats, size=rows, p=p)) for i in range(n_categorical)}
+    prediction: np.ndarray | list[str | None] | None = None
+    if prediction_kind == "numeric":
+        prediction = rng.normal(loc=2.0, size=rows)
+    elif prediction_kind == "categorical":
+        prediction = list(rng.choice(["yes", "no"], size=rows, p=[0.3, 0.7]))
+    return build_baseline(
+        "m", numeric=numeric, categorical=categorical, prediction=prediction,
+        prediction_kind=prediction_kind,
+    )
+
+
+def window(
+    b: Baseline, rng: np.random.Generator, n: int, shift: float = 0.0,
+    cat_p: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1),
+) -> WindowData:
+    num = rng.normal(loc=shift, size=(n, len(b.numeric)))
+    cat = np.empty((n, len(b.categorical)), dtype=np.int32)
+    for j, ref in enumerate(b.categorical):
+        values = list(rng.choice(["a", "b", "c", "d"], size=n, p=list(cat_p)))
+        cat[:, j] = ref.codes(values)
+    return WindowData(numeric=num, categorical=cat, predictions=None)
+
+
+def naive_numeric_psi(b_values: np.ndarray, edges: np.ndarray, cur: np.ndarray) -> float:
+    """Bins by explicit interval tests: (-inf, e0], (e0, e1], ..., (e_last, inf)."""
+    bounds = [-math.inf, *edges.tolist(), math.inf]
+    total = 0.0
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        r = np.mean((b_values > lo) & (b_values <= hi))
+        c = np.mean((cur > lo) & (cur <= hi))
+        r, c = min(max(r, 1e-4), 1.0), min(max(c, 1e-4), 1.0)
+        total += (c - r) * math.log(c / r)
+    return total
+
+
+def test_numeric_psi_keeps_values_outside_the_reference_range() -> None:
+    rng = np.random.default_rng(1)
+    b = make_baseline(rng, 1)
+    ref = b.numeric[0]
+    # a third of the window lies beyond the reference maximum: np.histogram would drop it
+    cur = np.concatenate([rng.normal(size=700), np.full(350, ref.sorted_values[-1] + 10.0)])
+    result = check_model(b, WindowData(cur[:, None], np.empty((1050, 0), np.int32)), DriftParams())
+    f = result.features[0]
+    assert f.samples == 1050
+    assert f.psi is not None
+    assert f.psi == pytest.approx(naive_numeric_psi(ref.sorted_values, ref.edges, cur), rel=1e-9)
+    assert f.psi > 0.2
+    assert f.drifted and "psi" in f.detected_by
+    assert int(ref.bin_counts(cur)[-1]) >= 350
+
+
+def test_nan_and_inf_count_as_missing() -> None:
+    rng = np.random.default_rng(2)
+    b = make_baseline(rng, 2)
+    w = rng.normal(size=(1000, 2))
+    w[:100, 0] = np.nan
+    w[100:150, 0] = np.inf
+    w[150:200, 0] = -np.inf
+    result = check_model(b, WindowData(w, np.empty((1000, 0), np.int32)), DriftParams())
+    f0, f1 = result.features
+    assert f0.samples == 800 and f0.missing_rate == pytest.approx(0.2)
+    assert f1.samples == 1000 and f1.missing_rate == 0.0
+    expected = scipy.stats.ks_2samp(b.numeric[0].sorted_values, w[200:, 0], method="asymp")
+    assert f0.ks_statistic == pytest.approx(expected.statistic, abs=1e-12)
+    assert f0.ks_pvalue == pytest.approx(expected.pvalue, rel=1e-12)
+    assert all(math.isfinite(x) for x in (f0.psi or math.nan, f0.ks_statistic or math.nan))
+
+
+def test_below_min_samples_reports_insufficient_data_not_noise() -> None:
+    rng = np.random.default_rng(3)
+    b = make_baseline(rng, 2, 1, prediction_kind="numeric")
+    w = window(b, rng, 300, shift=5.0)
+    w = WindowData(w.numeric, w.categorical, rng.normal(size=300))
+    result = check_model(b, w, DriftParams(min_samples=500), now=123.0)
+    assert not result.sufficient and result.samples == 300 and result.checked_at == 123.0
+    for f in result.features:
+        assert not f.sufficient and not f.drifted
+        assert f.psi is None and f.ks_statistic is None and f.chi2_statistic is None
+        assert f.p_adjusted is None
+    assert result.prediction is not None and not result.prediction.sufficient
+    assert result.prediction.ks_statistic is None and not result.prediction.drifted
+    body = result.to_json()
+    assert body["status"] == "insufficient_data" and body["drifted"] is False
+    json.dumps(body, allow_nan=False)
+
+
+def test_feature_below_min_samples_while_model_has_enough() -> None:
+    rng = np.random.default_rng(4)
+    b = make_baseline(rng, 2)
+    w = rng.normal(loc=3.0, size=(1000, 2))
+    w[:700, 1] = np.nan
+    result = check_model(b, WindowData(w, np.empty((1000, 0), np.int32)), DriftParams())
+    assert result.sufficient
+    assert result.features[0].drifted
+    f1 = result.features[1]
+    assert not f1.sufficient and not f1.drifted and f1.psi is None
+    assert f1.samples == 300 and f1.missing_rate == pytest.approx(0.7)
+
+
+def test_categorical_chi2_and_unseen_categories() -> None:
+    rng = np.random.default_rng(5)
+    b = make_baseline(rng, 0, 1)
+    ref = b.categorical[0]
+    assert ref.categories == ("a", "b", "c", "d") and ref.shares[-1] == 0.0
+    values = list(rng.choice(["a", "b", "c", "d"], size=2000, p=[0.4, 0.3, 0.2, 0.1]))
+    values[:200] = ["zz"] * 200  # never seen in the reference: pooled into OTHER
+    values[200:300] = [None] * 100
+    codes = ref.codes(values)
+    assert (codes == -1).sum() == 100 and (codes == 4).sum() == 200
+    result = check_model(b, WindowData(np.empty((2000, 0)), codes[:, None]), DriftParams())
+    f = result.features[0]
+    assert f.kind == "categorical" and f.samples == 1900
+    assert f.missing_rate == pytest.approx(0.05)
+    counts = np.bincount(codes[codes >= 0], minlength=5)
+    expected_shares = np.append(ref.shares[:4], 1e-4)
+    expected_shares /= expected_shares.sum()
+    want = scipy.stats.chisquare(counts, expected_shares * counts.sum())
+    assert f.chi2_statistic == pytest.approx(want.statistic, rel=1e-12)
+    assert f.chi2_pvalue == pytest.approx(want.pvalue, rel=1e-9, abs=1e-300)
+    assert f.chi2_statistic is not None and math.isfinite(f.chi2_statistic)
+    assert f.drifted and f.ks_statistic is None
+    assert f.psi == pytest.approx(psi(ref.shares, counts))
+
+
+def test_chi2_leaves_out_bins_empty_in_both() -> None:
+    stat, p = chi2_test(np.array([0.5, 0.5, 0.0]), np.array([40, 60, 0]))
+    want = scipy.stats.chisquare([40, 60], [50, 50])
+    assert stat == pytest.approx(want.statistic, rel=1e-12)
+    assert p == pytest.approx(want.pvalue, rel=1e-12)
+    assert chi2_test(np.array([1.0, 0.0]), np.array([10, 0])) == (0.0, 1.0)
+    assert all(math.isnan(x) for x in chi2_test(np.array([1.0]), np.array([0])))
+
+
+def test_adjust_pvalues() -> None:
+    p = np.array([0.01, np.nan, 0.04, 0.03, 0.5])
+    bonf = adjust_pvalues(p, "bonferroni")
+    np.testing.assert_allclose(bonf, [0.04, np.nan, 0.16, 0.12, 1.0])
+    bh = adjust_pvalues(p, "bh")
+    want = scipy.stats.false_discovery_control(p[~np.isnan(p)], method="bh")
+    np.testing.assert_allclose(bh[~np.isnan(p)], want, rtol=1e-12)
+    assert np.isnan(bh[1])
+    np.testing.assert_array_equal(adjust_pvalues(p, "none"), p)
+    with pytest.raises(ValueError, match="correction"):
+        adjust_pvalues(p, "holm")
+
+
+def test_prediction_drift_numeric_and_categorical() -> None:
+    rng = np.random.default_rng(6)
+    b = make_baseline(rng, 1, prediction_kind="numeric")
+    ref = b.prediction
+    assert ref is not None
+    preds = rng.normal(loc=2.5, size=2000)
+    w = WindowData(rng.normal(size=(2000, 1)), np.empty((2000, 0), np.int32), preds)
+    result = check_model(b, w, DriftParams())
+    q = result.prediction
+    assert q is not None and q.kind == "numeric" and q.sufficient and q.drifted
+    want = scipy.stats.ks_2samp(ref.sorted_values, preds, method="asymp")
+    assert q.ks_statistic == pytest.approx(want.statistic, abs=1e-12)
+    assert q.ks_pvalue == pytest.approx(want.pvalue, rel=1e-12, abs=1e-300)
+    assert q.mean_shift_ratio == pytest.approx((preds.mean() - ref.mean) / abs(ref.mean))
+    assert q.psi is not None and q.chi2_statistic is None
+
+    bc = make_baseline(rng, 1, prediction_kind="categorical")
+    assert bc.prediction is not None and not isinstance(bc.prediction, type(ref))
+    labels = list(rng.choice(["yes", "no"], size=2000, p=[0.6, 0.4]))
+    codes = bc.prediction.codes(labels)
+    wc = WindowData(rng.normal(size=(2000, 1)), np.empty((2000, 0), np.int32), codes)
+    qc = check_model(bc, wc, DriftParams()).prediction
+    assert qc is not None and qc.kind == "categorical" and qc.drifted
+    assert qc.chi2_statistic is not None and qc.ks_statistic is None and qc.psi is not None
+
+
+def test_mean_shift_ratio_is_none_for_zero_baseline_mean() -> None:
+    rng = np.random.default_rng(7)
+    b = build_baseline(
+        "m", numeric={}, categorical={}, prediction=np.array([-1.0, 1.0] * 1000),
+        prediction_kind="numeric",
+    )
+    w = WindowData(np.empty((1000, 0)), np.empty((1000, 0), np.int32), rng.normal(size=1000))
+    q = check_model(b, w, DriftParams()).prediction
+    assert q is not None and q.sufficient and q.mean_shift_ratio is None
+
+
+def test_to_json_is_json_safe_and_complete() -> None:
+    rng = np.random.default_rng(8)
+    b = make_baseline(rng, 2, 1, prediction_kind="numeric")
+    w = window(b, rng, 1000, shift=1.0)
+    w = WindowData(w.numeric, w.categorical, rng.normal(size=1000))
+    body = check_model(b, w, DriftParams(), now=1.5).to_json()
+    text = json.dumps(body, allow_nan=False)
+    assert json.loads(text) == body
+    assert body["status"] == "ok" and body["checked_at"] == 1.5 and body["samples"] == 1000
+    x0 = body["features"]["x0"]
+    assert x0["drifted"] is True and x0["samples"] == 1000
+    assert {"ks_statistic", "ks_pvalue", "psi", "psi_threshold", "p_adjusted"} <= set(x0)
+    assert x0["p_value_threshold"] == 0.05
+    c0 = body["features"]["c0"]
+    assert {"chi2_statistic", "chi2_pvalue"} <= set(c0) and "ks_statistic" not in c0
+    assert body["prediction"]["kind"] == "numeric"
+    assert "x0" in body["drifted_features"]
+
+
+def test_window_shape_is_checked() -> None:
+    rng = np.random.default_rng(9)
+    b = make_baseline(rng, 2)
+    with pytest.raises(ValueError, match="numeric"):
+        check_model(b, WindowData(np.zeros((10, 3)), np.empty((10, 0), np.int32)), DriftParams())
+
+
+@pytest.mark.parametrize("correction", ["bonferroni", "bh"])
+def test_false_alarm_rate_within_alpha_after_correction(correction: str) -> None:
+    """200 no-drift checks of a 20-feature model: any-detected rate stays within alpha."""
+    rng = np.random.default_rng(1234)
+    b = make_baseline(rng, 16, 4, rows=5000)
+    params = DriftParams(min_samples=500, correction=correction, p_value=0.05)
+    checks = 200
+    alarms = sum(
+        any(f.drifted for f in check_model(b, window(b, rng, 1000), params).features)
+        for _ in range(checks)
+    )
+    # family-wise rate <= 0.05: P(Binomial(200, 0.05) > 20) < 1e-3
+    assert alarms <= 20, alarms
+    uncorrected = DriftParams(min_samples=500, correction="none")
+    raw = sum(
+        any(f.drifted for f in check_model(b, window(b, rng, 1000), uncorrected).features)
+        for _ in range(50)
+    )
+    # without a correction 20 tests at 0.05 alarm most of the time: the test has teeth
+    assert raw >= 20, raw
+
+
+def test_power_small_mean_shift_is_detected() -> None:
+    """A 0.1 sigma shift in a 10k window against a 50k baseline, among 20 features."""
+    rng = np.random.default_rng(99)
+    b = make_baseline(rng, 20, rows=50_000)
+    num = rng.normal(size=(10_000, 20))
+    num[:, 3] += 0.1
+    result = check_model(b, WindowData(num, np.empty((10_000, 0), np.int32)), DriftParams())
+    drifted = [f.name for f in result.features if f.drifted]
+    assert "x3" in drifted
+    assert "pvalue" in result.features[3].detected_by
+    assert len(drifted) <= 2
