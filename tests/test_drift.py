@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -58,7 +59,7 @@ def naive_numeric_psi(b_values: np.ndarray, edges: np.ndarray, cur: np.ndarray) 
     """Bins by explicit interval tests: (-inf, e0], (e0, e1], ..., (e_last, inf)."""
     bounds = [-math.inf, *edges.tolist(), math.inf]
     total = 0.0
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         r = np.mean((b_values > lo) & (b_values <= hi))
         c = np.mean((cur > lo) & (cur <= hi))
         r, c = min(max(r, 1e-4), 1.0), min(max(c, 1e-4), 1.0)

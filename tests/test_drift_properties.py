@@ -105,8 +105,8 @@ def naive_psi(ref_shares: list[float], counts: list[int]) -> float:
     """PSI written out term by term."""
     total = sum(counts)
     out = 0.0
-    for r, c in zip(ref_shares, counts, strict=True):
-        r = min(max(r, 1e-4), 1.0)
+    for share, c in zip(ref_shares, counts, strict=True):
+        r = min(max(share, 1e-4), 1.0)
         cur = min(max(c / total, 1e-4), 1.0)
         out += (cur - r) * math.log(cur / r)
     return out
