@@ -187,8 +187,24 @@ def documented_metrics() -> dict[str, str]:
 
 
 _KEYWORDS = frozenset(
-    {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
-     "group_right", "offset", "bool", "inf", "nan", "atan2", "start", "end"}
+    {
+        "and",
+        "or",
+        "unless",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "bool",
+        "inf",
+        "nan",
+        "atan2",
+        "start",
+        "end",
+    }
 )
 _LABEL_LISTS = re.compile(
     r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.IGNORECASE
@@ -299,9 +315,7 @@ class PrometheusHandle:
 
     def wait_for_targets_up(self, count: int, timeout: float = 30.0) -> None:
         """Wait until `count` targets have been scraped successfully."""
-        self.wait_for(
-            'up{job="drift-sidecar"} == 1', lambda r: len(r) >= count, timeout=timeout
-        )
+        self.wait_for('up{job="drift-sidecar"} == 1', lambda r: len(r) >= count, timeout=timeout)
 
     def log(self) -> str:
         """Prometheus's own log so far (for assertion messages)."""
@@ -337,6 +351,7 @@ def write_config(
     path: Path,
     scrape_targets: Iterable[str],
     rule_files: Iterable[Path],
+    *,
     scrape_interval: str,
     evaluation_interval: str,
     job_name: str = "drift-sidecar",
@@ -364,6 +379,7 @@ def start_prometheus(
     tmp_path: Path,
     scrape_targets: Sequence[str] = (),
     rule_files: Sequence[Path] = (),
+    *,
     scrape_interval: str = "1s",
     evaluation_interval: str = "1s",
     job_name: str = "drift-sidecar",
@@ -383,9 +399,9 @@ def start_prometheus(
         workdir / "prometheus.yml",
         scrape_targets,
         rule_files,
-        scrape_interval,
-        evaluation_interval,
-        job_name,
+        scrape_interval=scrape_interval,
+        evaluation_interval=evaluation_interval,
+        job_name=job_name,
     )
     port = free_port()
     log_path = workdir / "prometheus.log"
@@ -417,8 +433,9 @@ def start_prometheus(
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() >= deadline:
+                log_tail = handle.log()[-4000:]
                 raise PrometheusError(
-                    f"prometheus not ready on {handle.url} after {timeout}s:\n{handle.log()[-4000:]}"
+                    f"prometheus not ready on {handle.url} after {timeout}s:\n{log_tail}"
                 )
             time.sleep(0.1)
     except BaseException:

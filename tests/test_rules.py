@@ -32,7 +32,8 @@ from promtools import (
 GUIDE_EXPRESSIONS = {
     "HighErrorRate": 'sum(rate(ml_prediction_requests_total{status="error"}[5m]))\n'
     "/ sum(rate(ml_prediction_requests_total[5m])) > 0.01",
-    "HighLatency": "histogram_quantile(0.99,\n  rate(ml_prediction_latency_seconds_bucket[5m])\n) > 0.1",
+    "HighLatency": "histogram_quantile(0.99,\n"
+    "  rate(ml_prediction_latency_seconds_bucket[5m])\n) > 0.1",
     "LowConfidencePredictions": "histogram_quantile(0.5,\n"
     "  rate(ml_prediction_confidence_bucket[1h])\n) < 0.6",
     "GPUMemoryHigh": "ml_gpu_memory_used_bytes / ml_gpu_memory_total_bytes > 0.9",
@@ -140,7 +141,9 @@ def cumulative_expr(source: str, by: str) -> str:
     terms = []
     for k in range(CUMULATIVE_BINS):
         bins = "|".join(str(i) for i in range(k + 1))
-        terms.append(f'label_replace(sum by ({by}) ({source}{{bin=~"{bins}"}}), "bin", "{k}", "", "")')
+        terms.append(
+            f'label_replace(sum by ({by}) ({source}{{bin=~"{bins}"}}), "bin", "{k}", "", "")'
+        )
     return " or ".join(terms)
 
 
@@ -218,8 +221,9 @@ class _Exposition(BaseHTTPRequestHandler):
             for b in REFERENCE
         ]
         lines.append("# TYPE ml_feature_bin_reference_ratio gauge")
+        labels = 'model_name="fraud",feature_name="amount"'
         lines += [
-            f'ml_feature_bin_reference_ratio{{model_name="fraud",feature_name="amount",bin="{b}"}} {r}'
+            f'ml_feature_bin_reference_ratio{{{labels},bin="{b}"}} {r}'
             for b, r in REFERENCE.items()
         ]
         lines.append("# TYPE ml_feature_bin_upper_bound gauge")
@@ -256,9 +260,7 @@ def exposition() -> Iterator[str]:
 def test_rules_load_and_compute_fleet_psi_in_prometheus(tmp_path: Path, exposition: str) -> None:
     with start_prometheus(tmp_path, [exposition], [ALERTS_FILE, RECORDING_FILE]) as prom:
         prom.wait_for_targets_up(1, timeout=20)
-        psi = prom.wait_for(
-            "model_name_feature_name:ml_feature_drift_psi:fleet_1h", timeout=20
-        )
+        psi = prom.wait_for("model_name_feature_name:ml_feature_drift_psi:fleet_1h", timeout=20)
         ks = prom.wait_for(
             "model_name_feature_name:ml_feature_drift_ks_statistic:fleet_1h", timeout=20
         )
