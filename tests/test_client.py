@@ -527,9 +527,10 @@ def test_trace_id_taken_from_the_current_otel_span(server: NdjsonServer) -> None
     from opentelemetry.sdk.trace import TracerProvider
 
     tracer = TracerProvider().get_tracer("test")
-    with Monitor(server.path, model="m") as m, Monitor(
-        server.path, model="quiet", trace_ids=False
-    ) as quiet:
+    with (
+        Monitor(server.path, model="m") as m,
+        Monitor(server.path, model="quiet", trace_ids=False) as quiet,
+    ):
         with tracer.start_as_current_span("predict") as span:
             expected = format(span.get_span_context().trace_id, "032x")
             m.record(id="plain")
