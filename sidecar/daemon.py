@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from sidecar.baseline import Baseline, load_baseline, write_baseline
 from sidecar.config import Config, ModelSpec, load_config
 from sidecar.drift import DriftParams, check_model
-from sidecar.errors import BaselineError, SidecarError
+from sidecar.errors import BaselineError, ConfigError, SidecarError
 from sidecar.gpu import GpuMonitor
 from sidecar.ingest import IngestServer
 from sidecar.metrics import Health, SidecarCollector
@@ -57,6 +57,8 @@ class Daemon:
         self.registry.register(self.gpu.collector())
         self.state = StateStore(config.state_path)
         self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+        """Set once the socket and HTTP listen and every task runs."""
         self._reload = asyncio.Event()
         self._failed: BaseException | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -91,7 +93,13 @@ class Daemon:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                [f"http: cannot listen on {self.config.http.host}:{self.config.http.port}: "
+                 f"{exc.strerror or exc}"], self.config.source or "<embedded defaults>",
+            ) from exc
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
@@ -99,6 +107,7 @@ class Daemon:
         self._spawn("gpu", self.gpu.run(), eternal=True)
         self._spawn("snapshots", self._snapshot_loop(), eternal=True)
         self._start_drift_loops()
+        self.started.set()
         log.info(
             "started",
             socket=self.ingest.path,
@@ -345,8 +354,6 @@ def _baseline_path(config: Config, spec: ModelSpec, store: StateStore) -> Path |
 
 def _check_immutable(old: Config, new: Config) -> None:
     """Listening addresses cannot change under a running process; say so instead."""
-    from sidecar.errors import ConfigError  # noqa: PLC0415
-
     problems = []
     if old.socket_path != new.socket_path:
         problems.append("socket.path: cannot change on reload; restart the sidecar")

@@ -1,0 +1,127 @@
+"""Configuration: defaults, every bad key named by its path, and the CLI's answer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sidecar.config import embedded_defaults, load_config, parse_config
+from sidecar.errors import ConfigError
+
+EXAMPLE = Path(__file__).parents[1] / "configs" / "sidecar.example.yaml"
+
+
+def test_example_config_has_every_key_and_loads():
+    cfg = load_config(EXAMPLE)
+    assert cfg.socket.path == "/var/run/drift-sidecar/events.sock"
+    assert cfg.socket_mode == 0o660
+    fraud = cfg.model("fraud")
+    assert fraud is not None
+    assert cfg.drift_for(fraud).window_size == 20000
+    assert cfg.drift_for(fraud).psi_bins == 10  # inherited
+    # Every settings field appears in the example, so users see every key.
+    text = EXAMPLE.read_text()
+    import msgspec
+
+    from sidecar import config as c
+
+    for struct in (c.SocketSettings, c.HttpSettings, c.DriftSettings, c.GpuSettings,
+                   c.AutoRegisterSettings, c.StateSettings, c.LogSettings, c.ModelSpec):
+        for f in msgspec.structs.fields(struct):
+            assert f"{f.name}:" in text, f"{struct.__name__}.{f.name} missing from the example"
+
+
+def test_defaults_need_no_file():
+    cfg = embedded_defaults()
+    assert cfg.http.host == "127.0.0.1" and cfg.http.port == 9108
+    assert cfg.auto_register.enabled
+    assert cfg.drift.correction == "bonferroni"
+    assert parse_config({}).models == []
+
+
+def test_every_bad_key_is_named_by_its_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "socket:\n  max_line_bytes: big\n  bogus: 1\n"
+        "drift:\n  correction: holm\n"
+        "models:\n  - name: fraud\n    baseline: {path: b.parquet}\n"
+        "    features:\n      - {name: amount, type: cat}\n      - {nme: x}\n"
+        "gpu: {enabled: maybe}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    problems = err.value.problems
+    paths = {p.split(":")[0] for p in problems}
+    assert paths == {
+        "socket.max_line_bytes", "socket.bogus", "drift.correction",
+        "models[0].features[0].type", "models[0].features[1].nme",
+        "models[0].features[1].name", "gpu.enabled",
+    }
+    assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ({"http": {"port": 70000}}, "http.port"),
+        ({"socket": {"mode": "0o9"}}, "socket.mode"),
+        ({"drift": {"min_samples": 20000}}, "drift.min_samples"),
+        ({"drift": {"p_value": 1.5}}, "drift.p_value"),
+        ({"models": [{"name": "m", "baseline": {}}]}, "models[0].baseline"),
+        ({"models": [{"name": "m", "baseline": {"capture": 5}},
+                     {"name": "m", "baseline": {"capture": 5}}]}, "models[1].name"),
+        ({"models": [{"name": "m", "baseline": {"capture": 5},
+                      "features": [{"name": "a"}, {"name": "a"}]}]}, "models[0].features[1].name"),
+        ({"models": [{"name": "m", "baseline": {"capture": 5},
+                      "drift": {"window_size": 10}}]}, "models[0].drift.min_samples"),
+        ({"models": [{"name": "m", "baseline": {"capture": 5},
+                      "features": [{"name": "a", "buckets": [2, 1]}]}]},
+         "models[0].features[0].buckets"),
+        ({"gpu": {"visible_process_model": "nope"}}, "gpu.visible_process_model"),
+        ([1, 2], "$"),
+        ({"models": {"name": "m"}}, "models"),
+    ],
+)
+def test_semantic_problems_name_the_key(raw, path):
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert any(p.startswith(path + ":") for p in err.value.problems), err.value.problems
+
+
+def test_yaml_octal_spellings_of_the_socket_mode():
+    assert parse_config({"socket": {"mode": 0o600}}).socket_mode == 0o600
+    assert parse_config({"socket": {"mode": "0o640"}}).socket_mode == 0o640
+    assert parse_config({"socket": {"mode": "660"}}).socket_mode == 0o660
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    f = tmp_path / "sub" / "sidecar.yaml"
+    f.parent.mkdir()
+    f.write_text("state_dir: st\nmodels:\n  - {name: m, baseline: {path: b.parquet}}\n")
+    cfg = load_config(f)
+    assert cfg.state_path == f.parent / "st"
+    assert cfg.resolve("b.parquet") == f.parent / "b.parquet"
+
+
+def test_check_config_command(tmp_path):
+    good = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(EXAMPLE)],
+                          capture_output=True, text=True, check=False)
+    assert good.returncode == 0 and "OK" in good.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("http:\n  port: nine\nextra: 1\n")
+    res = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(bad)],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 2
+    assert "http.port" in res.stderr and "extra: unknown key" in res.stderr
+    missing = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config",
+                              str(tmp_path / "nope.yaml")], capture_output=True, text=True,
+                             check=False)
+    assert missing.returncode == 2 and "cannot read file" in missing.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1,\n")
+    res = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(broken)],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 2 and "not valid YAML" in res.stderr

@@ -1,0 +1,38 @@
+"""`drift-sidecar demo --duration N` runs to the end and its drift shows in /metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+
+from harness import free_port, parse_metrics, wait_for
+
+
+def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
+    port = free_port()
+    with (tmp_path / "demo.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar.cli", "demo", "--duration", "25", "--drift-after",
+             "3", "--port", str(port), "--rate", "1000"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )
+    try:
+        def drifted():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                m = parse_metrics(r.read().decode())
+            return m.value("ml_feature_drift_detected", model_name="fraud-demo",
+                           feature_name="amount") == 1 and m
+
+        m = wait_for(drifted, 25, "amount drift in /metrics")
+        assert m.value("ml_feature_drift_detected", model_name="fraud-demo",
+                       feature_name="hour") == 0
+        assert m.value("ml_feature_drift_psi", model_name="fraud-demo",
+                       feature_name="amount") > 0.2
+        assert proc.wait(timeout=40) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = (tmp_path / "demo.log").read_text()
+    assert "demo finished" in out and "amount" in out.split("demo finished")[1]

@@ -1,0 +1,95 @@
+"""Per-model counters equal a straightforward per-event computation."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar.config import DriftSettings, parse_config
+from sidecar.events import Event
+from sidecar.tracker import FEATURE_BUCKETS, LATENCY_BUCKETS, ModelTracker, Vocab
+
+SPEC = parse_config({"models": [{
+    "name": "m", "version": "1", "baseline": {"capture": 10**9},
+    "features": [{"name": "a"}, {"name": "b", "buckets": [-1, 0, 1]},
+                 {"name": "c", "type": "categorical"}],
+    "prediction": {"type": "numeric"}, "max_classes": 3,
+}]}).models[0]
+
+num = st.one_of(st.floats(-3, 3), st.none(), st.just(float("nan")), st.just(float("inf")))
+events = st.lists(st.builds(
+    lambda a, b, c, extra, lat, conf, pred, status: Event(
+        model="m", features={k: v for k, v in (("a", a), ("b", b), ("c", c), ("zz", extra))
+                             if v is not ...},
+        latency_s=lat, confidence=conf, prediction=pred, status=status),
+    num, num, st.one_of(st.sampled_from(["x", "y", "z"]), st.none(), st.just(...)),
+    st.one_of(st.just(...), st.integers()),
+    st.one_of(st.none(), st.floats(0, 20)), st.one_of(st.none(), st.floats(0, 1)),
+    st.one_of(st.none(), st.sampled_from([0.0, 1.0, 2.0, 3.0, 4.0, 0.5])),
+    st.sampled_from(["success", "error"]),
+), max_size=60)
+
+
+def _bucket(bounds, v):
+    return next((i for i, b in enumerate(bounds) if v <= b), len(bounds))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(events, max_size=4))
+def test_counters_match_a_per_event_computation(batches):
+    t = ModelTracker(SPEC, DriftSettings())
+    for b in batches:
+        assert t.ingest(b, now=1.0) == []
+    evs = [e for b in batches for e in b]
+    assert t.accepted == len(evs)
+    assert sum(t.requests.values()) == len(evs)
+    assert t.requests[(0, "error")] == sum(e.status == "error" for e in evs)
+    a_vals = [e.features.get("a") for e in evs]
+    finite_a = [v for v in a_vals if v is not None and np.isfinite(v)]
+    assert t.missing[0] == len(evs) - len(finite_a)
+    expect = np.zeros(len(FEATURE_BUCKETS) + 1, dtype=int)
+    for v in finite_a:
+        expect[_bucket(FEATURE_BUCKETS, v)] += 1
+    np.testing.assert_array_equal(t.feature_counts[0], expect)
+    assert np.isclose(t.feature_sums[0], sum(finite_a))
+    b_vals = [v for e in evs if (v := e.features.get("b")) is not None and np.isfinite(v)]
+    expect_b = np.zeros(4, dtype=int)
+    for v in b_vals:
+        expect_b[_bucket([-1, 0, 1], v)] += 1
+    np.testing.assert_array_equal(t.feature_counts[1], expect_b)
+    assert t.missing[2] == sum(e.features.get("c") is None for e in evs)
+    assert t.unknown_features == sum("zz" in e.features for e in evs)
+    lats = [e.latency_s for e in evs if e.latency_s is not None]
+    expect_l = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=int)
+    for v in lats:
+        expect_l[_bucket(LATENCY_BUCKETS, v)] += 1
+    np.testing.assert_array_equal(t.latency_counts, expect_l)
+    # predicted_class is capped at max_classes=3 distinct labels plus __other__
+    assert len(t.class_vocab.values) <= 3
+    assert t.conf_counts.sum() == sum(e.confidence is not None for e in evs)
+    preds = [e.prediction for e in evs if e.prediction is not None]
+    assert t.pred_count == len(preds) and np.isclose(t.pred_sum, sum(preds))
+
+
+def test_string_in_a_numeric_feature_rejects_only_that_event():
+    t = ModelTracker(SPEC, DriftSettings())
+    good = Event(model="m", features={"a": 0.5})
+    bad = Event(model="m", features={"a": "0.5"})
+    rej = t.ingest([good, bad, good], now=0.0)
+    assert [r.reason for r in rej] == ["wrong_type"]
+    assert t.accepted == 2 and t.feature_counts[0].sum() == 2
+
+
+def test_confidence_defaults_to_the_max_probability():
+    t = ModelTracker(SPEC, DriftSettings())
+    t.ingest([Event(model="m", probabilities={"cat": 0.7, "dog": 0.3}),
+              Event(model="m", probabilities=[0.1, 0.9])], now=0.0)
+    assert t.class_vocab.values == ["cat", "1"]
+    assert np.isclose(t.conf_sums[:2].sum(), 1.6)
+
+
+def test_vocab_caps_codes():
+    v = Vocab(2)
+    assert [v.code(x) for x in "abcab"] == [0, 1, 2, 0, 1]
+    assert v.label(2) == "__other__"
