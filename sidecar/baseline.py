@@ -398,6 +398,7 @@ def _metadata(b: Baseline, psi_bins: int, max_categories: int) -> bytes:
     doc = {
         "format": FORMAT_VERSION,
         "model": b.model,
+        "source": b.source,
         "rows": b.rows,
         "psi_bins": psi_bins,
         "max_categories": max_categories,
@@ -748,7 +749,8 @@ def load_baseline(
         prediction=pred,
         rows=rows,
         sha256=digest,
-        source="file",
+        # a captured baseline reloaded after a restart is still a captured one
+        source="capture" if meta is not None and meta.get("source") == "capture" else "file",
         path=where,
         stats_source=stats_source,
     )

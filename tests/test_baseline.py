@@ -98,7 +98,7 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
         path, "fraud", numeric_names=["amount", "count"], categorical_names=["country"],
         prediction_kind="numeric",
     )
-    assert loaded.stats_source == "stored"
+    assert loaded.stats_source == "stored" and loaded.source == "file"
     assert loaded.sha256 == written.sha256 and loaded.rows == 3000
     for a, b in zip(written.numeric, loaded.numeric, strict=True):
         assert a.name == b.name
@@ -133,6 +133,18 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
     )
     assert five.stats_source == "computed" and five.numeric[0].shares.shape == (5,)
     assert five.prediction is None
+
+
+def test_captured_baseline_stays_captured_after_reload(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "captured.parquet"
+    written = write_baseline(
+        path, "m", numeric={"x": np.arange(600.0)}, categorical={}, prediction=None,
+        prediction_kind=None, source="capture",
+    )
+    loaded = load_baseline(path, "m", numeric_names=["x"], categorical_names=[],
+                           prediction_kind=None)
+    assert written.source == loaded.source == "capture"
+    assert loaded.sha256 == written.sha256 != ""
 
 
 def test_file_without_stored_statistics_is_computed(tmp_path: Path) -> None:
