@@ -13,8 +13,8 @@ def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
     port = free_port()
     with (tmp_path / "demo.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar.cli", "demo", "--duration", "25", "--drift-after",
-             "3", "--port", str(port), "--rate", "1000"],
+            [sys.executable, "-m", "sidecar.cli", "demo", "--duration", "12", "--drift-after",
+             "2", "--port", str(port), "--rate", "1000"],
             stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
         )
     try:
@@ -25,7 +25,7 @@ def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
             return m.value("ml_feature_drift_detected", model_name="fraud-demo",
                            feature_name="amount") == 1 and psi is not None and psi > 0.2 and m
 
-        m = wait_for(drifted, 25, "amount drift (detected, PSI > 0.2) in /metrics")
+        m = wait_for(drifted, 12, "amount drift (detected, PSI > 0.2) in /metrics")
         assert m.value("ml_feature_drift_detected", model_name="fraud-demo",
                        feature_name="hour") == 0
         assert proc.wait(timeout=40) == 0
