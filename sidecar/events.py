@@ -51,6 +51,11 @@ _line_decoder = msgspec.json.Decoder(Event | list[Event])
 _event_decoder = msgspec.json.Decoder(Event)
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
+# msgspec raises UnicodeDecodeError for a string that is not UTF-8 and RecursionError for
+# deep nesting, not DecodeError; neither may escape, or one bad line would stop the processor.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+_DecodeFailure = msgspec.DecodeError | UnicodeDecodeError | RecursionError
+
 
 @dataclass(slots=True)
 class Rejection:
@@ -66,7 +71,7 @@ class Decoded:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def classify(exc: msgspec.DecodeError) -> str:
+def classify(exc: _DecodeFailure) -> str:
     """Map a msgspec error to a rejection reason (the `reason` label)."""
     if not isinstance(exc, msgspec.ValidationError):
         return "invalid_json"
@@ -89,7 +94,13 @@ def decode_lines(lines: Iterable[bytes], max_batch_events: int) -> Decoded:
     try:
         # One decoder call for the whole chunk is the fast path for well-formed traffic.
         items = _chunk_decoder.decode(b"[" + b",".join(lines) + b"]")
-    except msgspec.DecodeError:
+    except _DECODE_ERRORS:
+        items = None
+    # The joined parse cannot see line boundaries: `{..},{..}` on one line, or one object
+    # broken over two lines, would decode there yet is not one value per line. A count that
+    # differs sends the chunk down the per-line path, so the outcome never depends on which
+    # lines happen to share a chunk.
+    if items is None or len(items) != len(lines):
         for line in lines:
             _decode_line(line, max_batch_events, out)
         return out
@@ -101,7 +112,7 @@ def decode_lines(lines: Iterable[bytes], max_batch_events: int) -> Decoded:
 def _decode_line(line: bytes, max_batch_events: int, out: Decoded) -> None:
     try:
         item = _line_decoder.decode(line)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         if (b"NaN" in line or b"Infinity" in line or "Number out of range" in str(exc)) and (
             _decode_python_json(line, max_batch_events, out)
         ):
@@ -146,7 +157,7 @@ def _decode_python_json(line: bytes, max_batch_events: int, out: Decoded) -> boo
 
 
 def _decode_elementwise(
-    line: bytes, err: msgspec.DecodeError, max_batch_events: int, out: Decoded
+    line: bytes, err: _DecodeFailure, max_batch_events: int, out: Decoded
 ) -> None:
     """A line that failed as a whole: reject it, or each bad element of its batch alone."""
     if line.lstrip()[:1] != b"[":
@@ -154,7 +165,7 @@ def _decode_elementwise(
         return
     try:
         raws = _raw_list_decoder.decode(line)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         out.rejections.append(Rejection("invalid_json", str(exc)))
         return
     if len(raws) > max_batch_events:
@@ -165,7 +176,7 @@ def _decode_elementwise(
     for i, raw in enumerate(raws):
         try:
             out.events.append(_event_decoder.decode(raw))
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             out.rejections.append(Rejection(classify(exc), f"[{i}]: {exc}"))
 
 
