@@ -130,7 +130,9 @@ class Daemon:
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
         try:
-            await asyncio.to_thread(self.state.save, self.pipeline.trackers)
+            # Copy on the loop (trackers are only touched there), write in a thread.
+            snaps = self.state.collect(self.pipeline.trackers)
+            await asyncio.to_thread(self.state.write, snaps)
             self.health.snapshots["success"] += 1
         except Exception:
             self.health.snapshots["failure"] += 1
@@ -229,7 +231,8 @@ class Daemon:
         while True:
             await asyncio.sleep(self.config.state.snapshot_interval_s)
             try:
-                await asyncio.to_thread(self.state.save, self.pipeline.trackers)
+                snaps = self.state.collect(self.pipeline.trackers)
+                await asyncio.to_thread(self.state.write, snaps)
                 self.health.snapshots["success"] += 1
             except Exception as exc:
                 self.health.snapshots["failure"] += 1
