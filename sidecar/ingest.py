@@ -64,7 +64,8 @@ class FrameQueue:
         if not self._frames:
             self._nonempty.clear()
         self._publish()
-        if self._paused and self._bytes < self.max_bytes // 2:
+        # `<=`: with a queue of 1 byte, half is 0 and an empty queue must still resume.
+        if self._paused and self._bytes <= self.max_bytes // 2:
             for p in self._paused:
                 p.resume()
             self._paused.clear()
