@@ -115,16 +115,16 @@ def test_bad_shapes_are_counted_not_raised(server: NdjsonServer) -> None:
 
 def test_record_batch_is_cheap_on_the_callers_thread(server: NdjsonServer) -> None:
     logits = torch.randn(256, 10)
-    with Monitor(server.path, model="m", buffer_size=100_000) as m:
+    # No sidecar: the flusher sleeps, so only the caller's own work is timed.
+    with Monitor(server.path + ".absent", model="m", buffer_size=100_000) as m:
         record_batch(m, logits)  # warm up torch's dispatch
         runs = []
         for _ in range(50):
             t0 = time.perf_counter()
             record_batch(m, logits)
             runs.append(time.perf_counter() - t0)
-        assert m.flush(10)
-        assert m.stats.sent == 51 * 256
-    # A row-by-row Python conversion would cost ~256 x 2 us here; the helper defers it.
+        assert m.stats.buffered == 51 * 256
+    # A row-by-row conversion here would cost ~256 x 2 us; the helper defers it.
     assert float(np.median(runs)) < 0.002
 
 

@@ -204,41 +204,37 @@ class Batch:
             yield from self._expand_rows(self.rows)
             return
         n = self.n
-        cols: dict[str, list[Any]] = {}
         try:
-            for name, value in self.columns.items():
-                cols[name] = _column(value, n, name)
-            feats = cols.get("features")
-            if feats is not None and self.feature_names is not None:
-                names = list(self.feature_names)
-                fixed: list[Any] = []
-                for row in feats:
-                    if not isinstance(row, list) or len(row) != len(names):
-                        raise Invalid(f"features: each row needs {len(names)} values")
-                    fixed.append(dict(zip(names, row, strict=True)))
-                cols["features"] = fixed
-            classes = self.class_names
-            if classes is not None:
-                cls = list(classes)
-                preds = cols.get("prediction")
-                if preds is not None:
-                    cols["prediction"] = [_class_name(p, cls) for p in preds]
-                probs = cols.get("probabilities")
-                if probs is not None:
-                    cols["probabilities"] = [_class_probs(r, cls) for r in probs]
-        except Invalid as exc:
+            # One C-level conversion per column; the per-row work below stays lazy so
+            # the flusher can hand the GIL back between rows of a large batch.
+            cols = {name: _column(value, n, name) for name, value in self.columns.items()}
+        except Exception as exc:
+            err = exc if isinstance(exc, Invalid) else Invalid(f"{type(exc).__name__}: {exc}")
             for _ in range(n):
-                yield exc
+                yield err
             return
+        names = list(self.feature_names) if self.feature_names is not None else None
+        classes = list(self.class_names) if self.class_names is not None else None
         shared = self.shared
-        per_row = [(FIELDS.index(name), col) for name, col in cols.items()]
         base = [shared.get(f) for f in FIELDS]
         if base[6] is None:
             base[6] = "success"
+        per_row = [(FIELDS.index(name), name, col) for name, col in cols.items()]
         for i in range(n):
             rec = list(base)
-            for idx, col in per_row:
-                rec[idx] = col[i]
+            try:
+                for idx, name, col in per_row:
+                    value = col[i]
+                    if name == "features" and names is not None:
+                        value = _feature_row(value, names)
+                    elif name == "prediction" and classes is not None:
+                        value = _class_name(value, classes)
+                    elif name == "probabilities" and classes is not None:
+                        value = _class_probs(value, classes)
+                    rec[idx] = value
+            except Invalid as exc:
+                yield exc
+                continue
             yield tuple(rec)  # type: ignore[misc]
 
     def _expand_rows(self, rows: Sequence[Mapping[str, Any]]) -> Iterator[RecordTuple | Invalid]:
@@ -267,6 +263,12 @@ class Batch:
 
 
 _FIELD_SET = frozenset(FIELDS)
+
+
+def _feature_row(row: Any, names: list[str]) -> dict[str, Any]:
+    if not isinstance(row, list) or len(row) != len(names):
+        raise Invalid(f"features: each row needs {len(names)} values")
+    return dict(zip(names, row, strict=True))
 
 
 def _class_name(pred: Any, classes: list[str]) -> Any:
