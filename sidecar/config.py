@@ -339,13 +339,13 @@ def _semantic_problems(cfg: Config) -> list[str]:
             p.append(f"{at}.baseline.capture: must be at least 1")
         if m.max_classes < 1:
             p.append(f"{at}.max_classes: must be at least 1")
-        names: set[str] = set()
+        seen_features: set[str] = set()
         for j, f in enumerate(m.features):
-            if f.name in names:
+            if f.name in seen_features:
                 p.append(f"{at}.features[{j}].name: duplicate feature {f.name!r}")
             if f.name in ("", "prediction", "confidence"):
                 p.append(f"{at}.features[{j}].name: {f.name!r} is reserved")
-            names.add(f.name)
+            seen_features.add(f.name)
             if f.buckets is not None and (
                 not f.buckets or any(b >= c for b, c in zip(f.buckets, f.buckets[1:], strict=False))
             ):

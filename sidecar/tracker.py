@@ -6,7 +6,6 @@ handful of vectorized calls, never one `observe()` per feature per event.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sidecar.baseline import category_key
 from sidecar.config import DriftSettings, FeatureSpec, ModelSpec
 from sidecar.events import Event, Rejection
 from sidecar.windows import RollingWindow, WindowSnapshot
@@ -55,20 +55,6 @@ class Vocab:
 
     def label(self, code: int) -> str:
         return self.values[code] if code < len(self.values) else OVERFLOW
-
-
-def category_text(value: Any) -> str | None:
-    """Categorical values arrive as strings; numbers and bools get one canonical spelling."""
-    if value is None or type(value) is str:
-        return value
-    if type(value) is bool:
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        if value.is_integer():
-            return str(int(value))
-    return str(value)
 
 
 @dataclass
@@ -261,7 +247,7 @@ class ModelTracker:
         n, k = len(feats), len(self.categorical_names)
         out = np.full((n, k), -1, dtype=np.int32)
         for j, (name, vocab) in enumerate(zip(self.categorical_names, self.cat_vocab, strict=True)):
-            col = [category_text(f.get(name)) if f else None for f in feats]
+            col = [category_key(f.get(name)) if f else None for f in feats]
             out[:, j] = [-1 if v is None else vocab.code(v) for v in col]
         return out
 
@@ -269,7 +255,7 @@ class ModelTracker:
         raw = [ev.prediction for ev in events]
         if self.pred_vocab is not None:
             vocab = self.pred_vocab
-            texts = [category_text(p) for p in raw]
+            texts = [category_key(p) for p in raw]
             return np.array(
                 [-1 if t is None else vocab.code(t) for t in texts], dtype=np.int32
             ), set()
@@ -316,16 +302,38 @@ class ModelTracker:
         ok = np.isfinite(conf)
         if not ok.any():
             return
-        vocab = self.class_vocab
-        classes = np.array(
-            [vocab.code(_predicted_class(ev)) for ev, good in zip(events, ok, strict=True) if good],
-            dtype=np.int64,
-        )
+        classes = self._class_codes(events, preds)[ok]
         nb = len(CONFIDENCE_BUCKETS) + 1
         idx = np.searchsorted(CONFIDENCE_BUCKETS, conf[ok], side="left")
         flat = np.bincount(classes * nb + idx, minlength=self.conf_counts.size)
         self.conf_counts += flat.reshape(self.conf_counts.shape)
         self.conf_sums += np.bincount(classes, weights=conf[ok], minlength=len(self.conf_sums))
+
+    def _class_codes(self, events: list[Event], preds: np.ndarray) -> np.ndarray:
+        """`predicted_class` codes per event, vectorized over the prediction array; only
+        rows without a usable prediction fall back to per-event work (argmax)."""
+        vocab = self.class_vocab
+        n = len(events)
+        if self.pred_vocab is not None:  # categorical: the class is the prediction itself
+            pv = self.pred_vocab
+            table = np.array([vocab.code(pv.label(c)) for c in range(pv.cap + 1)], np.int64)
+            codes: np.ndarray = table[np.maximum(preds, 0)]
+            rest = np.flatnonzero(preds < 0)
+        else:
+            codes = np.zeros(n, dtype=np.int64)
+            finite = np.isfinite(preds)
+            integral = finite & (preds == np.round(preds))
+            if integral.any():  # class indices sent as numbers
+                uniq, inv = np.unique(preds[integral], return_inverse=True)
+                table = np.array([vocab.code(str(int(u))) for u in uniq], np.int64)
+                codes[integral] = table[inv]
+            regression = finite & ~integral
+            if regression.any():
+                codes[regression] = vocab.code("none")
+            rest = np.flatnonzero(~finite)
+        for i in rest:  # no prediction: take it from the probabilities, if any
+            codes[i] = vocab.code(_predicted_class(events[i]))
+        return codes
 
     def _count_predictions(self, preds: np.ndarray) -> None:
         if preds.dtype.kind == "f":

@@ -11,7 +11,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import DaemonProcess, kill_quietly, start_daemon  # noqa: E402
+from harness import DaemonProcess, kill_quietly, start_daemon
 
 
 @pytest.fixture(autouse=True)

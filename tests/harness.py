@@ -98,8 +98,7 @@ class DaemonProcess:
         return parse_metrics(body.decode())
 
     def json(self, path: str) -> Any:
-        status, body = self.get(path)
-        return json.loads(body)
+        return json.loads(self.get(path)[1])
 
     def send(self, lines: Iterable[bytes | str | dict[str, Any] | list[Any]]) -> None:
         """One connection; each item becomes one line."""
@@ -107,7 +106,9 @@ class DaemonProcess:
             s.connect(self.socket_path)
             s.sendall(b"".join(_line(x) for x in lines))
 
-    def wait_metric(self, name: str, expected: float, timeout: float = 15.0, **labels: str) -> Metrics:
+    def wait_metric(
+        self, name: str, expected: float, timeout: float = 15.0, **labels: str
+    ) -> Metrics:
         return wait_for(
             lambda: (m := self.scrape()).value(name, **labels) == expected and m,
             timeout, f"{name}{labels} == {expected}",

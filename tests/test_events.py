@@ -42,8 +42,9 @@ invalid_event = st.one_of(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.lists(st.tuples(st.booleans(),
-                                                             valid_event | invalid_event), max_size=5)),
+@given(st.lists(st.tuples(st.booleans(),
+                          st.lists(st.tuples(st.booleans(), valid_event | invalid_event),
+                                   max_size=5)),
                 max_size=8))
 def test_good_events_are_kept_in_order_and_bad_ones_rejected_alone(lines_spec):
     lines, expected_models, expected_bad = [], [], 0
