@@ -212,6 +212,9 @@ class IngestServer:
         for proto in list(self._conns):
             if proto.transport is not None:
                 proto.transport.close()  # flushes what was received; connection_lost emits it
+        # connection_lost runs from the loop: let it queue each last unterminated line before
+        # the caller drains.
+        await asyncio.sleep(0)
         with contextlib.suppress(FileNotFoundError):
             Path(self.path).unlink()
 
