@@ -25,7 +25,6 @@ LATENCY_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0
 CONFIDENCE_BUCKETS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
 FEATURE_BUCKETS = np.linspace(0.0, 1.0, 11)
 OVERFLOW = "__other__"
-_NUMBER_TYPES = frozenset({float, int, bool, type(None)})
 
 
 class Vocab:
@@ -177,9 +176,10 @@ class ModelTracker:
         rejections: list[Rejection] = []
         if bad:
             for i in sorted(bad):
-                rejections.append(
-                    Rejection("wrong_type", f"event {events[i].id or i}: string for a number")
-                )
+                rejections.append(Rejection(
+                    "wrong_type",
+                    f"event {events[i].id or i}: non-numeric string for a numeric feature",
+                ))
             events = [ev for i, ev in enumerate(events) if i not in bad]
             if not events:
                 return rejections
@@ -223,25 +223,32 @@ class ModelTracker:
         return rejections
 
     def _numeric_matrix(self, feats: list[Any]) -> tuple[np.ndarray, set[int], bool]:
-        """Numeric features as an (n, k) matrix; also rows holding strings, and whether every
-        event carried every numeric feature (the fast path)."""
+        """Numeric features as an (n, k) matrix; also the rows holding a non-numeric string,
+        and whether every event carried every numeric feature (the fast path)."""
         n, k = len(feats), len(self.numeric_names)
         if k == 0:
             return np.empty((n, 0)), set(), False
-        flat: list[Any]
-        all_present = True
-        try:
+        try:  # one C-level pass: itemgetter per event, fromiter converts (None -> NaN)
             got = map(self._num_get, feats)  # type: ignore[arg-type]
-            flat = list(got) if k == 1 else list(chain.from_iterable(got))
-        except (KeyError, TypeError):  # a missing feature or no features at all
-            names = self.numeric_names
-            flat = [f.get(nm) if f else None for f in feats for nm in names]
-            all_present = False
+            it = got if k == 1 else chain.from_iterable(got)
+            return np.fromiter(it, np.float64, count=n * k).reshape(n, k), set(), True
+        except (KeyError, TypeError, ValueError):  # absent feature, no features, bad string
+            pass
+        names = self.numeric_names
+        flat = [f.get(nm) if f else None for f in feats for nm in names]
+        try:
+            return np.fromiter(flat, np.float64, count=n * k).reshape(n, k), set(), False
+        except ValueError:
+            pass
+        out = np.empty(n * k)
         bad: set[int] = set()
-        if not _NUMBER_TYPES.issuperset(map(type, flat)):
-            bad = {i // k for i, v in enumerate(flat) if type(v) is str}
-            flat = [None if type(v) is str else v for v in flat]
-        return np.array(flat, dtype=np.float64).reshape(n, k), bad, all_present
+        for i, v in enumerate(flat):
+            try:
+                out[i] = np.nan if v is None else float(v)
+            except ValueError:
+                out[i] = np.nan
+                bad.add(i // k)
+        return out.reshape(n, k), bad, False
 
     def _categorical_codes(self, feats: list[Any]) -> np.ndarray:
         n, k = len(feats), len(self.categorical_names)

@@ -77,7 +77,7 @@ def test_missing_nan_and_unknown_features(daemon_factory):
         b'{"model": "fraud", "features": {"amount": NaN, "age": -Infinity}}',  # Python json
         {"model": "fraud", "features": {"amount": 1, "age": 1, "country": "de", "junk": 3,
                                          "junk2": "x"}},
-        {"model": "fraud", "features": {"amount": "12", "age": 1}},  # string for a number
+        {"model": "fraud", "features": {"amount": "twelve", "age": 1}},  # not a number
     ])
     m = d.wait_metric("drift_sidecar_events_accepted_total", 5, model_name="fraud")
     assert m.value("ml_feature_missing_total", model_name="fraud", feature_name="amount") == 4

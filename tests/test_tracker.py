@@ -75,10 +75,12 @@ def test_counters_match_a_per_event_computation(batches):
 def test_string_in_a_numeric_feature_rejects_only_that_event():
     t = ModelTracker(SPEC, DriftSettings())
     good = Event(model="m", features={"a": 0.5})
-    bad = Event(model="m", features={"a": "0.5"})
-    rej = t.ingest([good, bad, good], now=0.0)
+    bad = Event(model="m", features={"a": "high"})
+    numeric_text = Event(model="m", features={"a": "0.5"})  # as CSV-minded clients send
+    rej = t.ingest([good, bad, good, numeric_text], now=0.0)
     assert [r.reason for r in rej] == ["wrong_type"]
-    assert t.accepted == 2 and t.feature_counts[0].sum() == 2
+    assert t.accepted == 3 and t.feature_counts[0].sum() == 3
+    assert t.feature_sums[0] == 1.5
 
 
 def test_confidence_defaults_to_the_max_probability():
