@@ -93,7 +93,7 @@ def decode_lines(lines: Iterable[bytes], max_batch_events: int) -> Decoded:
         # one array); anything that fails takes the careful path, alone.
         try:
             item = decode(line)
-        except msgspec.DecodeError:
+        except _DECODE_ERRORS:
             if line and not line.isspace():
                 _decode_line(line, max_batch_events, out)
             continue
