@@ -46,7 +46,7 @@ DROP_REASONS = (
 LOG_EVERY_S = 60.0
 """A repeated problem (drops, bad input, a missing sidecar) is logged at most this often."""
 
-SLICE_S = 0.0005
+SLICE_S = 0.0002
 """The flusher encodes for at most this long before a syscall lets request threads run."""
 
 _IOV_MAX = 64
@@ -693,7 +693,7 @@ class Monitor:
                 except Exception as exc:
                     self._invalid(f"{type(exc).__name__}: {exc}")
                 checked += 1
-                if checked % 32 == 0 and time.perf_counter() - start > SLICE_S:
+                if checked % 16 == 0 and time.perf_counter() - start > SLICE_S:
                     break  # a shorter line now beats a request thread waiting for the GIL
             if not events:
                 return
