@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -17,9 +18,9 @@ from scipy import stats
 
 def _guide_free_psi(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray) -> float:
     """PSI written out plainly: open-ended outer bins, shares clamped at 1e-4."""
-    bounds = [-np.inf, *edges, np.inf]
-    r = np.array([np.sum((ref > lo) & (ref <= hi)) for lo, hi in zip(bounds, bounds[1:])])
-    c = np.array([np.sum((cur > lo) & (cur <= hi)) for lo, hi in zip(bounds, bounds[1:])])
+    bounds = list(pairwise([-np.inf, *edges, np.inf]))
+    r = np.array([np.sum((ref > lo) & (ref <= hi)) for lo, hi in bounds])
+    c = np.array([np.sum((cur > lo) & (cur <= hi)) for lo, hi in bounds])
     r = np.clip(r / r.sum(), 1e-4, None)
     c = np.clip(c / c.sum(), 1e-4, None)
     return float(np.sum((c - r) * np.log(c / r)))
