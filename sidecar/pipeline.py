@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import structlog
@@ -21,6 +22,9 @@ from sidecar.metrics import Health
 from sidecar.tracker import CaptureData, ModelTracker
 
 log = structlog.get_logger("sidecar.pipeline")
+_model = attrgetter("model")
+_kind = attrgetter("kind")
+_features = attrgetter("features")
 
 
 class RateLimitedLog:
@@ -75,13 +79,27 @@ class Pipeline:
         h.received[transport] += len(decoded.events) + len(decoded.rejections)
         for r in decoded.rejections:
             self.reject(r.reason, r.detail)
-        by_model: dict[str, list[Event]] = defaultdict(list)
+        events = decoded.events
         max_feats = self.config.socket.max_features_per_event
-        for ev in decoded.events:
-            if ev.features is not None and len(ev.features) > max_feats:
-                self.reject("too_many_features", f"{len(ev.features)} features > {max_feats}")
-                continue
-            by_model[ev.model].append(ev)
+        # C-level passes over the batch; the per-event Python loops below are the rare paths.
+        widest = max(map(len, filter(None, map(_features, events))), default=0)
+        if widest > max_feats:
+            kept = []
+            for ev in events:
+                if ev.features is not None and len(ev.features) > max_feats:
+                    self.reject("too_many_features",
+                                f"{len(ev.features)} features > {max_feats}")
+                else:
+                    kept.append(ev)
+            events = kept
+        models = set(map(_model, events))
+        by_model: dict[str, list[Event]]
+        if len(models) == 1:
+            by_model = {models.pop(): events}
+        else:
+            by_model = defaultdict(list)
+            for ev in events:
+                by_model[ev.model].append(ev)
         accepted = 0
         for model, batch in by_model.items():
             events = batch
@@ -90,7 +108,7 @@ class Pipeline:
                 self.reject("unknown_model", f"model {model[:100]!r} is not configured",
                             len(events))
                 continue
-            if any(ev.kind == "stats" for ev in events):
+            if "stats" in set(map(_kind, events)):
                 events = self._stats(model, events, now)
             if events:
                 rejected: list[Rejection] = tracker.ingest(events, now)
