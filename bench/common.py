@@ -1,0 +1,238 @@
+"""Shared helpers for the benchmarks: arguments, spreads, tables, machine facts, JSON.
+
+Every benchmark accepts `--quick` (a tiny run that only proves the code still works) and
+`--json FILE`, and writes one document of this shape:
+
+    {"bench": name, "quick": bool, "machine": {...}, "command": str, "date": str,
+     "summary": [{"case", "value", "lo", "hi", "unit", "note"}, ...], ...}
+
+`summary` holds the headline figures that `scripts/bench` puts into its one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+# The daemon harness of the end-to-end tests, re-exported so benches start the daemon the
+# same way the tests do.
+from harness import (  # noqa: E402
+    DaemonProcess,
+    kill_quietly,
+    parse_metrics,
+    start_daemon,
+    wait_for,
+    write_config,
+)
+
+__all__ = [
+    "ROOT",
+    "DaemonProcess",
+    "Spread",
+    "bench_args",
+    "kill_quietly",
+    "machine",
+    "now_s",
+    "parse_metrics",
+    "proc_memory_kib",
+    "ratio",
+    "report",
+    "sample_value",
+    "start_daemon",
+    "summary_row",
+    "table",
+    "wait_for",
+    "write_config",
+]
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of repeated measurements, with their min and max."""
+
+    median: float
+    lo: float
+    hi: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: Iterable[float]) -> Spread:
+        xs = list(samples)
+        if not xs:
+            raise ValueError("no samples")
+        return cls(statistics.median(xs), min(xs), max(xs), len(xs))
+
+    def scaled(self, k: float) -> Spread:
+        return Spread(self.median * k, self.lo * k, self.hi * k, self.n)
+
+    def fmt(self, digits: int = 3) -> str:
+        """`median (lo-hi)` with `digits` significant digits."""
+        return f"{_g(self.median, digits)} ({_g(self.lo, digits)}-{_g(self.hi, digits)})"
+
+    def to_json(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.lo, "max": self.hi, "n": self.n}
+
+
+def _g(x: float, digits: int) -> str:
+    if math.isnan(x):
+        return "nan"
+    if abs(x) >= 10 ** digits:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def ratio(a: Spread, b: Spread) -> Spread:
+    """a / b with a spread: min over max and max over min (the widest honest range)."""
+    return Spread(a.median / b.median, a.lo / b.hi, a.hi / b.lo, min(a.n, b.n))
+
+
+def bench_args(
+    description: str,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The flags every benchmark takes; `extra` adds a bench's own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny run that only checks the benchmark works (seconds)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the results here as JSON")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="repeated runs per case (default: 5, or 1 with --quick)")
+    if extra is not None:
+        extra(p)
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    return args
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: cores, CPU model, load, Python and library versions."""
+    import msgspec
+    import numpy
+
+    cpu = ""
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = m.group(1).strip() if m else ""
+    except OSError:
+        pass
+    try:
+        load = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        load = []
+    return {
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu": cpu or platform.processor(),
+        "loadavg": load,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "msgspec": msgspec.__version__,
+        "platform": platform.platform(),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+
+
+def summary_row(
+    case: str, value: Spread | float, unit: str, note: str = ""
+) -> dict[str, Any]:
+    """One headline figure for the combined table."""
+    if isinstance(value, Spread):
+        return {"case": case, "value": value.median, "lo": value.lo, "hi": value.hi,
+                "n": value.n, "unit": unit, "note": note}
+    return {"case": case, "value": value, "lo": None, "hi": None, "n": 1, "unit": unit,
+            "note": note}
+
+
+def report(
+    bench: str, args: argparse.Namespace, summary: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """Build the JSON document, write it if `--json` was given, and return it."""
+    doc: dict[str, Any] = {
+        "bench": bench,
+        "quick": bool(args.quick),
+        "repeats": args.repeats,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "summary": summary,
+        **extra,
+    }
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    return doc
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, Spread):
+        return x.to_json()
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item"):  # numpy scalars
+        return x.item()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain fixed-width table; the first column left-aligned, the rest right-aligned."""
+    body = [[str(c) for c in r] for r in rows]
+    widths = [len(h) for h in headers]
+    for r in body:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+
+    def line(cells: Sequence[str]) -> str:
+        out = [cells[0].ljust(widths[0])]
+        out += [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join(out).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(list(headers)), sep, *(line(r) for r in body)])
+
+
+def proc_memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in KiB, from /proc/PID/status."""
+    out: dict[str, int] = {}
+    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = ln.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(rest.split()[0])
+    return out
+
+
+_SAMPLE_RE_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def sample_value(text: str, name: str, labels: str = "") -> float | None:
+    """One sample from an exposition by exact name and label text (`model_name="m"`), parsed
+    with a regex: cheap enough to poll a busy daemon without a full parse."""
+    key = f"{name}{{{labels}}}" if labels else name
+    pat = _SAMPLE_RE_CACHE.get(key)
+    if pat is None:
+        pat = re.compile("^" + re.escape(key) + r" ([^ \n]+)", re.M)
+        _SAMPLE_RE_CACHE[key] = pat
+    m = pat.search(text)
+    return float(m.group(1)) if m else None
+
+
+def now_s() -> float:
+    """A clock shared by every process on the machine (CLOCK_MONOTONIC)."""
+    return time.monotonic()
