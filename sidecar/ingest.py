@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from sidecar.config import Config
+from sidecar.config import Config, SocketSettings
 from sidecar.errors import ConfigError
 from sidecar.events import decode_lines
 from sidecar.metrics import Health
@@ -166,16 +166,25 @@ class IngestServer:
         self.pipeline = pipeline
         self.health = health
         self.path = config.socket_path
-        self.max_line_bytes = config.socket.max_line_bytes
         self.queue = FrameQueue(config.socket.queue_max_bytes, health)
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[EventProtocol] = set()
 
+    @property
+    def limits(self) -> SocketSettings:
+        """The socket limits in force: the pipeline's config, which a reload replaces."""
+        return self.pipeline.config.socket
+
+    @property
+    def max_line_bytes(self) -> int:
+        return self.limits.max_line_bytes
+
     def admit(self, proto: EventProtocol) -> bool:
-        if len(self._conns) >= self.config.socket.max_connections:
+        limit = self.limits.max_connections
+        if len(self._conns) >= limit:
             self.health.connections_refused += 1
             log.warning("connection_refused", reason="too_many_connections",
-                        limit=self.config.socket.max_connections)
+                        limit=limit)
             return False
         self._conns.add(proto)
         self.health.connections = len(self._conns)
@@ -230,7 +239,9 @@ class IngestServer:
         lines = self.queue.take()
         if not lines:
             return 0
-        decoded = decode_lines(lines, self.config.socket.max_batch_events)
+        limits = self.limits
+        self.queue.max_bytes = limits.queue_max_bytes
+        decoded = decode_lines(lines, limits.max_batch_events)
         return self.pipeline.handle(decoded, "socket")
 
     def drain(self) -> None:

@@ -290,13 +290,20 @@ def test_sighup_reload_refuses_bad_config_and_baseline_and_applies_good(daemon_f
     # 2. Valid, adding a model: applied; the unchanged model keeps its window.
     churn_base = make_baseline(tmp_path / "churn.parquet", seed=3)
     d.config_path.write_text(good)
-    _rewrite(d, lambda c: c["models"].append(model(churn_base, name="churn")))
+
+    def add_churn(c: dict[str, Any]) -> None:
+        c["models"].append(model(churn_base, name="churn"))
+        c["socket"]["max_line_bytes"] = 2048  # socket limits follow the reload too
+
+    _rewrite(d, add_churn)
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: _reloads(d, "success") == 1, 10, "applied reload")
     d.send([event(i, model_name="churn") for i in range(7)])
     m = d.wait_metric("drift_sidecar_events_accepted_total", 7, model_name="churn")
     assert m.value("drift_sidecar_events_accepted_total", model_name="fraud") == 15
     assert m.value("ml_drift_window_samples", model_name="fraud") == 15
+    d.send([event(0, id="x" * 3000)])
+    d.wait_metric("drift_sidecar_events_rejected_total", 1, reason="line_too_long")
 
     # 3. A broken baseline file: refused, naming the file; the running models keep serving.
     broken = tmp_path / "broken.parquet"
