@@ -330,7 +330,7 @@ BAD_LINES: list[tuple[bytes, str]] = [
     (b'{"features": {"amount": 1}}', "missing_field"),
     (b'{"model": 5}', "wrong_type"),
     (b'{"model": "fraud", "features": [1, 2]}', "wrong_type"),
-    (b'{"model": "fraud", "features": {"amount": "12"}}', "wrong_type"),  # string for a number
+    (b'{"model": "fraud", "features": {"amount": "abc"}}', "wrong_type"),  # not a number
     (b'{"model": "fraud", "confidence": 7}', "out_of_range"),
     (b'{"model": "fraud", "latency_s": -1}', "out_of_range"),
     (b'{"model": "fraud", "latency_s": 1' + b"0" * 5000 + b"}", "out_of_range"),  # huge number
