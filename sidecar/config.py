@@ -143,6 +143,14 @@ class StateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """Windows are snapshotted this often and at SIGTERM; a kill -9 loses at most this much."""
 
 
+class ReloadSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    watch: bool = False
+    """Also reload when the config file changes (as SIGHUP does); off, since a half-written
+    file would be refused anyway but logs a failure."""
+    interval_s: float = 5.0
+    """How often the file is looked at when `watch` is on."""
+
+
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -158,6 +166,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     auto_register: AutoRegisterSettings = msgspec.field(default_factory=AutoRegisterSettings)
     gpu: GpuSettings = msgspec.field(default_factory=GpuSettings)
     state: StateSettings = msgspec.field(default_factory=StateSettings)
+    reload: ReloadSettings = msgspec.field(default_factory=ReloadSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     source: str | None = None
     """The file this was loaded from (set by the loader; not a YAML key users set)."""
@@ -319,6 +328,8 @@ def _semantic_problems(cfg: Config) -> list[str]:
     vpm = cfg.gpu.visible_process_model
     if vpm is not None and vpm not in names:
         p.append(f"gpu.visible_process_model: {vpm!r} is not a configured model")
+    if cfg.reload.interval_s <= 0:
+        p.append("reload.interval_s: must be > 0")
     if cfg.state.snapshot_interval_s <= 0:
         p.append("state.snapshot_interval_s: must be > 0")
     if cfg.auto_register.max_models < 0 or cfg.auto_register.max_features < 1:

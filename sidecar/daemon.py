@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,8 @@ class Daemon:
         try:
             await self.start()
             self._spawn("reload-watcher", self._reload_watcher())
+            if self.config.reload.watch and self.config.source is not None:
+                self._spawn("file-watcher", self._file_watcher(), eternal=True)
             await self._stop.wait()
         finally:
             await asyncio.shield(self.shutdown())
@@ -245,6 +249,19 @@ class Daemon:
             self._reload.clear()
             await self.reload()
 
+    async def _file_watcher(self) -> None:
+        """`reload.watch`: a changed config file (mtime, size or inode) acts like SIGHUP;
+        polling works the same on every filesystem, ConfigMap symlink swaps included."""
+        assert self.config.source is not None
+        last = _file_identity(self.config.source)
+        while True:
+            await asyncio.sleep(self.config.reload.interval_s)
+            now = _file_identity(self.config.source)
+            if now != last:
+                last = now
+                log.info("config_changed", config=self.config.source)
+                self._reload.set()
+
     async def reload(self) -> bool:
         """Re-read the config file and baselines; on any error keep the running ones."""
         if self.config.source is None:
@@ -332,17 +349,33 @@ def load_baselines(config: Config) -> dict[str, Baseline]:
         if path is None:
             continue
         d = config.drift_for(spec)
-        b = load_baseline(
-            path, spec.name,
+        load = functools.partial(
+            load_baseline, path, spec.name,
             numeric_names=[f.name for f in spec.features if f.type == "numeric"],
             categorical_names=[f.name for f in spec.features if f.type == "categorical"],
             prediction_kind=spec.prediction.type if spec.prediction else None,
             psi_bins=d.psi_bins, max_categories=d.max_categories,
         )
-        if spec.baseline.path is None:
-            b = dataclasses.replace(b, source="capture")
-        out[spec.name] = b
+        if spec.baseline.path is not None:
+            out[spec.name] = load()
+            continue
+        captured = _load_captured(path, spec.name, load)
+        if captured is not None:
+            out[spec.name] = dataclasses.replace(captured, source="capture")
     return out
+
+
+def _load_captured(path: Path, model: str, load: Callable[[], Baseline]) -> Baseline | None:
+    """A captured baseline that no longer loads is set aside and captured again, instead of
+    keeping the daemon from starting: the state folder is the sidecar's own, not the user's."""
+    try:
+        return load()
+    except BaselineError as exc:
+        aside = path.with_name(path.name + f".corrupt-{int(time.time())}")
+        path.replace(aside)
+        log.warning("state_discarded", model=model, reason=str(exc), moved_to=str(aside),
+                    action="capturing the baseline again")
+        return None
 
 
 def _baseline_path(config: Config, spec: ModelSpec, store: StateStore) -> Path | None:
@@ -353,6 +386,14 @@ def _baseline_path(config: Config, spec: ModelSpec, store: StateStore) -> Path |
         return path
     captured = store.captured_baseline_path(spec.name)
     return captured if captured.exists() else None
+
+
+def _file_identity(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a ConfigMap update swaps the link's target
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _check_immutable(old: Config, new: Config) -> None:

@@ -29,7 +29,8 @@ def test_example_config_has_every_key_and_loads():
     from sidecar import config as c
 
     for struct in (c.SocketSettings, c.HttpSettings, c.DriftSettings, c.GpuSettings,
-                   c.AutoRegisterSettings, c.StateSettings, c.LogSettings, c.ModelSpec):
+                   c.AutoRegisterSettings, c.StateSettings, c.ReloadSettings, c.LogSettings,
+                   c.ModelSpec):
         for f in msgspec.structs.fields(struct):
             assert f"{f.name}:" in text, f"{struct.__name__}.{f.name} missing from the example"
 
