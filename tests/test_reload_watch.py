@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import yaml
-
 from harness import wait_for
 
 MODEL = {"name": "m", "baseline": {"capture": 20}, "features": [{"name": "x"}]}
