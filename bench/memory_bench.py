@@ -1,10 +1,11 @@
 """Memory: daemon RSS against features x window size, after filling the window.
 
 For each cell the real daemon holds one model of F numeric features with a small baseline
-(1,000 rows, so the window dominates), is read for VmRSS once ready (idle), then receives
-enough events to fill its window and is read again (VmRSS now, VmHWM the peak while
-ingesting). The window's own arrays need about window x (F + 3) x 8 bytes; the table shows
-how the measured growth compares with that.
+(1,000 rows, so the window dominates), is read for VmRSS once ready (the window's arrays are
+allocated then), then receives enough events to fill its window and is read again (VmRSS
+now, VmHWM the peak while ingesting). The floor is a daemon with no model at all; what a
+cell costs is its filled RSS over that floor. The window's own arrays need about
+window x (F + 3) x 8 bytes; the table shows how the measured cost compares with that.
 
 Run:  python bench/memory_bench.py [--quick] [--json FILE]
 """
@@ -48,6 +49,16 @@ def encoded_events(n_features: int) -> list[bytes]:
                     "prediction": float(i % 2), "confidence": 0.9, "latency_s": 0.01}) + b"\n"
         for i, row in enumerate(values)
     ]
+
+
+def floor_kib(tmp: Path) -> int:
+    """VmRSS of a ready daemon with no model: interpreter, libraries, servers."""
+    d = start_daemon(tmp, {"models": [], "log": {"level": "warning"}}, wait_ready=True)
+    try:
+        return proc_memory_kib(d.proc.pid)["VmRSS"]
+    finally:
+        d.stop()
+        kill_quietly(d)
 
 
 def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict[str, Any]:
@@ -94,12 +105,10 @@ def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict
     return {
         "features": n_features,
         "window": window,
-        "idle_rss_kib": idle["VmRSS"],
+        "ready_rss_kib": idle["VmRSS"],
         "full_rss_kib": full["VmRSS"],
         "peak_rss_kib": full["VmHWM"],
-        "growth_kib": full["VmRSS"] - idle["VmRSS"],
         "window_arrays_kib": arrays / 1024,
-        "bytes_per_value": (full["VmRSS"] - idle["VmRSS"]) * 1024 / (window * n_features),
     }
 
 
@@ -108,31 +117,39 @@ def main(argv: list[str] | None = None) -> int:
     features = (10,) if args.quick else (10, 100, 1000)
     windows = (200, 1_000) if args.quick else (1_000, 10_000)
     cells: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
+        floor = floor_kib(Path(tmpdir))
     for f in features:
         lines = encoded_events(f)
         for w in windows:
             with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
                 cells.append(measure(Path(tmpdir), f, w, lines))
+            c = cells[-1]
+            c["over_floor_kib"] = c["full_rss_kib"] - floor
+            c["bytes_per_value"] = c["over_floor_kib"] * 1024 / (w * f)
             print(f"{f} features x window {w}: done", flush=True)
 
     rows = [[
-        str(c["features"]), f"{c['window']:,}", f"{c['idle_rss_kib'] / MIB:.1f}",
+        str(c["features"]), f"{c['window']:,}", f"{c['ready_rss_kib'] / MIB:.1f}",
         f"{c['full_rss_kib'] / MIB:.1f}", f"{c['peak_rss_kib'] / MIB:.1f}",
-        f"{c['growth_kib'] / MIB:.1f}", f"{c['window_arrays_kib'] / MIB:.1f}",
+        f"{c['over_floor_kib'] / MIB:.1f}", f"{c['window_arrays_kib'] / MIB:.1f}",
         f"{c['bytes_per_value']:.1f}",
     ] for c in cells]
     print()
-    print(table(["features", "window", "idle MiB", "full MiB", "peak MiB", "growth MiB",
-                 "window arrays MiB", "growth B/value"], rows))
-    print("\nRSS from /proc/PID/status (VmRSS; peak = VmHWM), one daemon per cell; growth = "
-          "full - idle; B/value = growth / (window x features).")
-    summary = [
+    print(table(["features", "window", "ready MiB", "filled MiB", "peak MiB",
+                 "over floor MiB", "window arrays MiB", "B/value over floor"], rows))
+    print(f"\nfloor (a ready daemon with no model): {floor / MIB:.1f} MiB. RSS from "
+          "/proc/PID/status (VmRSS; peak = VmHWM), one daemon per cell; B/value = over floor / "
+          "(window x features).")
+    summary = [summary_row("RSS floor, no model", floor / MIB, "MiB")]
+    summary += [
         summary_row(f"RSS {c['features']} features x window {c['window']:,}",
                     c["full_rss_kib"] / MIB, "MiB",
-                    f"idle {c['idle_rss_kib'] / MIB:.0f}, peak {c['peak_rss_kib'] / MIB:.0f}")
+                    f"{c['over_floor_kib'] / MIB:.0f} over floor; window arrays "
+                    f"{c['window_arrays_kib'] / MIB:.1f}; peak {c['peak_rss_kib'] / MIB:.0f}")
         for c in cells
     ]
-    report("memory", args, summary, cells=cells)
+    report("memory", args, summary, floor_rss_kib=floor, cells=cells)
     return 0
 
 

@@ -68,7 +68,8 @@ def test_memory_bench_grows_with_the_window(tmp_path: Path) -> None:
     cells = doc["cells"]
     assert [(c["features"], c["window"]) for c in cells] == [(10, 200), (10, 1000)]
     for c in cells:
-        assert c["peak_rss_kib"] >= c["full_rss_kib"] > 0
+        assert c["peak_rss_kib"] >= c["full_rss_kib"] > doc["floor_rss_kib"] > 0
+        assert c["over_floor_kib"] == c["full_rss_kib"] - doc["floor_rss_kib"]
         assert c["window_arrays_kib"] == c["window"] * (c["features"] + 3) * 8 / 1024
 
 
