@@ -71,10 +71,14 @@ def prometheus_binary() -> str:
     return find_binary("prometheus")
 
 
-def run_promtool(*args: str | Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run promtool with `args`; the caller asserts on returncode and output."""
+def run_promtool(
+    *args: str | Path, timeout: float = 60.0, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run promtool with `args` (and `stdin`, for check metrics); the caller asserts on
+    returncode and output."""
     return subprocess.run(
         [promtool(), *map(str, args)],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
