@@ -276,6 +276,12 @@ class ModelTracker:
 
     def _count_requests(self, events: list[Event]) -> None:
         vocab = self.version_vocab
+        versions = {ev.version for ev in events}
+        if len(versions) == 1:  # the common case: one version (or none) in the whole batch
+            code = vocab.code(versions.pop() or self.spec.version)
+            for status, c in Counter([ev.status for ev in events]).items():
+                self.requests[(code, status)] += c
+            return
         default = self.spec.version
         keys = [(ev.version or default, ev.status) for ev in events]
         for (version, status), c in Counter(keys).items():
@@ -289,6 +295,8 @@ class ModelTracker:
         idx = np.searchsorted(LATENCY_BUCKETS, lat[ok], side="left")
         self.latency_counts += np.bincount(idx, minlength=len(LATENCY_BUCKETS) + 1)
         self.latency_sum += float(lat[ok].sum())
+        if not any([ev.trace_id for ev in events]):
+            return
         for ev in events:
             if ev.trace_id is not None and ev.latency_s is not None:
                 b = int(np.searchsorted(LATENCY_BUCKETS, ev.latency_s, side="left"))
@@ -297,7 +305,7 @@ class ModelTracker:
 
     def _confidence(self, events: list[Event]) -> np.ndarray:
         conf = [ev.confidence for ev in events]
-        if None in conf:
+        if None in conf and any([ev.probabilities for ev in events]):
             for i, ev in enumerate(events):
                 if conf[i] is None and ev.probabilities:
                     p = ev.probabilities

@@ -95,3 +95,4 @@ def test_vocab_caps_codes():
     v = Vocab(2)
     assert [v.code(x) for x in "abcab"] == [0, 1, 2, 0, 1]
     assert v.label(2) == "__other__"
+
