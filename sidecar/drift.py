@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
 
 from sidecar.baseline import Baseline, CategoricalReference, NumericReference
 
@@ -255,6 +254,8 @@ def ks_pvalue(d: Any, n: Any, m: Any) -> Any:
     d_b, en_b, ok_b = np.broadcast_arrays(d_arr, en, ok)
     out = np.full(d_b.shape, np.nan)
     if np.any(ok_b):
+        from scipy import stats  # noqa: PLC0415 - 0.7 s to import; only checks need it
+
         out[ok_b] = np.clip(stats.kstwo.sf(d_b[ok_b], en_b[ok_b]), 0.0, 1.0)
     if out.ndim == 0:
         return float(out)
@@ -406,6 +407,8 @@ def chi2_test(ref_shares: np.ndarray, cur_counts: np.ndarray) -> tuple[float, fl
     if dof < 1:
         # one bin: the live data cannot differ from the reference
         return 0.0, 1.0
+    from scipy import special  # noqa: PLC0415 - see ks_pvalue
+
     return stat, float(special.chdtrc(dof, stat))
 
 

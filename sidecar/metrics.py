@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from sidecar import __version__
+from sidecar.events import REASONS
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, OVERFLOW, ModelTracker
 
 CHECK_BUCKETS = np.array([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
@@ -120,8 +121,11 @@ class SidecarCollector(Collector):
             labels=["model_name", "feature_name"],
         )
         for t in trackers:
-            for (vcode, status), c in sorted(t.requests.items()):
-                req.add_metric([t.name, t.version_vocab.label(vcode), status], c)
+            # The configured version's success and error series exist from the start.
+            keys = {*t.requests, (0, "success"), (0, "error")}
+            for vcode, status in sorted(keys):
+                version = t.version_vocab.label(vcode)
+                req.add_metric([t.name, version, status], t.requests[(vcode, status)])
             if t.latency_counts.any() or t.accepted:
                 lat.add_metric(
                     [t.name],
@@ -278,8 +282,9 @@ class SidecarCollector(Collector):
         rej = CounterMetricFamily(
             "drift_sidecar_events_rejected", "Events rejected, by reason", labels=["reason"]
         )
-        for k, v in sorted(h.rejected.items()):
-            rej.add_metric([k], v)
+        # Every reason from the start, at 0: rate() then sees the first burst too.
+        for k in sorted({*REASONS, *h.rejected}):
+            rej.add_metric([k], h.rejected[k])
         yield rej
         drop = CounterMetricFamily(
             "drift_sidecar_events_dropped", "Events dropped unprocessed, by reason",
