@@ -26,6 +26,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class GiveUp(Exception):
+    """Raised by a predicate when waiting longer cannot help (the process died)."""
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -33,6 +37,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "c
     while time.monotonic() < deadline:
         try:
             value = predicate()
+        except GiveUp:
+            raise
         except Exception as exc:  # not ready yet: connection refused, missing series...
             last_exc = exc
             value = None
@@ -168,7 +174,7 @@ def start_daemon(
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}:\n{log_path.read_text()}")
+            raise GiveUp(f"daemon exited {proc.returncode}:\n{log_path.read_text()}")
         return d.get("/healthz")[0] == 200 and os.path.exists(d.socket_path)
 
     try:
