@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.baseline import category_key
-from sidecar.config import DriftSettings, FeatureSpec, ModelSpec
+from sidecar.config import DriftSettings, ModelSpec
 from sidecar.events import Event, Rejection
 from sidecar.windows import RollingWindow, WindowSnapshot
 
@@ -130,8 +130,8 @@ class ModelTracker:
         self.conf_sums = np.zeros(spec.max_classes + 1)
         self.pred_count = 0
         self.pred_sum = 0.0
-        self._hist_groups = _bucket_groups(numeric)
-        self.feature_counts = [np.zeros(len(b) + 1, dtype=np.int64) for b in self.feature_buckets]
+        self._buckets = self.feature_buckets
+        self.feature_counts = [np.zeros(len(b) + 1, dtype=np.int64) for b in self._buckets]
         self.feature_sums = np.zeros(len(numeric))
         self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
         self.unknown_features = 0
@@ -208,7 +208,12 @@ class ModelTracker:
         conf = self._confidence(events)
         self._count_confidence(events, preds, conf)
         self._count_predictions(preds)
-        self._count_features(num, finite)
+        # One sort per column serves both the value histograms and the baseline bins: each
+        # bucket count is then a search of a few edges in the sorted column, instead of a
+        # search of every value in the edges (NaN sorts last, past every finite edge).
+        ordered = np.sort(num.T, axis=1)
+        n_finite = finite.sum(axis=0)
+        self._count_features(num, finite, ordered, n_finite)
 
         received = np.full(n, now)
         start = 0
@@ -217,8 +222,11 @@ class ModelTracker:
             if self.capture.done and self.on_capture is not None:
                 self.on_capture(self, self._capture_data())
         if start < n:
-            num, cat, preds, conf = num[start:], cat[start:], preds[start:], conf[start:]
-            self._count_bins(num, cat, preds)
+            if start:
+                num, cat, preds, conf = num[start:], cat[start:], preds[start:], conf[start:]
+                ordered = np.sort(num.T, axis=1)
+                n_finite = np.isfinite(num).sum(axis=0)
+            self._count_bins(num, cat, preds, ordered, n_finite)
             self.window.append(num, cat, preds, conf, received[start:])
         return rejections
 
@@ -356,28 +364,32 @@ class ModelTracker:
             self.pred_count += int(v.size)
             self.pred_sum += float(v.sum())
 
-    def _count_features(self, num: np.ndarray, finite: np.ndarray) -> None:
+    def _count_features(
+        self, num: np.ndarray, finite: np.ndarray, ordered: np.ndarray, n_finite: np.ndarray
+    ) -> None:
         if not num.shape[1]:
             return
         self.feature_sums += np.where(finite, num, 0.0).sum(axis=0)
-        for buckets, cols in self._hist_groups:
-            block = num[:, cols]
-            ok = finite[:, cols]
-            nb = len(buckets) + 1
-            idx = np.searchsorted(buckets, block, side="left") + np.arange(len(cols)) * nb
-            counts = np.bincount(idx[ok], minlength=nb * len(cols)).reshape(len(cols), nb)
-            for c, row in zip(cols, counts, strict=True):
-                self.feature_counts[c] += row
+        for j, buckets in enumerate(self._buckets):
+            self.feature_counts[j] += _le_counts(ordered[j], buckets, n_finite[j])
 
-    def _count_bins(self, num: np.ndarray, cat: np.ndarray, preds: np.ndarray) -> None:
+    def _count_bins(
+        self,
+        num: np.ndarray,
+        cat: np.ndarray,
+        preds: np.ndarray,
+        ordered: np.ndarray | None = None,
+        n_finite: np.ndarray | None = None,
+    ) -> None:
         b = self.baseline
         if b is None:
             return
+        if ordered is None or n_finite is None:
+            ordered = np.sort(num.T, axis=1)
+            n_finite = (~np.isnan(num)).sum(axis=0)
         for j, ref in enumerate(b.numeric):
-            col = num[:, j]
-            col = col[~np.isnan(col)]
-            if col.size:
-                self.num_bins[j] += np.bincount(ref.bin_index(col), minlength=len(ref.shares))
+            # Bin i holds (edge[i-1], edge[i]], as `NumericReference.bin_index` assigns.
+            self.num_bins[j] += _le_counts(ordered[j], ref.edges, n_finite[j])
         for j in range(cat.shape[1]):
             col = cat[:, j]
             col = col[col >= 0]
@@ -506,10 +518,9 @@ def _predicted_class(ev: Event) -> str:
     return "none"  # a regression value is not a class: one label, not one per value
 
 
-def _bucket_groups(numeric: list[FeatureSpec]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Numeric columns grouped by identical buckets, so each group is one vectorized pass."""
-    groups: dict[tuple[float, ...], list[int]] = {}
-    for j, f in enumerate(numeric):
-        key = tuple(f.buckets) if f.buckets else tuple(FEATURE_BUCKETS.tolist())
-        groups.setdefault(key, []).append(j)
-    return [(np.array(k), np.array(v, dtype=np.int64)) for k, v in groups.items()]
+def _le_counts(ordered: np.ndarray, bounds: np.ndarray, n_finite: int) -> np.ndarray:
+    """Per-bucket counts of a sorted column (NaN last): bucket i holds (b[i-1], b[i]], the
+    last bucket everything above b[-1]; equal to bincount(searchsorted(b, v, "left"))."""
+    at_or_below = np.searchsorted(ordered[:n_finite], bounds, side="right")
+    out: np.ndarray = np.diff(at_or_below, prepend=0, append=n_finite)
+    return out

@@ -96,3 +96,16 @@ def test_vocab_caps_codes():
     assert [v.code(x) for x in "abcab"] == [0, 1, 2, 0, 1]
     assert v.label(2) == "__other__"
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([float(x) for x in FEATURE_BUCKETS] + [-0.0, 1e-300]),
+                          st.floats(-1, 2), st.just(float("nan")), st.just(float("inf"))),
+                min_size=1, max_size=50))
+def test_sorted_bucket_counts_equal_searchsorted_on_edges(values):
+    t = ModelTracker(SPEC, DriftSettings())
+    t.ingest([Event(model="m", features={"a": v}) for v in values], now=0.0)
+    finite = [v for v in values if np.isfinite(v)]
+    want = np.bincount(np.searchsorted(FEATURE_BUCKETS, finite, side="left"),
+                       minlength=len(FEATURE_BUCKETS) + 1)
+    np.testing.assert_array_equal(t.feature_counts[0], want)
