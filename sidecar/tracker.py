@@ -521,6 +521,12 @@ def _predicted_class(ev: Event) -> str:
 def _le_counts(ordered: np.ndarray, bounds: np.ndarray, n_finite: int) -> np.ndarray:
     """Per-bucket counts of a sorted column (NaN last): bucket i holds (b[i-1], b[i]], the
     last bucket everything above b[-1]; equal to bincount(searchsorted(b, v, "left"))."""
-    at_or_below = np.searchsorted(ordered[:n_finite], bounds, side="right")
-    out: np.ndarray = np.diff(at_or_below, prepend=0, append=n_finite)
+    at = np.searchsorted(ordered[:n_finite], bounds, side="right")
+    out = np.empty(at.size + 1, dtype=np.int64)  # np.diff's prepend/append cost more here
+    if at.size:
+        out[0] = at[0]
+        np.subtract(at[1:], at[:-1], out=out[1:-1])
+        out[-1] = n_finite - at[-1]
+    else:
+        out[0] = n_finite
     return out
