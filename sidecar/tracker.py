@@ -196,10 +196,14 @@ class ModelTracker:
                 self.unknown_features += total - known
 
         finite = np.isfinite(num)
-        if not finite.all():
+        all_finite = bool(finite.all())
+        if all_finite:
+            n_finite = np.full(num.shape[1], n, dtype=np.int64)
+        else:
             num[~finite] = np.nan
+            n_finite = finite.sum(axis=0)
         cat = self._categorical_codes(feats)
-        self.missing[: len(self.numeric_names)] += n - finite.sum(axis=0)
+        self.missing[: len(self.numeric_names)] += n - n_finite
         if cat.shape[1]:
             self.missing[len(self.numeric_names) :] += (cat < 0).sum(axis=0)
 
@@ -212,8 +216,8 @@ class ModelTracker:
         # bucket count is then a search of a few edges in the sorted column, instead of a
         # search of every value in the edges (NaN sorts last, past every finite edge).
         ordered = np.sort(num.T, axis=1)
-        n_finite = finite.sum(axis=0)
-        self._count_features(num, finite, ordered, n_finite)
+        self.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
+        self._count_features(ordered, n_finite)
 
         received = np.full(n, now)
         start = 0
@@ -364,12 +368,7 @@ class ModelTracker:
             self.pred_count += int(v.size)
             self.pred_sum += float(v.sum())
 
-    def _count_features(
-        self, num: np.ndarray, finite: np.ndarray, ordered: np.ndarray, n_finite: np.ndarray
-    ) -> None:
-        if not num.shape[1]:
-            return
-        self.feature_sums += np.where(finite, num, 0.0).sum(axis=0)
+    def _count_features(self, ordered: np.ndarray, n_finite: np.ndarray) -> None:
         for j, buckets in enumerate(self._buckets):
             self.feature_counts[j] += _le_counts(ordered[j], buckets, n_finite[j])
 
