@@ -122,6 +122,38 @@ def _emit(
     )
 
 
+class _Call:
+    """One tracked call: what it saw, when it started, and the record at its end."""
+
+    __slots__ = ("feats", "monitor", "ok", "outcome", "t0", "tid")
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        pick: Callable[..., Mapping[str, Any] | None] | None,
+        outcome: Callable[[Any], Mapping[str, Any] | None] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.monitor = monitor
+        self.outcome = outcome
+        self.ok, self.feats = _safe_features(monitor, pick, args, kwargs)
+        self.tid = monitor._trace() if monitor._trace is not None else None
+        self.t0 = perf_counter()
+
+    def done(self, result: Any = None, *, failed: bool = False) -> None:
+        if self.ok:
+            _emit(
+                self.monitor,
+                features=self.feats,
+                outcome=None if failed else self.outcome,
+                result=result,
+                status="error" if failed else "success",
+                latency_s=perf_counter() - self.t0,
+                trace_id=self.tid,
+            )
+
+
 def track_call(
     monitor: Monitor,
     features: Callable[..., Mapping[str, Any] | None] | None,
@@ -134,66 +166,26 @@ def track_call(
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ok, feats = _safe_features(monitor, features, args, kwargs)
-                tid = monitor._trace() if monitor._trace is not None else None
-                t0 = perf_counter()
+                call = _Call(monitor, features, outcome, args, kwargs)
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception:
-                    if ok:
-                        _emit(
-                            monitor,
-                            features=feats,
-                            outcome=None,
-                            result=None,
-                            status="error",
-                            latency_s=perf_counter() - t0,
-                            trace_id=tid,
-                        )
+                    call.done(failed=True)
                     raise
-                if ok:
-                    _emit(
-                        monitor,
-                        features=feats,
-                        outcome=outcome,
-                        result=result,
-                        status="success",
-                        latency_s=perf_counter() - t0,
-                        trace_id=tid,
-                    )
+                call.done(result)
                 return result
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ok, feats = _safe_features(monitor, features, args, kwargs)
-            tid = monitor._trace() if monitor._trace is not None else None
-            t0 = perf_counter()
+            call = _Call(monitor, features, outcome, args, kwargs)
             try:
                 result = fn(*args, **kwargs)
             except Exception:
-                if ok:
-                    _emit(
-                        monitor,
-                        features=feats,
-                        outcome=None,
-                        result=None,
-                        status="error",
-                        latency_s=perf_counter() - t0,
-                        trace_id=tid,
-                    )
+                call.done(failed=True)
                 raise
-            if ok:
-                _emit(
-                    monitor,
-                    features=feats,
-                    outcome=outcome,
-                    result=result,
-                    status="success",
-                    latency_s=perf_counter() - t0,
-                    trace_id=tid,
-                )
+            call.done(result)
             return result
 
         return wrapper  # type: ignore[return-value]
