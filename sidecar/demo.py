@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import sys
 import tempfile
@@ -143,6 +144,8 @@ def _table(daemon: Daemon, started: float, traffic: Traffic, url: str, tty: bool
 def run_demo(duration: float | None = None, port: int = 9108, drift_after: float = 20.0,
              rate: float = 500.0, quiet: bool = False) -> int:
     configure("warning", "console" if sys.stderr.isatty() else "json")
+    # On Ctrl-C the daemon may stop before the stand-in; its reconnect notices are noise here.
+    logging.getLogger("sidecar.client").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="drift-sidecar-demo-") as tmp:
         folder = Path(tmp)
         _write_baseline(folder)
@@ -174,16 +177,18 @@ async def _main(config: Any, duration: float | None, drift_after: float, rate: f
                 traffic.phase = 0 if elapsed < drift_after else (
                     1 if elapsed < 2 * drift_after else 2)
                 if duration is not None and elapsed >= duration:
-                    daemon.request_stop()
-                    return
+                    break
                 if not quiet:
                     table = _table(daemon, started, traffic, url, tty)
                     print(("\x1b[2J\x1b[H" if tty else "\n") + table, flush=True)
                 await asyncio.sleep(2.0 if not tty else 1.0)
         finally:
+            # The stand-in stops and flushes before the daemon does, as a model server's
+            # pod would; the daemon then drains what it was sent.
             stop.set()
             await loop.run_in_executor(None, sender.join, 5)
             await loop.run_in_executor(None, monitor.close, 2.0)
+        daemon.request_stop()
 
     task = asyncio.create_task(drive(), name="demo-driver")
     try:
