@@ -358,6 +358,9 @@ def load_baselines(config: Config) -> dict[str, Baseline]:
         )
         if spec.baseline.path is not None:
             out[spec.name] = load()
+            if spec.prediction is not None and out[spec.name].prediction is None:
+                log.warning("prediction_drift_off", model=spec.name, baseline=str(path),
+                            reason="the baseline has no `prediction` column")
             continue
         captured = _load_captured(path, spec.name, load)
         if captured is not None:
