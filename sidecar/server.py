@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
 
 from sidecar.events import decode_body
+
+
+class _Collected:
+    """Already collected metric families, in the shape the encoders read."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 class Api:
@@ -24,7 +36,11 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(self.registry)
+        # Collect on the loop, where the counters are only ever touched, so the scrape is
+        # one consistent snapshot; format it in a thread (most of a scrape's time, about
+        # 4 µs a sample), so a big scrape does not hold up ingest for its whole length.
+        snapshot = _Collected(list(self.registry.collect()))
+        body = await asyncio.to_thread(encoder, snapshot)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.Request) -> web.Response:
