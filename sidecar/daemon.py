@@ -133,14 +133,7 @@ class Daemon:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
-        try:
-            # Copy on the loop (trackers are only touched there), write in a thread.
-            snaps = self.state.collect(self.pipeline.trackers)
-            await asyncio.to_thread(self.state.write, snaps)
-            self.health.snapshots["success"] += 1
-        except Exception:
-            self.health.snapshots["failure"] += 1
-            log.exception("state_save_failed")
+        await self._save_state()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.gpu.aclose()
@@ -234,13 +227,18 @@ class Daemon:
     async def _snapshot_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.state.snapshot_interval_s)
-            try:
-                snaps = self.state.collect(self.pipeline.trackers)
-                await asyncio.to_thread(self.state.write, snaps)
-                self.health.snapshots["success"] += 1
-            except Exception as exc:
-                self.health.snapshots["failure"] += 1
-                log.error("state_save_failed", error=repr(exc))
+            await self._save_state()
+
+    async def _save_state(self) -> None:
+        """Copy on the loop (trackers are only touched there), write in a thread."""
+        try:
+            snaps = self.state.collect(self.pipeline.trackers)
+            await asyncio.to_thread(self.state.write, snaps)
+        except Exception as exc:
+            self.health.snapshots["failure"] += 1
+            log.error("state_save_failed", error=repr(exc), exc_info=exc)
+        else:
+            self.health.snapshots["success"] += 1
 
     # ------------------------------------------------------------ reload
     async def _reload_watcher(self) -> None:

@@ -27,7 +27,7 @@ from prometheus_client.samples import Exemplar
 
 from sidecar import __version__
 from sidecar.events import REASONS
-from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, OVERFLOW, ModelTracker
+from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
 
 CHECK_BUCKETS = np.array([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 
@@ -367,4 +367,4 @@ class SidecarCollector(Collector):
         yield snaps
 
 
-__all__ = ["OVERFLOW", "Health", "SidecarCollector"]
+__all__ = ["Health", "SidecarCollector"]

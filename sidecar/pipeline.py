@@ -118,10 +118,9 @@ class Pipeline:
         return accepted
 
     def _stats(self, model: str, events: list[Event], now: float) -> list[Event]:
-        for ev in events:
-            if ev.kind == "stats" and ev.model_memory_bytes is not None:
-                self.trackers[model].memory_report = (ev.model_memory_bytes, now)
-                if self.on_stats is not None:
+        if self.on_stats is not None:
+            for ev in events:
+                if ev.kind == "stats" and ev.model_memory_bytes is not None:
                     self.on_stats(model, ev.model_memory_bytes, now)
         return [ev for ev in events if ev.kind != "stats"]
 

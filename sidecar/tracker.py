@@ -130,13 +130,15 @@ class ModelTracker:
         self.conf_sums = np.zeros(spec.max_classes + 1)
         self.pred_count = 0
         self.pred_sum = 0.0
-        self._buckets = self.feature_buckets
-        self.feature_counts = [np.zeros(len(b) + 1, dtype=np.int64) for b in self._buckets]
+        self.feature_buckets = [
+            np.asarray(f.buckets, dtype=np.float64) if f.buckets else FEATURE_BUCKETS
+            for f in numeric
+        ]
+        self.feature_counts = [np.zeros(len(b) + 1, dtype=np.int64) for b in self.feature_buckets]
         self.feature_sums = np.zeros(len(numeric))
         self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
         self.unknown_features = 0
         self.accepted = 0
-        self.memory_report: tuple[int, float] | None = None
 
         self.window = RollingWindow(
             drift.window_size,
@@ -153,18 +155,6 @@ class ModelTracker:
         self.cat_bins: list[np.ndarray] = []
         self.pred_bins: np.ndarray | None = None
         self.latest: Any = None  # sidecar.drift.ModelDriftResult of the last check
-
-    @property
-    def feature_buckets(self) -> list[np.ndarray]:
-        return [
-            np.asarray(f.buckets, dtype=np.float64) if f.buckets else FEATURE_BUCKETS
-            for f in self.spec.features
-            if f.type == "numeric"
-        ]
-
-    @property
-    def capturing(self) -> bool:
-        return self.capture is not None and not self.capture.done
 
     # ---------------------------------------------------------------- ingest
     def ingest(self, events: list[Event], now: float) -> list[Rejection]:
@@ -369,7 +359,7 @@ class ModelTracker:
             self.pred_sum += float(v.sum())
 
     def _count_features(self, ordered: np.ndarray, n_finite: np.ndarray) -> None:
-        for j, buckets in enumerate(self._buckets):
+        for j, buckets in enumerate(self.feature_buckets):
             self.feature_counts[j] += _le_counts(ordered[j], buckets, n_finite[j])
 
     def _count_bins(
