@@ -66,7 +66,8 @@ class NdjsonServer:
             if self.read:
                 t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
                 t.start()
-                self._threads.append(t)
+                with self._lock:
+                    self._threads.append(t)
 
     def _serve(self, conn: socket.socket) -> None:
         rest = b""
@@ -104,13 +105,19 @@ class NdjsonServer:
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        # Once the accept thread has returned no connection can be added behind our back:
+        # one accepted just before the shutdown would otherwise be left open.
+        accept_thread = self._threads[0]
+        accept_thread.join(5)
+        assert not accept_thread.is_alive(), "accept thread did not stop"
         with self._lock:
             conns = list(self._conns)
+            threads = list(self._threads[1:])
         for c in conns:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
-        for t in self._threads:
+        for t in threads:
             t.join(5)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
