@@ -5,7 +5,15 @@ Both run in the same process on the same data: a baseline of 50k rows, a window 
 statistics and p-values of both must be equal. Prints median and min-max per side over
 repeated runs, and the ratio of the medians.
 
+When Evidently is importable (the `bench` extra, best in its own environment), its
+DataDriftPreset runs on the same data too: once with method="ks", whose p-values equal
+ours at the full sizes (under 10,000 values scipy picks its exact method for Evidently, so
+at --quick sizes they differ a little), and once with its defaults (normed Wasserstein
+distance at these sizes).
+Evidently takes seconds per pass, so it runs at --evidently-features sizes only.
+
     python bench/drift_bench.py [--quick] [--repeats N] [--json FILE]
+    python bench/drift_bench.py --no-evidently
 """
 
 from __future__ import annotations
@@ -54,6 +62,58 @@ def naive_pass(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return d, p, psis
 
 
+def evidently_pass(ref: np.ndarray, cur: np.ndarray, method: str | None) -> dict[str, float]:
+    """Evidently's DataDriftPreset on the same matrices; returns its per-column values."""
+    import pandas as pd
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    cols = [f"f{j}" for j in range(ref.shape[1])]
+    snapshot = Report([DataDriftPreset(method=method)]).run(
+        current_data=pd.DataFrame(cur, columns=cols),
+        reference_data=pd.DataFrame(ref, columns=cols),
+    )
+    values: dict[str, float] = {}
+    for m in snapshot.dict()["metrics"]:
+        column = m.get("config", {}).get("column")
+        if column is not None:
+            values[column] = float(m["value"])
+    return values
+
+
+def run_evidently(
+    ref: np.ndarray, cur: np.ndarray, ours_p: np.ndarray, repeats: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label, method in (("ks", "ks"), ("default", None)):
+        times: list[float] = []
+        values: dict[str, float] = {}
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            values = evidently_pass(ref, cur, method)
+            times.append(time.perf_counter() - t0)
+        entry: dict[str, Any] = spread(times)
+        if label == "ks":
+            ev_p = np.array([values[f"f{j}"] for j in range(ref.shape[1])])
+            entry["pvalue_max_rel_diff"] = float(
+                np.max(np.abs(ev_p - ours_p) / np.maximum(np.abs(ours_p), 1e-300))
+            )
+        out[label] = entry
+    return out
+
+
+def evidently_version() -> str | None:
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import evidently
+    except ImportError:
+        return None
+    return str(evidently.__version__)
+
+
 def spread(ts: list[float]) -> dict[str, float]:
     return {
         "median_ms": statistics.median(ts) * 1e3,
@@ -62,7 +122,9 @@ def spread(ts: list[float]) -> dict[str, float]:
     }
 
 
-def run_case(features: int, rows: int, window: int, repeats: int, seed: int) -> dict[str, Any]:
+def run_case(
+    features: int, rows: int, window: int, repeats: int, seed: int, *, evidently_repeats: int = 0
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     ref = rng.normal(size=(rows, features))
     cur = rng.normal(size=(window, features))
@@ -96,7 +158,9 @@ def run_case(features: int, rows: int, window: int, repeats: int, seed: int) -> 
         t0 = time.perf_counter()
         naive_pass(ref, cur)
         loop.append(time.perf_counter() - t0)
+    evidently = run_evidently(ref, cur, ours_p, evidently_repeats) if evidently_repeats else None
     return {
+        "evidently": evidently,
         "features": features,
         "baseline_rows": rows,
         "window_rows": window,
@@ -118,15 +182,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument(
+        "--evidently-features",
+        default="10,100",
+        help="feature counts at which Evidently runs too, when installed (default 10,100)",
+    )
+    ap.add_argument("--evidently-repeats", type=int, default=3)
+    ap.add_argument("--no-evidently", action="store_true", help="leave Evidently out")
     args = ap.parse_args(argv)
+    ev_version = None if args.no_evidently else evidently_version()
+    ev_sizes = {int(x) for x in args.evidently_features.split(",") if x} if ev_version else set()
 
     if args.quick:
         sizes, rows, window, repeats = [10], 5_000, 1_000, 2
+        ev_repeats = 1
     else:
         sizes = [int(x) for x in args.features.split(",")]
         rows, window, repeats = 50_000, 10_000, args.repeats
+        ev_repeats = args.evidently_repeats
 
-    results = [run_case(k, rows, window, repeats, args.seed) for k in sizes]
+    results = [
+        run_case(k, rows, window, repeats, args.seed,
+                 evidently_repeats=ev_repeats if k in ev_sizes else 0)
+        for k in sizes
+    ]
 
     print(f"baseline {rows} rows, window {window} rows, {repeats} repeats; times in ms")
     print(f"{'features':>8}  {'check_model median (min-max)':>30}  "
@@ -139,8 +218,29 @@ def main(argv: list[str] | None = None) -> int:
             + f"{b['median_ms']:>14.1f} ({b['min_ms']:.1f}-{b['max_ms']:.1f})".ljust(38)
             + f"{r['ratio']:>6.3f}  {r['ks_statistic_max_abs_diff']:>13.1e}"
         )
+    if ev_version is None:
+        print("Evidently: not installed (pip install -e '.[bench]' in a separate environment)")
+    elif any(r["evidently"] for r in results):
+        print(f"\nEvidently {ev_version} DataDriftPreset on the same data; times in ms")
+        print(f"{'features':>8}  {'method=ks median (min-max)':>30}  {'ours/ks':>8}  "
+              f"{'defaults median (min-max)':>30}  {'ours/defaults':>13}  "
+              f"{'KS p max rel diff':>17}")
+        for r in results:
+            ev = r["evidently"]
+            if not ev:
+                continue
+            ours_ms = r["check_model"]["median_ms"]
+            a, b = ev["ks"], ev["default"]
+            print(
+                f"{r['features']:>8}  "
+                f"{a['median_ms']:>14.1f} ({a['min_ms']:.1f}-{a['max_ms']:.1f})".ljust(40)
+                + f"{ours_ms / a['median_ms']:>8.4f}  "
+                + f"{b['median_ms']:>14.1f} ({b['min_ms']:.1f}-{b['max_ms']:.1f})".ljust(32)
+                + f"{ours_ms / b['median_ms']:>13.4f}  {a['pvalue_max_rel_diff']:>17.1e}"
+            )
     if args.json:
         doc = {
+            "evidently": ev_version,
             "python": platform.python_version(),
             "numpy": np.__version__,
             "scipy": scipy.__version__,
