@@ -23,6 +23,18 @@ class _Collected:
         return self._families
 
 
+def _restricted(families: list[Metric], names: set[str]) -> list[Metric]:
+    """The families cut down to the samples named (`_total`, `_bucket`... included)."""
+    out = []
+    for family in families:
+        samples = [s for s in family.samples if s.name in names]
+        if samples:
+            m = Metric(family.name, family.documentation, family.type, family.unit)
+            m.samples = samples
+            out.append(m)
+    return out
+
+
 class Api:
     """The handlers; the daemon passes in what they read, never a global."""
 
@@ -36,10 +48,14 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        # `name[]=...` keeps only those samples, as prometheus_client's own exposition does;
+        # a poller that wants one counter then pays for formatting one counter.
+        names = set(request.query.getall("name[]", []))
         # Collect on the loop, where the counters are only ever touched, so the scrape is
         # one consistent snapshot; format it in a thread (most of a scrape's time, about
         # 4 µs a sample), so a big scrape does not hold up ingest for its whole length.
-        snapshot = _Collected(list(self.registry.collect()))
+        families = list(self.registry.collect())
+        snapshot = _Collected(_restricted(families, names) if names else families)
         body = await asyncio.to_thread(encoder, snapshot)
         return web.Response(body=body, headers={"Content-Type": content_type})
 

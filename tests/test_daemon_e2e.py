@@ -148,6 +148,24 @@ def test_openmetrics_exemplar_carries_trace_id(daemon_factory):
     assert "trace_id" not in plain  # the classic text format has no exemplars
 
 
+def test_metrics_name_filter_keeps_only_the_named_samples(daemon_factory):
+    d = daemon_factory({"models": [MODEL]})
+    d.send([event(i) for i in range(5)])
+    d.wait_metric("drift_sidecar_events_accepted_total", 5, model_name="fraud")
+    names = "name[]=drift_sidecar_events_accepted_total&name[]=ml_feature_value_count"
+    status, body = d.get(f"/metrics?{names}")
+    assert status == 200
+    m = parse_metrics(body.decode())
+    assert m.value("drift_sidecar_events_accepted_total", model_name="fraud") == 5
+    assert m.value("ml_feature_value_count", model_name="fraud", feature_name="amount") == 5
+    assert {name for name, _ in m.samples} == {
+        "drift_sidecar_events_accepted_total",
+        "ml_feature_value_count",
+    }
+    assert m.value("ml_feature_value_bucket", model_name="fraud", feature_name="amount",
+                   le="+Inf") is None
+
+
 def test_capture_then_drift_check_and_readiness(daemon_factory):
     model = {**MODEL, "drift": {"interval_s": 0.2, "min_samples": 50, "window_size": 500}}
     d = daemon_factory({"models": [model]})
