@@ -25,6 +25,7 @@ LATENCY_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0
 CONFIDENCE_BUCKETS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
 FEATURE_BUCKETS = np.linspace(0.0, 1.0, 11)
 OVERFLOW = "__other__"
+_MAX_INDEX_TABLE = 1 << 16  # class indices below this are looked up in a table
 
 
 class Vocab:
@@ -118,6 +119,7 @@ class ModelTracker:
         self.cat_vocab = [Vocab(cat_cap) for _ in categorical]
         self.pred_vocab = Vocab(cat_cap) if self.pred_kind == "categorical" else None
         self.class_vocab = Vocab(spec.max_classes)
+        self._class_by_index = np.empty(0, dtype=np.int64)  # class code by class index, or -1
         self.version_vocab = Vocab(8, [spec.version])
 
         self.requests: Counter[tuple[int, str]] = Counter()
@@ -341,15 +343,33 @@ class ModelTracker:
             finite = np.isfinite(preds)
             integral = finite & (preds == np.round(preds))
             if integral.any():  # class indices sent as numbers
-                uniq, inv = np.unique(preds[integral], return_inverse=True)
-                table = np.array([vocab.code(str(int(u))) for u in uniq], np.int64)
-                codes[integral] = table[inv]
+                codes[integral] = self._index_class_codes(preds[integral])
             regression = finite & ~integral
             if regression.any():
                 codes[regression] = vocab.code("none")
             rest = np.flatnonzero(~finite)
         for i in rest:  # no prediction: take it from the probabilities, if any
             codes[i] = vocab.code(_predicted_class(events[i]))
+        return codes
+
+    def _index_class_codes(self, values: np.ndarray) -> np.ndarray:
+        """Codes of integral predictions: a lookup in a table by class index, filled as
+        new indices appear (a vocabulary never changes a code it has given)."""
+        vocab = self.class_vocab
+        if values.min() < 0 or values.max() >= _MAX_INDEX_TABLE:
+            uniq, inv = np.unique(values, return_inverse=True)
+            return np.array([vocab.code(str(int(u))) for u in uniq], np.int64)[inv]
+        ints = values.astype(np.int64)
+        table = self._class_by_index
+        top = int(ints.max())
+        if top >= table.size:
+            table = np.concatenate([table, np.full(top + 1 - table.size, -1, np.int64)])
+            self._class_by_index = table
+        codes: np.ndarray = table[ints]
+        if (codes < 0).any():
+            for u in np.unique(ints[codes < 0]):
+                table[u] = vocab.code(str(int(u)))
+            codes = table[ints]
         return codes
 
     def _count_predictions(self, preds: np.ndarray) -> None:

@@ -109,3 +109,30 @@ def test_sorted_bucket_counts_equal_searchsorted_on_edges(values):
     want = np.bincount(np.searchsorted(FEATURE_BUCKETS, finite, side="left"),
                        minlength=len(FEATURE_BUCKETS) + 1)
     np.testing.assert_array_equal(t.feature_counts[0], want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.tuples(
+    st.one_of(st.none(), st.sampled_from([0.0, 1.0, 2.0, 7.0, -3.0, 70_000.0, 0.5, -0.0])),
+    st.floats(0, 1),
+), max_size=30), max_size=5))
+def test_confidence_per_predicted_class_matches_a_per_event_computation(batches):
+    t = ModelTracker(SPEC, DriftSettings())
+    expect: dict[str, int] = {}
+    for batch in batches:
+        evs = [Event(model="m", prediction=p, confidence=c, probabilities=[0.2, 0.8])
+               for p, c in batch]
+        assert t.ingest(evs, now=0.0) == []
+        for p, _ in batch:
+            if p is None:
+                label = "1"  # the argmax of the probabilities
+            elif p.is_integer():
+                label = str(int(p))
+            else:
+                label = "none"
+            if label not in t.class_vocab.values:
+                label = "__other__"  # past max_classes=3
+            expect[label] = expect.get(label, 0) + 1
+    got = {t.class_vocab.label(code): int(n)
+           for code, n in enumerate(t.conf_counts.sum(axis=1)) if n}
+    assert got == expect
