@@ -605,6 +605,44 @@ def test_oversized_lines_are_split_and_oversized_events_dropped(server: NdjsonSe
     assert server.lines >= 100 * 120 // 4096
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_worker_gets_its_own_connection_and_sends_only_its_events(
+    server: NdjsonServer,
+) -> None:
+    """Pre-fork servers (gunicorn and friends) create the Monitor, then fork workers."""
+    with Monitor(server.path, model="m") as m:
+        for i in range(3):
+            m.record({"a": 1.0}, id=f"parent-{i}")
+        assert m.flush(5)
+        for i in range(4):  # still buffered at the fork: the child must not send these again
+            m.record({"a": 1.0}, id=f"parent-late-{i}")
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only, never return to pytest
+            ok = False
+            try:
+                for i in range(5):
+                    m.record({"a": 2.0}, id=f"child-{i}")
+                ok = m.flush(5) and m.stats.sent == 5 and m.stats.dropped_total == 0
+                m.close(timeout=5)
+            finally:
+                os._exit(0 if ok else 1)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise AssertionError("forked child did not finish")
+            time.sleep(0.01)
+        assert os.waitstatus_to_exitcode(done[1]) == 0, "the child could not send its events"
+        assert m.flush(5)
+    wait_until(lambda: server.count == 12, what="12 events at the server")
+    ids = sorted(e["id"] for e in server.events)
+    assert ids == sorted([f"parent-{i}" for i in range(3)]
+                         + [f"parent-late-{i}" for i in range(4)]
+                         + [f"child-{i}" for i in range(5)])
+    assert server.connections == 2  # the child connected on its own
+
+
 def test_close_refuses_new_events_and_flush_times_out_without_sidecar(sock_path: str) -> None:
     m = Monitor(sock_path, model="m")
     assert m.record(prediction=1.0)
