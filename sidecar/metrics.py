@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import platform
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Exemplar
+from prometheus_client.samples import Exemplar, Sample
 
 from sidecar import __version__
 from sidecar.events import REASONS
@@ -79,6 +81,50 @@ def _num(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
+Labels = dict[str, str]
+
+
+class _TrackerLabels:
+    """One tracker's label sets, built once rather than at every scrape: at 1,000 features
+    a scrape holds about 50,000 samples, and building each one's label dict from a list
+    (what `add_metric` does) was most of the time a collect held the event loop. The bin
+    labels and the constant per-bin samples (reference shares, upper edges) follow the
+    baseline and are rebuilt when it changes."""
+
+    def __init__(self, t: ModelTracker) -> None:
+        m = t.name
+        self.feature = {name: {"model_name": m, "feature_name": name} for name in t.feature_names}
+        self.hist = [
+            ([{**self.feature[name], "le": _le(le)} for le in [*bounds.tolist(), math.inf]],
+             self.feature[name])
+            for name, bounds in zip(t.numeric_names, t.feature_buckets, strict=True)
+        ]
+        self.bins_for: Any = None
+        self.bin_labels: list[Labels] = []
+        self.ref_samples: list[Sample] = []
+        self.upper_samples: list[Sample] = []
+
+    def for_baseline(self, t: ModelTracker) -> None:
+        b = t.baseline
+        if b is self.bins_for:
+            return
+        labels: list[Labels] = []
+        shares: list[float] = []
+        uppers: list[float] = []
+        for ref in b.numeric:
+            labels += [{**self.feature[ref.name], "bin": str(i)} for i in range(len(ref.shares))]
+            shares += np.asarray(ref.shares, dtype=np.float64).tolist()
+            uppers += [*ref.edges.tolist(), math.inf]
+        self.bin_labels = labels
+        self.ref_samples = _samples("ml_feature_bin_reference_ratio", labels, shares)
+        self.upper_samples = _samples("ml_feature_bin_upper_bound", labels, uppers)
+        self.bins_for = b
+
+
+def _samples(name: str, labels: list[Labels], values: Iterable[float]) -> list[Sample]:
+    return list(map(Sample, repeat(name), labels, values))
+
+
 class SidecarCollector(Collector):
     """Every series of docs/metrics.md except the GPU ones (see sidecar.gpu)."""
 
@@ -89,6 +135,15 @@ class SidecarCollector(Collector):
     ) -> None:
         self._trackers = trackers
         self._health = health
+        self._labels: weakref.WeakKeyDictionary[ModelTracker, _TrackerLabels] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _labels_of(self, t: ModelTracker) -> _TrackerLabels:
+        labels = self._labels.get(t)
+        if labels is None:
+            labels = self._labels[t] = _TrackerLabels(t)
+        return labels
 
     def collect(self) -> Iterator[Metric]:
         trackers = list(self._trackers())
@@ -141,14 +196,20 @@ class SidecarCollector(Collector):
                 )
             if t.pred_count or t.pred_kind == "numeric":
                 val.add_metric([t.name], t.pred_count, t.pred_sum)
-            for j, name in enumerate(t.numeric_names):
-                fval.add_metric(
-                    [t.name, name],
-                    _buckets(t.feature_buckets[j], t.feature_counts[j]),
-                    float(t.feature_sums[j]),
-                )
-            for j, name in enumerate(t.feature_names):
-                miss.add_metric([t.name, name], int(t.missing[j]))
+            tl = self._labels_of(t)
+            sums = t.feature_sums.tolist()
+            for (bucket_labels, base), counts, total in zip(
+                tl.hist, t.feature_counts, sums, strict=True
+            ):
+                cum = np.cumsum(counts).tolist()
+                fval.samples += _samples("ml_feature_value_bucket", bucket_labels, cum)
+                fval.samples.append(Sample("ml_feature_value_count", base, cum[-1]))
+                fval.samples.append(Sample("ml_feature_value_sum", base, total))
+            miss.samples += _samples(
+                "ml_feature_missing_total",
+                [tl.feature[name] for name in t.feature_names],
+                t.missing.tolist(),
+            )
         yield from (req, lat, conf, val, fval, miss)
 
     # ------------------------------------------------------------ drift results
@@ -195,21 +256,22 @@ class SidecarCollector(Collector):
             last.add_metric([t.name], r.checked_at)
             if not r.sufficient:
                 continue
+            feature_labels = self._labels_of(t).feature
             for f in r.features:
-                lab = [t.name, f.name]
-                wmiss.add_metric(lab, f.missing_rate)
-                bmiss.add_metric(lab, f.baseline_missing_rate)
+                lab = feature_labels[f.name]
+                wmiss.samples.append(Sample(wmiss.name, lab, f.missing_rate))
+                bmiss.samples.append(Sample(bmiss.name, lab, f.baseline_missing_rate))
                 if not f.sufficient:
                     continue
-                det.add_metric(lab, 1.0 if f.drifted else 0.0)
+                det.samples.append(Sample(det.name, lab, 1.0 if f.drifted else 0.0))
                 if f.psi is not None:
-                    psi.add_metric(lab, f.psi)
+                    psi.samples.append(Sample(psi.name, lab, f.psi))
                 if f.ks_statistic is not None:
-                    ks.add_metric(lab, f.ks_statistic)
-                    ksp.add_metric(lab, _num(f.ks_pvalue))
+                    ks.samples.append(Sample(ks.name, lab, f.ks_statistic))
+                    ksp.samples.append(Sample(ksp.name, lab, _num(f.ks_pvalue)))
                 if f.chi2_statistic is not None:
-                    chi.add_metric(lab, f.chi2_statistic)
-                    chip.add_metric(lab, _num(f.chi2_pvalue))
+                    chi.samples.append(Sample(chi.name, lab, f.chi2_statistic))
+                    chip.samples.append(Sample(chip.name, lab, _num(f.chi2_pvalue)))
             p = r.prediction
             if p is not None and p.sufficient:
                 pdet.add_metric([t.name], 1.0 if p.drifted else 0.0)
@@ -247,13 +309,13 @@ class SidecarCollector(Collector):
             b = t.baseline
             if b is None:
                 continue
-            for j, ref in enumerate(b.numeric):
-                uppers = [*ref.edges.tolist(), math.inf]
-                for i, (c, share) in enumerate(zip(t.num_bins[j], ref.shares, strict=True)):
-                    lab = [t.name, ref.name, str(i)]
-                    fcount.add_metric(lab, int(c))
-                    fref.add_metric(lab, float(share))
-                    fupper.add_metric(lab, uppers[i])
+            if b.numeric:
+                tl = self._labels_of(t)
+                tl.for_baseline(t)
+                counts = np.concatenate(t.num_bins).tolist()
+                fcount.samples += _samples("ml_feature_bin_events_total", tl.bin_labels, counts)
+                fref.samples += tl.ref_samples
+                fupper.samples += tl.upper_samples
             for j, (name, counts) in enumerate(t.category_bin_counts()):
                 shares = b.categorical[j].shares
                 for (label, c), share in zip(counts, shares, strict=True):
