@@ -403,7 +403,7 @@ def test_record_never_blocks_when_the_reader_stops_reading(sock_path: str) -> No
         # A blocked send() would hold one call for as long as the reader stalls (the whole
         # loop); the bound below leaves room for GIL hand-offs to the flusher thread and
         # for the scheduler of a busy 2-core CI machine.
-        assert durations.max() < 0.025, f"slowest record() took {durations.max() * 1e3:.1f} ms"
+        assert durations.max() < 0.05, f"slowest record() took {durations.max() * 1e3:.1f} ms"
         assert np.median(durations) < 20e-6
         t0 = time.monotonic()
         assert m.close(timeout=0.2) is False
