@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sidecar.baseline import Baseline, load_baseline, write_baseline
+from sidecar.baseline import load_baseline, write_baseline
 from sidecar.config import Config, ModelSpec, load_config
 from sidecar.drift import DriftParams, check_model
 from sidecar.errors import BaselineError, ConfigError, SidecarError
@@ -31,6 +31,7 @@ from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
 from sidecar.server import make_app
 from sidecar.state import StateStore
+from sidecar.stats.reference import Baseline
 from sidecar.tracker import CaptureData, ModelTracker
 
 log = structlog.get_logger("sidecar.daemon")

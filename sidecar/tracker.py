@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from sidecar.baseline import category_key
 from sidecar.config import DriftSettings, ModelSpec
 from sidecar.events import Event, Rejection
+from sidecar.stats.bins import OTHER, sorted_bin_counts
+from sidecar.stats.reference import category_key
 from sidecar.windows import RollingWindow, WindowSnapshot
 
 LATENCY_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 """The guide's buckets (0.01 .. 1 s) widened at both ends; 0.1 stays for the HighLatency rule."""
 CONFIDENCE_BUCKETS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
 FEATURE_BUCKETS = np.linspace(0.0, 1.0, 11)
-OVERFLOW = "__other__"
 _MAX_INDEX_TABLE = 1 << 16  # class indices below this are looked up in a table
 
 
@@ -54,7 +54,7 @@ class Vocab:
         return c
 
     def label(self, code: int) -> str:
-        return self.values[code] if code < len(self.values) else OVERFLOW
+        return self.values[code] if code < len(self.values) else OTHER
 
 
 @dataclass
@@ -380,7 +380,8 @@ class ModelTracker:
 
     def _count_features(self, ordered: np.ndarray, n_finite: np.ndarray) -> None:
         for j, buckets in enumerate(self.feature_buckets):
-            self.feature_counts[j] += _le_counts(ordered[j], buckets, n_finite[j])
+            # NaN sorts last: the first n_finite values are the finite ones
+            self.feature_counts[j] += sorted_bin_counts(ordered[j, : n_finite[j]], buckets)
 
     def _count_bins(
         self,
@@ -397,8 +398,7 @@ class ModelTracker:
             ordered = np.sort(num.T, axis=1)
             n_finite = (~np.isnan(num)).sum(axis=0)
         for j, ref in enumerate(b.numeric):
-            # Bin i holds (edge[i-1], edge[i]], as `NumericReference.bin_index` assigns.
-            self.num_bins[j] += _le_counts(ordered[j], ref.edges, n_finite[j])
+            self.num_bins[j] += sorted_bin_counts(ordered[j, : n_finite[j]], ref.edges)
         for j in range(cat.shape[1]):
             col = cat[:, j]
             col = col[col >= 0]
@@ -460,7 +460,7 @@ class ModelTracker:
 
     def _vocab_to_ref(self, vocab: Vocab, ref: Any) -> np.ndarray:
         """Lookup from vocabulary code (incl. overflow) to the reference's category code."""
-        labels = [*vocab.values, OVERFLOW]
+        labels = [*vocab.values, OTHER]
         codes = np.asarray(ref.codes(labels), dtype=np.int32)
         table = np.full(vocab.cap + 1, len(ref.categories), dtype=np.int32)
         table[: len(vocab.values)] = codes[:-1]
@@ -473,7 +473,7 @@ class ModelTracker:
             ref = self.baseline.categorical[j]
             table = self._vocab_to_ref(vocab, ref)
             counts = np.bincount(table, weights=self.cat_bins[j], minlength=len(ref.shares))
-            labels = [*ref.categories, OVERFLOW]
+            labels = [*ref.categories, OTHER]
             out.append((name, [(lab, int(c)) for lab, c in zip(labels, counts, strict=True)]))
         return out
 
@@ -484,7 +484,7 @@ class ModelTracker:
             return [(str(i), int(c)) for i, c in enumerate(self.pred_bins)]
         table = self._vocab_to_ref(self.pred_vocab, ref)
         counts = np.bincount(table, weights=self.pred_bins, minlength=len(ref.shares))
-        labels = [*ref.categories, OVERFLOW]
+        labels = [*ref.categories, OTHER]
         return [(lab, int(c)) for lab, c in zip(labels, counts, strict=True)]
 
     def window_snapshot(self, now: float) -> WindowSnapshot:
@@ -525,17 +525,3 @@ def _predicted_class(ev: Event) -> str:
             return max(probs, key=probs.__getitem__)
         return str(max(range(len(probs)), key=probs.__getitem__))
     return "none"  # a regression value is not a class: one label, not one per value
-
-
-def _le_counts(ordered: np.ndarray, bounds: np.ndarray, n_finite: int) -> np.ndarray:
-    """Per-bucket counts of a sorted column (NaN last): bucket i holds (b[i-1], b[i]], the
-    last bucket everything above b[-1]; equal to bincount(searchsorted(b, v, "left"))."""
-    at = np.searchsorted(ordered[:n_finite], bounds, side="right")
-    out = np.empty(at.size + 1, dtype=np.int64)  # np.diff's prepend/append cost more here
-    if at.size:
-        out[0] = at[0]
-        np.subtract(at[1:], at[:-1], out=out[1:-1])
-        out[-1] = n_finite - at[-1]
-    else:
-        out[0] = n_finite
-    return out
