@@ -193,6 +193,7 @@ class StateStore:
 
 
 def collect_one(t: ModelTracker) -> Snapshot:
+    assert t.baseline is not None, "only models with a baseline have state to keep"
     snap = t.window.snapshot()  # copies
     arrays: dict[str, np.ndarray] = {
         "numeric": snap.numeric,
