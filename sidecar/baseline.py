@@ -13,11 +13,10 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sidecar.errors import BaselineError
+from sidecar.files import write_atomically
 from sidecar.stats.numbers import finite_or_none
 from sidecar.stats.reference import (
     PREDICTION_COLUMN,
@@ -188,7 +188,7 @@ def write_baseline(
     table = pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(0)})
     table = table.replace_schema_metadata({METADATA_KEY: _metadata(b, psi_bins, max_categories)})
     target = Path(path)
-    digest = _write_atomically(table, target)
+    digest = write_atomically(target, lambda fh: _write_parquet(table, fh))
     return Baseline(
         model=b.model,
         numeric=b.numeric,
@@ -201,36 +201,14 @@ def write_baseline(
     )
 
 
-def _write_atomically(table: pa.Table, target: Path) -> str:
-    """Write to a temporary file beside the target, then rename; returns the sha256."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        digest = _sha256_file(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return digest
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return digest
-
-
-def _sha256_file(path: Path) -> str:
+def _write_parquet(table: pa.Table, fh: BinaryIO) -> str:
+    """Write the table to an open file; returns the sha256 of the bytes written."""
+    pq.write_table(table, fh, compression="zstd")
+    fh.flush()
+    fh.seek(0)
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 

@@ -21,6 +21,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sidecar.errors import ConfigError, GpuError
+from sidecar.ratelimit import LogLimiter
 
 __all__ = [
     "GPU_LABELS",
@@ -311,26 +312,6 @@ class _Reported:
     ts: float
 
 
-class _LogLimiter:
-    """At most one line per key and period; the next line carries how many were suppressed."""
-
-    def __init__(self, period_s: float, clock: Callable[[], float]) -> None:
-        self._period_s = period_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def admit(self, key: str) -> int | None:
-        """The count suppressed since the last admitted line, or None to stay quiet now."""
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self._period_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._suppressed.pop(key, 0)
-
-
 # (metric name, help, GpuReading attribute)
 _GPU_GAUGES: Final = (
     (
@@ -379,7 +360,7 @@ class GpuMonitor:
         self._visible_process_model = visible_process_model
         self._pid_visible = pid_visible
         self._wall_clock = wall_clock
-        self._limiter = _LogLimiter(log_every_s, monotonic)
+        self._limiter = LogLimiter(log_every_s, monotonic)
         self._started = backend is not None
         self._closed = False
         self._poll_lock = threading.Lock()

@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 import structlog
 
 from sidecar.errors import StateError
+from sidecar.files import write_atomically
 from sidecar.tracker import ModelTracker, Vocab
 from sidecar.windows import WindowSnapshot
 
@@ -50,35 +49,6 @@ def safe_name(model: str) -> str:
     if clean != model:
         clean += "-" + hashlib.sha256(model.encode()).hexdigest()[:8]
     return clean
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable: the directory entry must reach the disk too."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -131,8 +101,9 @@ class StateStore:
         arrays_name = f"{stem}.{digest[:_SHA_PREFIX]}.npz"
         manifest = {**snap.manifest, "sha256": digest, "arrays": arrays_name}
         folder = self.root / "windows"
-        _atomic_write(folder / arrays_name, data)
-        _atomic_write(self.manifest_path(snap.model), json.dumps(manifest).encode())
+        write_atomically(folder / arrays_name, lambda fh: fh.write(data), dir_mode=0o750)
+        text = json.dumps(manifest).encode()
+        write_atomically(self.manifest_path(snap.model), lambda fh: fh.write(text), dir_mode=0o750)
         stale = re.compile(re.escape(stem) + rf"\.[0-9a-f]{{{_SHA_PREFIX}}}\.npz")
         for old in folder.iterdir():
             if old.name != arrays_name and stale.fullmatch(old.name):
