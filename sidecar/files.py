@@ -16,9 +16,7 @@ _T = TypeVar("_T")
 _FSYNC_DIR_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
-def write_atomically(
-    path: Path, write: Callable[[BinaryIO], _T], *, dir_mode: int = 0o777
-) -> _T:
+def write_atomically(path: Path, write: Callable[[BinaryIO], _T], *, dir_mode: int = 0o777) -> _T:
     """Write `path` through a temporary file beside it; returns what `write` returns.
 
     `write` gets the temporary file, open for reading and writing. The file is then

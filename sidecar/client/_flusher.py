@@ -45,7 +45,6 @@ class _Chunk:
         self.offset = 0
 
 
-
 class Flusher:
     """The flusher thread: owns the socket, encodes buffered events, writes them."""
 
@@ -354,7 +353,5 @@ class Flusher:
             )
 
 
-
 def _head(pending: collections.deque[_Chunk]) -> list[_Chunk]:
     return list(itertools.islice(pending, _IOV_MAX))
-

@@ -42,4 +42,3 @@ class ClientStats:
     def dropped_total(self) -> int:
         """All dropped events, whatever the reason."""
         return sum(self.dropped.values())
-
