@@ -5,6 +5,13 @@ A baseline file is a parquet table with one column per feature and an optional
 category frequencies, missing rates) are stored as JSON in the file's schema metadata, so
 loading only reads and sorts the numeric columns. The statistics themselves are
 `sidecar.stats.reference`'s.
+
+pyarrow is imported on first use, not with this module: a daemon whose models have no
+baseline file (or capture one from live traffic and have not finished) never loads it,
+which saves about 10 MiB of its own memory and 60 MiB of mapped libraries. A file is read
+one column at a time and its bytes are never held whole; arrow's memory pool gives back
+what it held once a load is done, so what stays is one sorted float64 array per numeric
+column.
 """
 
 from __future__ import annotations
@@ -16,12 +23,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sidecar.errors import BaselineError
 from sidecar.files import write_atomically
@@ -43,6 +47,12 @@ from sidecar.stats.reference import (
 METADATA_KEY = b"drift_sidecar.baseline.v1"
 """Schema-metadata key of the stored statistics; the suffix is the format version."""
 FORMAT_VERSION = 1
+_READ_ATTEMPTS = 3
+"""Reads of a file that changed while being read (rewritten in place) before giving up."""
+_HASH_CHUNK = 1 << 20
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 # --------------------------------------------------------------------------- metadata
@@ -161,6 +171,8 @@ def write_baseline(
     source: str = "file",
 ) -> Baseline:
     """Compute a baseline, write it atomically as parquet with its statistics, return it."""
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     b = build_baseline(
         model,
         numeric=numeric,
@@ -203,6 +215,8 @@ def write_baseline(
 
 def _write_parquet(table: pa.Table, fh: BinaryIO) -> str:
     """Write the table to an open file; returns the sha256 of the bytes written."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - see the module docstring
+
     pq.write_table(table, fh, compression="zstd")
     fh.flush()
     fh.seek(0)
@@ -215,32 +229,36 @@ def _write_parquet(table: pa.Table, fh: BinaryIO) -> str:
 # --------------------------------------------------------------------------- columns
 
 
-_NUMERIC_TYPES = (
-    pa.types.is_integer,
-    pa.types.is_floating,
-    pa.types.is_boolean,
-    pa.types.is_decimal,
-    pa.types.is_null,
-)
-
-
 def is_numeric_type(t: pa.DataType) -> bool:
     """Whether an Arrow column of type `t` can hold a numeric feature."""
-    return any(check(t) for check in _NUMERIC_TYPES)
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
+    checks = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+              pa.types.is_decimal, pa.types.is_null)
+    return any(check(t) for check in checks)
 
 
 def column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.ndarray:
-    """A numeric column as float64 (nulls become NaN); BaselineError naming the file if not."""
+    """A numeric column as float64 (nulls become NaN); BaselineError naming the file if not.
+
+    A float64 column without nulls comes back as a read-only view of arrow's memory.
+    """
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     if not is_numeric_type(col.type):
         raise BaselineError(
             f"baseline file {where}: column {name!r} is a numeric feature but holds {col.type} data"
         )
-    try:
-        as_float = pc.cast(col, pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise BaselineError(
-            f"baseline file {where}: column {name!r} cannot be read as numbers ({exc})"
-        ) from exc
+    as_float = col
+    if col.type != pa.float64():
+        import pyarrow.compute as pc  # noqa: PLC0415 - only other types need a cast
+
+        try:
+            as_float = pc.cast(col, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise BaselineError(
+                f"baseline file {where}: column {name!r} cannot be read as numbers ({exc})"
+            ) from exc
     if isinstance(as_float, pa.ChunkedArray):
         as_float = as_float.combine_chunks() if as_float.num_chunks != 1 else as_float.chunk(0)
     arr = as_float.to_numpy(zero_copy_only=False)
@@ -249,6 +267,8 @@ def column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.n
 
 def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
     """A categorical column as `category_key` strings (None for missing)."""
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     values: list[Any] = col.to_pylist()
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return values
@@ -258,6 +278,9 @@ def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
 def _categorical_from_arrow(
     name: str, col: pa.ChunkedArray | pa.Array, max_categories: int
 ) -> CategoricalReference:
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+    import pyarrow.compute as pc  # noqa: PLC0415
+
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         # value_counts in Arrow avoids a Python loop over every row
         vc = pc.value_counts(col)
@@ -293,66 +316,146 @@ def load_baseline(
     unreadable, lacks a configured column, or holds non-numeric data in a numeric column.
     A missing `prediction` column only disables prediction drift.
     """
+    # Arrow's default pool (mimalloc) keeps about 4 MiB more after a load than the C
+    # library's malloc does; its choice is read once, at pyarrow's import. A user's own
+    # setting wins.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     where = str(path)
-    pf, schema, digest = _open_parquet(path, where)
-    _check_columns(schema, where, numeric_names, categorical_names, prediction_kind)
+    try:
+        for _ in range(_READ_ATTEMPTS):
+            with _BaselineFile(path, where) as f:
+                baseline = _load(
+                    f, model=model, numeric_names=numeric_names,
+                    categorical_names=categorical_names, prediction_kind=prediction_kind,
+                    psi_bins=psi_bins, max_categories=max_categories,
+                )
+                if f.unchanged():
+                    return baseline
+        raise BaselineError(
+            f"baseline file {where}: changed while being read, {_READ_ATTEMPTS} times; "
+            "write it to another name and rename it into place"
+        )
+    finally:
+        # The pool keeps freed memory for reuse; a baseline is read once, so give it back.
+        pa.default_memory_pool().release_unused()
+
+
+def _load(
+    f: _BaselineFile,
+    *,
+    model: str,
+    numeric_names: Sequence[str],
+    categorical_names: Sequence[str],
+    prediction_kind: str | None,
+    psi_bins: int,
+    max_categories: int,
+) -> Baseline:
+    schema = f.schema
+    _check_columns(schema, f.where, numeric_names, categorical_names, prediction_kind)
     pred_kind = prediction_kind if PREDICTION_COLUMN in schema.names else None
     meta = _read_metadata(schema)
     stored = _StoredStats.of(meta, psi_bins, max_categories, pred_kind)
 
-    # categorical columns are only read when their statistics are not stored
-    first = [*numeric_names, *(n for n in categorical_names if stored.categorical(n) is None)]
-    if pred_kind == "numeric" or (pred_kind == "categorical" and stored.prediction is None):
-        first.append(PREDICTION_COLUMN)
-    columns = _Columns(pf, where, first)
-
     tally = _Tally()
     num_refs = [
-        tally.add(*_load_numeric(name, columns, stored.numeric(name), psi_bins))
+        tally.add(*_load_numeric(name, f, stored.numeric(name), psi_bins))
         for name in numeric_names
     ]
     cat_refs = [
-        tally.add(*_load_categorical(name, columns, stored.categorical(name), max_categories))
+        tally.add(*_load_categorical(name, f, stored.categorical(name), max_categories))
         for name in categorical_names
     ]
     pred: NumericReference | CategoricalReference | None = None
     if pred_kind == "numeric":
-        pred = tally.add(*_load_numeric(PREDICTION_COLUMN, columns, stored.prediction, psi_bins))
+        pred = tally.add(*_load_numeric(PREDICTION_COLUMN, f, stored.prediction, psi_bins))
     elif pred_kind == "categorical":
         pred = tally.add(
-            *_load_categorical(PREDICTION_COLUMN, columns, stored.prediction, max_categories)
+            *_load_categorical(PREDICTION_COLUMN, f, stored.prediction, max_categories)
         )
     return Baseline(
         model=model,
         numeric=tuple(num_refs),
         categorical=tuple(cat_refs),
         prediction=pred,
-        rows=pf.metadata.num_rows,
-        sha256=digest,
+        rows=f.rows,
+        sha256=f.sha256,
         # a captured baseline reloaded after a restart is still a captured one
         source="capture" if meta is not None and meta.get("source") == "capture" else "file",
-        path=where,
+        path=f.where,
         stats_source=tally.source,
     )
 
 
-def _open_parquet(
-    path: str | os.PathLike[str], where: str
-) -> tuple[pq.ParquetFile, pa.Schema, str]:
-    """The parquet file read whole into memory, its schema, and the sha256 of its bytes."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise BaselineError(f"baseline file {where}: not found") from exc
-    except OSError as exc:
-        raise BaselineError(f"baseline file {where}: cannot be read ({exc})") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        schema = pf.schema_arrow
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise BaselineError(f"baseline file {where}: not a readable parquet file ({exc})") from exc
-    return pf, schema, digest
+class _BaselineFile:
+    """An open parquet baseline: the sha256 of its bytes, its schema, and its columns read
+    one at a time.
+
+    The hash and the columns come from the same open file, so a file replaced by a rename
+    while it is read cannot mix two versions; `unchanged` tells whether it was rewritten in
+    place meanwhile.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], where: str) -> None:
+        import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        self.where = where
+        try:
+            self._file = pa.OSFile(os.fspath(path), "r")
+        except FileNotFoundError as exc:
+            raise BaselineError(f"baseline file {where}: not found") from exc
+        except OSError as exc:
+            raise BaselineError(f"baseline file {where}: cannot be read ({exc})") from exc
+        try:
+            self._identity = _identity(self._file.fileno())
+            self.sha256 = self._hash()
+            self._file.seek(0)
+            self._pf = pq.ParquetFile(self._file)
+            self.schema: pa.Schema = self._pf.schema_arrow
+            self.rows = int(self._pf.metadata.num_rows)
+        except OSError as exc:
+            self._file.close()
+            raise BaselineError(f"baseline file {where}: cannot be read ({exc})") from exc
+        except (pa.ArrowException, ValueError) as exc:
+            self._file.close()
+            raise BaselineError(
+                f"baseline file {where}: not a readable parquet file ({exc})"
+            ) from exc
+
+    def _hash(self) -> str:
+        h = hashlib.sha256()
+        while chunk := self._file.read(_HASH_CHUNK):
+            h.update(chunk)
+        return h.hexdigest()
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column, read on its own (no other column is held meanwhile)."""
+        import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
+        try:
+            # no threads: one column of one file; arrow's pool would spawn a thread per core
+            return self._pf.read(columns=[name], use_threads=False).column(name)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise BaselineError(
+                f"baseline file {self.where}: cannot read column {name!r} ({exc})"
+            ) from exc
+
+    def unchanged(self) -> bool:
+        """Whether the open file still has the size and modification time it had at open."""
+        return _identity(self._file.fileno()) == self._identity
+
+    def __enter__(self) -> _BaselineFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns
 
 
 def _check_columns(
@@ -431,34 +534,6 @@ class _StoredStats:
         return entry if isinstance(entry, dict) else None
 
 
-class _Columns:
-    """A baseline file's columns: the ones surely needed in one threaded read, the rest
-    (categorical columns whose stored statistics turn out unusable) on demand."""
-
-    def __init__(self, pf: pq.ParquetFile, where: str, first: Sequence[str]) -> None:
-        self._pf = pf
-        self._where = where
-        self._table = self._read(list(dict.fromkeys(first)), use_threads=True)
-
-    def _read(self, names: list[str], use_threads: bool) -> pa.Table:
-        try:
-            return self._pf.read(columns=names, use_threads=use_threads)
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise BaselineError(
-                f"baseline file {self._where}: cannot read columns ({exc})"
-            ) from exc
-
-    @property
-    def where(self) -> str:
-        return self._where
-
-    def get(self, name: str) -> pa.ChunkedArray:
-        if name not in self._table.column_names:
-            col = self._read([name], use_threads=True).column(name)
-            self._table = self._table.append_column(name, col)
-        return self._table.column(name)
-
-
 _Ref = TypeVar("_Ref", NumericReference, CategoricalReference)
 
 
@@ -483,9 +558,9 @@ class _Tally:
 
 
 def _load_numeric(
-    name: str, columns: _Columns, entry: Mapping[str, Any] | None, psi_bins: int
+    name: str, f: _BaselineFile, entry: Mapping[str, Any] | None, psi_bins: int
 ) -> tuple[NumericReference, bool]:
-    finite, missing_rate = sorted_finite(column_float(columns.get(name), name, columns.where))
+    finite, missing_rate = sorted_finite(column_float(f.column(name), name, f.where))
     if entry is not None:
         ref = _stored_numeric(entry, name, readonly(finite), missing_rate)
         if ref is not None:
@@ -494,9 +569,9 @@ def _load_numeric(
 
 
 def _load_categorical(
-    name: str, columns: _Columns, entry: Mapping[str, Any] | None, max_categories: int
+    name: str, f: _BaselineFile, entry: Mapping[str, Any] | None, max_categories: int
 ) -> tuple[CategoricalReference, bool]:
     ref = _stored_categorical(entry, name) if entry is not None else None
     if ref is not None:
-        return ref, True
-    return _categorical_from_arrow(name, columns.get(name), max_categories), False
+        return ref, True  # stored: the column is never read
+    return _categorical_from_arrow(name, f.column(name), max_categories), False

@@ -27,6 +27,7 @@ from sidecar.drift import DriftParams, check_model
 from sidecar.errors import BaselineError, ConfigError, SidecarError
 from sidecar.gpu import GpuMonitor
 from sidecar.ingest import IngestServer
+from sidecar.memory import then_give_back
 from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
 from sidecar.server import make_app
@@ -89,7 +90,7 @@ class Daemon:
         return 1 if self._failed is not None else 0
 
     async def start(self) -> None:
-        baselines = await asyncio.to_thread(load_baselines, self.config)
+        baselines = await asyncio.to_thread(then_give_back(load_baselines), self.config)
         for name, baseline in baselines.items():
             self.pipeline.trackers[name].install_baseline(baseline)
         restored = await asyncio.to_thread(self.state.restore, self.pipeline.trackers)
@@ -194,7 +195,9 @@ class Daemon:
         )
         t0 = time.perf_counter()
         try:
-            result = await asyncio.to_thread(check_model, tracker.baseline, window, params, now)
+            result = await asyncio.to_thread(
+                then_give_back(check_model), tracker.baseline, window, params, now
+            )
         except Exception as exc:
             self.health.check_errors[tracker.name] += 1
             log.error("drift_check_failed", model=tracker.name, error=repr(exc), exc_info=exc)
@@ -268,7 +271,7 @@ class Daemon:
             return False
         try:
             new = await asyncio.to_thread(load_config, self.config.source)
-            baselines = await asyncio.to_thread(load_baselines, new)
+            baselines = await asyncio.to_thread(then_give_back(load_baselines), new)
             _check_immutable(self.config, new)
         except SidecarError as exc:
             self.health.reloads["failure"] += 1
