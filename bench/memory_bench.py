@@ -21,9 +21,12 @@ Run:  python bench/memory_bench.py [--quick] [--json FILE] [--only footprint|gri
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,21 +133,50 @@ def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str,
     return {"ready": ready, "checked": after}
 
 
+@contextlib.contextmanager
+def without_dev_tools() -> Iterator[None]:
+    """Daemons started inside hide `rich`: structlog imports it when it is installed, and it
+    comes with the dev tools (import-linter), not with the sidecar (about 3 MiB)."""
+    with tempfile.TemporaryDirectory(prefix="memory-bench-hide-") as hide:
+        (Path(hide) / "rich").mkdir()
+        (Path(hide) / "rich" / "__init__.py").write_text(
+            'raise ImportError("hidden by bench/memory_bench.py: not a sidecar dependency")\n'
+        )
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [hide, before]))
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
+
+
 def footprint(args: argparse.Namespace) -> dict[str, Any]:
     w = FOOTPRINT_QUICK if args.quick else FOOTPRINT
-    floors: list[dict[str, int]] = []
-    runs: list[dict[str, Any]] = []
-    for i in range(args.repeats):
-        with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
-            floors.append(floor_kib(Path(tmpdir)))
-        with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
-            runs.append(footprint_run(Path(tmpdir), w["features"], w["rows"], w["window"]))
-        print(f"footprint run {i + 1}/{args.repeats}: done", flush=True)
+    out: dict[str, Any] = {"workload": w}
+    for env, hidden in (("installed", True), ("dev", False)):
+        floors: list[dict[str, int]] = []
+        runs: list[dict[str, Any]] = []
+        for i in range(args.repeats):
+            with contextlib.ExitStack() as stack:
+                if hidden:
+                    stack.enter_context(without_dev_tools())
+                with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
+                    floors.append(floor_kib(Path(tmpdir)))
+                with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
+                    runs.append(footprint_run(Path(tmpdir), w["features"], w["rows"], w["window"]))
+            print(f"footprint ({env}) run {i + 1}/{args.repeats}: done", flush=True)
+        out[env] = summarize(floors, runs)
+    return out
 
+
+def summarize(floors: list[dict[str, int]], runs: list[dict[str, Any]]) -> dict[str, Any]:
     def mib(samples: list[dict[str, int]], key: str) -> Spread:
         return Spread.of(s[key] / MIB for s in samples)
 
-    out: dict[str, Any] = {"workload": w, "runs": runs, "floors": floors}
+    out: dict[str, Any] = {"runs": runs, "floors": floors}
     out["floor"] = {k: mib(floors, k) for k in KEYS}
     out["ready"] = {k: mib([r["ready"] for r in runs], k) for k in KEYS}
     out["checked"] = {k: mib([r["checked"] for r in runs], k) for k in KEYS}
@@ -215,25 +247,34 @@ def extra_args(p: argparse.ArgumentParser) -> None:
 
 def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
     w = fp["workload"]
-    rows = [[label, *(fp[key][k].fmt() for k in KEYS)]
-            for label, key in (("no model, ready", "floor"), ("model, ready", "ready"),
-                               ("model, after a check", "checked"))]
+    rows = []
+    for env, label in (("installed", "as installed"), ("dev", "dev venv (+rich)")):
+        e = fp[env]
+        rows += [[f"{what}, {label}", *(e[key][k].fmt() for k in KEYS)]
+                 for what, key in (("no model, ready", "floor"), ("model, ready", "ready"),
+                                   ("model, after a check", "checked"))]
     print()
     print(table(["daemon", "RssAnon MiB", "RssFile MiB", "VmRSS MiB"], rows))
+    e = fp["installed"]
     print(f"\nfootprint workload: {w['features']} numeric features, a {w['rows']:,}-row "
-          f"baseline, a window of {w['window']:,}; median (min-max) of {len(fp['runs'])} "
-          f"daemons. Peak while loading (VmHWM at ready): {fp['load_peak'].fmt()} MiB, "
-          f"{fp['load_peak_over_steady'].fmt()} x the VmRSS after the check; peak over the "
-          f"whole run: {fp['peak'].fmt()} MiB.")
-    return [
-        summary_row("RssAnon, no model", fp["floor"]["RssAnon"], "MiB"),
-        summary_row(f"RssAnon, {w['features']} features, {w['rows']:,}-row baseline, after a "
-                    "check", fp["checked"]["RssAnon"], "MiB",
-                    f"RssFile {fp['checked']['RssFile'].median:.0f}"),
-        summary_row("VmRSS, same", fp["checked"]["VmRSS"], "MiB"),
-        summary_row("peak while loading / VmRSS after the check", fp["load_peak_over_steady"],
-                    "x"),
-    ]
+          f"baseline, a window of {w['window']:,}; median (min-max) of {len(e['runs'])} "
+          "daemons each. 'as installed' hides rich, which structlog imports when the dev "
+          "tools brought it. Peak while loading (VmHWM at ready, as installed): "
+          f"{e['load_peak'].fmt()} MiB, {e['load_peak_over_steady'].fmt()} x the VmRSS after "
+          f"the check; peak over the whole run: {e['peak'].fmt()} MiB.")
+    summary = []
+    for env in ("installed", "dev"):
+        e = fp[env]
+        summary += [
+            summary_row(f"RssAnon, no model ({env})", e["floor"]["RssAnon"], "MiB"),
+            summary_row(f"RssAnon, {w['features']} features, {w['rows']:,}-row baseline, "
+                        f"after a check ({env})", e["checked"]["RssAnon"], "MiB",
+                        f"RssFile {e['checked']['RssFile'].median:.0f}"),
+            summary_row(f"VmRSS, same ({env})", e["checked"]["VmRSS"], "MiB"),
+        ]
+    summary.append(summary_row("peak while loading / VmRSS after the check (installed)",
+                               fp["installed"]["load_peak_over_steady"], "x"))
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
