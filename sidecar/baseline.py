@@ -316,10 +316,6 @@ def load_baseline(
     unreadable, lacks a configured column, or holds non-numeric data in a numeric column.
     A missing `prediction` column only disables prediction drift.
     """
-    # Arrow's default pool (mimalloc) keeps about 4 MiB more after a load than the C
-    # library's malloc does; its choice is read once, at pyarrow's import. A user's own
-    # setting wins.
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     import pyarrow as pa  # noqa: PLC0415 - see the module docstring
 
     where = str(path)

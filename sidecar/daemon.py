@@ -27,7 +27,7 @@ from sidecar.drift import DriftParams, check_model
 from sidecar.errors import BaselineError, ConfigError, SidecarError
 from sidecar.gpu import GpuMonitor
 from sidecar.ingest import IngestServer
-from sidecar.memory import then_give_back
+from sidecar.memory import arrow_uses_malloc, then_give_back
 from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
 from sidecar.server import make_app
@@ -43,6 +43,7 @@ SHUTDOWN_GRACE_S = 10.0
 
 class Daemon:
     def __init__(self, config: Config, *, gpu: GpuMonitor | None = None) -> None:
+        arrow_uses_malloc()
         self.config = config
         self.health = Health()
         self.registry = CollectorRegistry(auto_describe=False)

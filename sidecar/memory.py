@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -48,3 +49,13 @@ def then_give_back(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             give_back()
 
     return run
+
+
+def arrow_uses_malloc() -> None:
+    """Make arrow allocate with the C library's malloc, unless the user chose otherwise.
+
+    Its default pool (mimalloc) keeps about 4 MiB more after a baseline load, and the
+    daemon's loads are rare; the choice is read once, when pyarrow is first imported, so
+    this must run before (the daemon imports pyarrow only to read or write a baseline).
+    """
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
