@@ -233,8 +233,13 @@ def is_numeric_type(t: pa.DataType) -> bool:
     """Whether an Arrow column of type `t` can hold a numeric feature."""
     import pyarrow as pa  # noqa: PLC0415 - see the module docstring
 
-    checks = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
-              pa.types.is_decimal, pa.types.is_null)
+    checks = (
+        pa.types.is_integer,
+        pa.types.is_floating,
+        pa.types.is_boolean,
+        pa.types.is_decimal,
+        pa.types.is_null,
+    )
     return any(check(t) for check in checks)
 
 
@@ -323,9 +328,13 @@ def load_baseline(
         for _ in range(_READ_ATTEMPTS):
             with _BaselineFile(path, where) as f:
                 baseline = _load(
-                    f, model=model, numeric_names=numeric_names,
-                    categorical_names=categorical_names, prediction_kind=prediction_kind,
-                    psi_bins=psi_bins, max_categories=max_categories,
+                    f,
+                    model=model,
+                    numeric_names=numeric_names,
+                    categorical_names=categorical_names,
+                    prediction_kind=prediction_kind,
+                    psi_bins=psi_bins,
+                    max_categories=max_categories,
                 )
                 if f.unchanged():
                     return baseline
@@ -356,8 +365,7 @@ def _load(
 
     tally = _Tally()
     num_refs = [
-        tally.add(*_load_numeric(name, f, stored.numeric(name), psi_bins))
-        for name in numeric_names
+        tally.add(*_load_numeric(name, f, stored.numeric(name), psi_bins)) for name in numeric_names
     ]
     cat_refs = [
         tally.add(*_load_categorical(name, f, stored.categorical(name), max_categories))

@@ -57,8 +57,7 @@ class Api:
         # copies of the numbers, so the scrape is one consistent snapshot. Format them on
         # the loop too, in pieces that let ingest run in between (sidecar.exposition).
         families = list(self.registry.collect())
-        body = await render(restrict(families, names) if names else families, encoder,
-                            openmetrics)
+        body = await render(restrict(families, names) if names else families, encoder, openmetrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.Request) -> web.Response:
