@@ -27,6 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from sidecar.errors import BaselineError
+from sidecar.fsutil import umask_file_mode
 
 OTHER = "__other__"
 """Pooled bin for categories not among the reference's kept categories."""
@@ -480,8 +481,14 @@ def write_baseline(
     psi_bins: int = 10,
     max_categories: int = 50,
     source: str = "file",
+    mode: int | None = None,
 ) -> Baseline:
-    """Compute a baseline, write it atomically as parquet with its statistics, return it."""
+    """Compute a baseline, write it atomically as parquet with its statistics, return it.
+
+    The file gets `mode`, by default what `open()` would give it (0o666 less the umask:
+    0o644 under the usual umask 022), so the non-root user of the image can read a
+    baseline built by someone else. The daemon writes its own captured ones 0o600.
+    """
     b = build_baseline(
         model,
         numeric=numeric,
@@ -509,7 +516,7 @@ def write_baseline(
     table = pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(0)})
     table = table.replace_schema_metadata({METADATA_KEY: _metadata(b, psi_bins, max_categories)})
     target = Path(path)
-    digest = _write_atomically(table, target)
+    digest = _write_atomically(table, target, umask_file_mode() if mode is None else mode)
     return Baseline(
         model=b.model,
         numeric=b.numeric,
@@ -522,11 +529,12 @@ def write_baseline(
     )
 
 
-def _write_atomically(table: pa.Table, target: Path) -> str:
+def _write_atomically(table: pa.Table, target: Path, mode: int = 0o600) -> str:
     """Write to a temporary file beside the target, then rename; returns the sha256."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)  # mkstemp makes 0o600; the rename keeps what is set here
         with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
             fh.flush()
@@ -618,20 +626,23 @@ def load_baseline(
     prediction_kind: str | None,
     psi_bins: int = 10,
     max_categories: int = 50,
+    data: bytes | None = None,
 ) -> Baseline:
     """Read a parquet baseline; stored statistics are used when they match the settings.
 
     Raises BaselineError naming the file (and the column) when the file is missing or
     unreadable, lacks a configured column, or holds non-numeric data in a numeric column.
-    A missing `prediction` column only disables prediction drift.
+    A missing `prediction` column only disables prediction drift. `data`, when given, is
+    the file's content already read (captured baselines are read with bounds first).
     """
     where = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise BaselineError(f"baseline file {where}: not found") from exc
-    except OSError as exc:
-        raise BaselineError(f"baseline file {where}: cannot be read ({exc})") from exc
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError as exc:
+            raise BaselineError(f"baseline file {where}: not found") from exc
+        except OSError as exc:
+            raise BaselineError(f"baseline file {where}: cannot be read ({exc})") from exc
     digest = hashlib.sha256(data).hexdigest()
     try:
         pf = pq.ParquetFile(pa.BufferReader(data))

@@ -50,6 +50,8 @@ class Health:
     check_sums: dict[str, float] = field(default_factory=dict)
     check_errors: Counter[str] = field(default_factory=Counter)
     snapshots: Counter[str] = field(default_factory=Counter)
+    baseline_writes: Counter[str] = field(default_factory=Counter)
+    capture_failures: Counter[str] = field(default_factory=Counter)
 
     def observe_check(self, model: str, seconds: float) -> None:
         counts = self.check_counts.setdefault(model, np.zeros(len(CHECK_BUCKETS) + 1, np.int64))
@@ -427,6 +429,26 @@ class SidecarCollector(Collector):
         for k in ("success", "failure"):
             snaps.add_metric([k], h.snapshots[k])
         yield snaps
+        yield from _state_writes(h)
+
+
+def _state_writes(h: Health) -> Iterator[Metric]:
+    """Captured baselines written to the state folder, and captures that failed."""
+    writes = CounterMetricFamily(
+        "drift_sidecar_baseline_writes",
+        "Captured baselines written to state_dir, by result (failures are retried)",
+        labels=["result"],
+    )
+    for k in ("success", "failure"):
+        writes.add_metric([k], h.baseline_writes[k])
+    yield writes
+    failed = CounterMetricFamily(
+        "drift_sidecar_baseline_capture_failures",
+        "Captures that could not become a baseline (captured again)", labels=["model_name"],
+    )
+    for model, c in sorted(h.capture_failures.items()):
+        failed.add_metric([model], c)
+    yield failed
 
 
 __all__ = ["Health", "SidecarCollector"]

@@ -191,3 +191,33 @@ def kill_quietly(d: DaemonProcess) -> None:
     if d.proc.poll() is None:
         d.proc.kill()
         d.proc.wait(timeout=10)
+
+
+def run_to_exit(config_path: Path, timeout: float = 30.0, umask: int | None = None,
+                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`drift-sidecar run` on a config that must not start: its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", "run", "--config", str(config_path)],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd or config_path.parent,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+        check=False,
+    )
+
+
+def umask_daemon(tmp: Path, umask: int, extra: dict[str, Any] | None = None) -> DaemonProcess:
+    """start_daemon, with the daemon's umask set to `umask`."""
+    config_path, cfg = write_config(tmp, extra)
+    log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar.cli", "run", "--config", str(config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+            preexec_fn=lambda: os.umask(umask),  # noqa: PLW1509
+        )
+    d = DaemonProcess(proc, config_path, cfg["socket"]["path"], cfg["http"]["port"], log_path)
+    try:
+        wait_for(lambda: d.get("/healthz")[0] == 200, 20, "daemon /healthz")
+    except BaseException:
+        d.stop(signal.SIGKILL)
+        raise
+    return d
