@@ -18,6 +18,7 @@ import os
 import random
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import zipfile
@@ -515,3 +516,34 @@ def test_state_written_under_the_old_file_names_is_still_read(daemon_factory, tm
     assert window(d2, "fraud.v2") == 9
     assert d2.json("/readyz")["models"]["cap.v2"]["baseline"] == "ready"
     assert window(d2, "cap.v2") == 4
+
+
+# ------------------------------------------------------------------ file modes
+def test_baseline_build_writes_files_other_users_can_read_unless_the_umask_says_no(tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(100)))
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(yaml.safe_dump({"models": [{
+        "name": "m", "baseline": {"path": "m.parquet"},
+        "features": [{"name": "x"}, {"name": "y"}]}]}))
+    for umask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
+        out = tmp_path / f"m-{umask:o}.parquet"
+        subprocess.run(
+            [sys.executable, "-m", "sidecar.cli", "baseline", "build", "--from", str(data),
+             "--config", str(config), "--model", "m", "--out", str(out)],
+            check=True, capture_output=True, preexec_fn=lambda u=umask: os.umask(u))
+        assert stat.S_IMODE(out.stat().st_mode) == mode, (oct(umask), oct(out.stat().st_mode))
+
+
+def test_the_daemons_own_state_files_are_private(daemon_factory):
+    d = daemon_factory({"models": [capture_model("m", 5)]})
+    d.send([events("m", 8)])
+    wait_for(lambda: d.get("/readyz")[0] == 200, 20, "capture")
+    assert d.stop() == 0
+    root = state_dir(d)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"m.parquet", "m.json"}
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    for p in (root / "windows", root / "baselines"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o750, p
