@@ -203,7 +203,7 @@ class StateStore:
             raise StateError(f"{man}: the snapshot of another model")
         rows = manifest.get("rows")
         if type(rows) is not int or not 0 <= rows <= 4 * t.window.capacity:
-            raise StateError(f"{man}: rows {str(rows)[:40]} out of range", bad_file=man)
+            raise StateError(f"{man}: rows {rows!r:.40} out of range", bad_file=man)
         if t.baseline is None or manifest.get("baseline_sha256") != t.baseline.sha256:
             raise StateError("baseline changed since the snapshot")
         layout = [list(t.numeric_names), list(t.categorical_names), t.pred_kind]
