@@ -495,10 +495,12 @@ class Daemon:
             _check_immutable(self.config, new)
         except SidecarError as exc:
             self.health.reloads["failure"] += 1
+            self.health.last_reload_ok = False
             log.error("reload_refused", error=str(exc), kept=self.config.source)
             return False
         rebuilt, retuned = self._apply(new, baselines)
         self.health.reloads["success"] += 1
+        self.health.last_reload_ok = True
         log.info("reloaded", config=new.source, models=sorted(self.pipeline.trackers),
                  rebuilt=rebuilt, retuned=retuned)
         return True

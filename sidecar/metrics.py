@@ -51,6 +51,8 @@ class Health:
     check_errors: Counter[str] = field(default_factory=Counter)
     snapshots: Counter[str] = field(default_factory=Counter)
     baseline_writes: Counter[str] = field(default_factory=Counter)
+    last_reload_ok: bool = True
+    """False from a refused reload until one is applied (the old config keeps running)."""
     capture_failures: Counter[str] = field(default_factory=Counter)
 
     def observe_check(self, model: str, seconds: float) -> None:
@@ -433,7 +435,12 @@ class SidecarCollector(Collector):
 
 
 def _state_writes(h: Health) -> Iterator[Metric]:
-    """Captured baselines written to the state folder, and captures that failed."""
+    """The last reload's outcome; captured baselines written, and captures that failed."""
+    yield GaugeMetricFamily(
+        "drift_sidecar_config_last_reload_successful",
+        "1 unless the last reload was refused (the config running is then the older one)",
+        value=1.0 if h.last_reload_ok else 0.0,
+    )
     writes = CounterMetricFamily(
         "drift_sidecar_baseline_writes",
         "Captured baselines written to state_dir, by result (failures are retried)",

@@ -111,6 +111,7 @@ def test_a_reload_that_changes_state_dir_is_refused(daemon_factory, tmp_path):
              10, "refused reload")
     (refused,) = records(d, "reload_refused")
     assert "state_dir: cannot change on reload" in refused["error"]
+    assert d.scrape().value("drift_sidecar_config_last_reload_successful") == 0
     d.send([events("m", 4)])
     d.wait_metric("drift_sidecar_events_accepted_total", 4, model_name="m")
     assert d.stop() == 0
