@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,30 @@ def test_a_refused_start_leaves_the_first_daemons_state_alone(daemon_factory, tm
     assert_refused(result, "in use by another drift-sidecar")
     assert sorted(p.name for p in state.rglob("*")) == listing
     wait_for(lambda: d.get("/healthz")[0] == 200, 5, "first daemon healthy")
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path):
+    """socket.path, state_dir and baseline paths: one rule, the config file's folder."""
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    port = free_port()
+    config = conf_dir / "sidecar.yaml"
+    config.write_text(yaml.safe_dump({
+        "socket": {"path": "run/events.sock"}, "state_dir": "state",
+        "http": {"port": port}, "gpu": {"enabled": False}, **MODEL}))
+    with (tmp_path / "log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sidecar.cli", "run", "--config",
+                                 str(config)], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    d = DaemonProcess(proc, config, str(conf_dir / "run" / "events.sock"), port,
+                      tmp_path / "log")
+    try:
+        wait_for(lambda: d.get("/healthz")[0] == 200, 20, "daemon up")
+        assert stat.S_ISSOCK(os.lstat(conf_dir / "run" / "events.sock").st_mode)
+        send_and_count(d, 2, 2)
+        assert d.stop() == 0
+        assert (conf_dir / "state" / "windows").is_dir()
+        assert not any(work.iterdir())  # nothing in the working directory
+    finally:
+        kill_quietly(d)
