@@ -432,6 +432,9 @@ def test_every_alert_expression_returns_exactly_the_expected_series(fleet: Fleet
         "EventsDropped": ((), set()),
         "SidecarDown": ((), set()),
         "BaselineMissing": ((), set()),
+        "StateSnapshotFailing": ((), set()),  # the state folders are writable
+        "ConfigReloadFailed": ((), set()),  # no reload was refused
+        "UnknownFeatures": ((), set()),  # every feature sent is configured
     }
     rules = alert_rules()
     assert set(expected) == set(rules), "every shipped alert needs an expectation here"
