@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from harness import DaemonProcess, kill_quietly, wait_for, write_config
+from harness import DaemonProcess, free_port, kill_quietly, run_to_exit, wait_for, write_config
 
 from sidecar.baseline import write_baseline
 from sidecar.statefiles import state_name
@@ -547,3 +547,25 @@ def test_the_daemons_own_state_files_are_private(daemon_factory):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     for p in (root / "windows", root / "baselines"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o750, p
+
+
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(daemon_factory, tmp_path):
+    base = make_baseline(tmp_path / "base.parquet")
+    d = daemon_factory({"models": [file_model("m", base)]})
+    d.send([events("m", 6)])
+    d.wait_metric("drift_sidecar_events_accepted_total", 6, model_name="m")
+    cfg = yaml.safe_load(d.config_path.read_text())
+    second_sock = tmp_path / "second" / "events.sock"
+    cfg["socket"]["path"] = str(second_sock)
+    cfg["http"]["port"] = free_port()
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump(cfg))
+    result = run_to_exit(second)
+    assert result.returncode == 2, result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("drift-sidecar: error:")]
+    assert "state_dir" in line and f"pid {d.proc.pid}" in line
+    assert "Traceback" not in result.stderr
+    assert not second_sock.exists()  # its own socket: removed on the way out
+    assert d.stop() == 0
+    d2 = daemon_factory(config_path=d.config_path)
+    assert window(d2, "m") == 6
