@@ -149,12 +149,13 @@ class StateStore:
         _atomic_write(folder / arrays_name, data)
         _atomic_write(self.manifest_path(snap.model), json.dumps(manifest).encode())
         stale = re.compile(re.escape(stem) + rf"\.[0-9a-f]{{{_SHA_PREFIX}}}\.npz")
-        for old in os.scandir(folder):
-            # Only regular files of this model's own arrays pattern; a set-aside file
-            # (`.corrupt-...`) or anything else in the folder is left alone.
-            if (old.name != arrays_name and stale.fullmatch(old.name)
-                    and old.is_file(follow_symlinks=False)):
-                Path(old.path).unlink(missing_ok=True)
+        with os.scandir(folder) as entries:
+            for old in entries:
+                # Only regular files of this model's own arrays pattern; a set-aside file
+                # (`.corrupt-...`) or anything else in the folder is left alone.
+                if (old.name != arrays_name and stale.fullmatch(old.name)
+                        and old.is_file(follow_symlinks=False)):
+                    Path(old.path).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- restore
     def restore(self, trackers: Mapping[str, ModelTracker]) -> list[str]:
