@@ -1,4 +1,8 @@
-"""Shared fixtures; the helpers themselves are in harness.py."""
+"""Shared fixtures; the helpers themselves are in harness.py.
+
+`scripts/test -m "not slow"` is the quick local run: it leaves out the tests marked
+`slow` (bench smoke, demo, Prometheus end to end). CI runs everything.
+"""
 
 from __future__ import annotations
 

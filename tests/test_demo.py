@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import urllib.request
 
+import pytest
 from harness import free_port, parse_metrics, run_cli, wait_for
 
 
+@pytest.mark.slow
 def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
     port = free_port()
     proc = run_cli(
