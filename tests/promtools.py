@@ -424,7 +424,7 @@ def start_prometheus(
     def ready() -> bool:
         handle._check_alive()
         with urllib.request.urlopen(f"{handle.url}/-/ready", timeout=2) as response:
-            return response.status == 200
+            return bool(response.status == 200)
 
     try:
         wait_for(ready, timeout, f"prometheus ready on {handle.url}", interval=0.1)
