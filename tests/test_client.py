@@ -43,9 +43,11 @@ class NdjsonServer:
         self._listener.bind(path)
         self._listener.listen(16)
         self._stopped = False
+        # Listed before it starts: stop() takes the first thread for the accept thread, and a
+        # client that connects at once would otherwise list its reader thread first.
         t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
         self._threads.append(t)
+        t.start()
 
     def _accept(self) -> None:
         while True:
