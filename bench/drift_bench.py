@@ -33,8 +33,8 @@ import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sidecar.baseline import build_baseline
 from sidecar.drift import DriftParams, WindowData, check_model
+from sidecar.stats.reference import build_baseline
 
 
 def guide_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:

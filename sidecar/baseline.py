@@ -1,9 +1,10 @@
-"""Reference baselines: parquet in and out, and the reference statistics drift checks use.
+"""Reference baselines as parquet files: writing them, and loading them back.
 
 A baseline file is a parquet table with one column per feature and an optional
 `prediction` column. The statistics a drift check needs (quantile bin edges and shares,
 category frequencies, missing rates) are stored as JSON in the file's schema metadata, so
-loading only reads and sorts the numeric columns.
+loading only reads and sorts the numeric columns. The statistics themselves are
+`sidecar.stats.reference`'s.
 """
 
 from __future__ import annotations
@@ -12,372 +13,48 @@ import hashlib
 import json
 import math
 import os
-import re
-import tempfile
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from sidecar.errors import BaselineError
+from sidecar.files import write_atomically
 from sidecar.fsutil import umask_file_mode
+from sidecar.stats.numbers import finite_or_none
+from sidecar.stats.reference import (
+    PREDICTION_COLUMN,
+    Baseline,
+    CategoricalReference,
+    NumericReference,
+    build_baseline,
+    categorical_from_counts,
+    categorical_reference,
+    category_key,
+    numeric_reference_sorted,
+    readonly,
+    sorted_finite,
+)
 
-OTHER = "__other__"
-"""Pooled bin for categories not among the reference's kept categories."""
-
-PREDICTION_COLUMN = "prediction"
 METADATA_KEY = b"drift_sidecar.baseline.v1"
 """Schema-metadata key of the stored statistics; the suffix is the format version."""
 FORMAT_VERSION = 1
 
-_BATCH_ROWS = 65_536
-
-
-def category_key(value: object) -> str | None:
-    """The string a categorical value is compared as; None for missing.
-
-    Booleans are `true`/`false` (their JSON spelling) and integral floats drop the `.0`,
-    so a value means the same whether it came from an event, a parquet or a CSV file.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        f = float(value)
-        if not math.isfinite(f):
-            return None
-        return str(int(f)) if f.is_integer() else repr(f)
-    return str(value)
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
-
-
-@dataclass(frozen=True, eq=False)
-class NumericReference:
-    """Reference statistics of one numeric column."""
-
-    name: str
-    sorted_values: np.ndarray
-    """Finite reference values, ascending float64 (the KS reference sample)."""
-    edges: np.ndarray
-    """Inner bin edges, strictly increasing; bin i holds (edges[i-1], edges[i]]."""
-    shares: np.ndarray
-    """Reference share of each of the len(edges) + 1 bins; sums to 1."""
-    missing_rate: float
-    mean: float
-    """Mean of the finite reference values; NaN when there are none."""
-
-    @property
-    def count(self) -> int:
-        """Finite reference values."""
-        return int(self.sorted_values.shape[0])
-
-    @property
-    def usable(self) -> bool:
-        """Whether the reference holds any finite value to compare with."""
-        return self.count > 0
-
-    @property
-    def upper_bounds(self) -> np.ndarray:
-        """Upper bound of each bin, `inf` for the last (the `le`-style label of a bin)."""
-        return np.append(self.edges, np.inf)
-
-    def bin_index(self, values: np.ndarray) -> np.ndarray:
-        """Bin of each value: outer bins are open-ended so no finite value is dropped."""
-        return np.searchsorted(self.edges, np.asarray(values, dtype=np.float64), side="left")
-
-    def bin_counts(self, values: np.ndarray) -> np.ndarray:
-        """Count of the finite values in each bin (NaN and ±inf are missing)."""
-        v = np.asarray(values, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        return np.bincount(self.bin_index(v), minlength=self.edges.shape[0] + 1)
-
-
-@dataclass(frozen=True, eq=False)
-class CategoricalReference:
-    """Reference statistics of one categorical column."""
-
-    name: str
-    categories: tuple[str, ...]
-    """Reference categories, most frequent first, at most max_categories."""
-    shares: np.ndarray
-    """Share of each category, then of OTHER (reference values beyond the cap)."""
-    missing_rate: float
-    _index: dict[str, int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {c: i for i, c in enumerate(self.categories)})
-
-    @property
-    def usable(self) -> bool:
-        """Whether the reference holds any non-missing value to compare with."""
-        return len(self.categories) > 0
-
-    @property
-    def bin_labels(self) -> tuple[str, ...]:
-        """Label of each bin: the categories, then OTHER."""
-        return (*self.categories, OTHER)
-
-    def code(self, value: object) -> int:
-        """Code of one value: see `codes`."""
-        key = value if isinstance(value, str) else category_key(value)
-        if key is None:
-            return -1
-        return self._index.get(key, len(self.categories))
-
-    def codes(self, values: Sequence[str | None]) -> np.ndarray:
-        """int32 codes: index into categories, len(categories) for OTHER, -1 for missing."""
-        other = len(self.categories)
-        index = self._index
-        out = np.fromiter(
-            (
-                -1
-                if v is None
-                else index.get(v, other)
-                if isinstance(v, str)
-                else self.code(v)
-                for v in values
-            ),
-            dtype=np.int32,
-            count=len(values),
-        )
-        return out
-
-    def bin_counts(self, codes: np.ndarray) -> np.ndarray:
-        """Count of non-missing codes in each bin (categories, then OTHER)."""
-        c = np.asarray(codes)
-        return np.bincount(c[c >= 0], minlength=len(self.categories) + 1)
-
-
-Reference = NumericReference | CategoricalReference
-
-
-@dataclass(frozen=True, eq=False)
-class Baseline:
-    """A model's reference: statistics per feature and for its predictions."""
-
-    model: str
-    numeric: tuple[NumericReference, ...]
-    categorical: tuple[CategoricalReference, ...]
-    prediction: NumericReference | CategoricalReference | None
-    rows: int
-    sha256: str
-    """Of the parquet file's bytes; empty for a baseline never written to a file."""
-    source: str
-    """"file" or "capture"."""
-    path: str | None
-    stats_source: str = "computed"
-    """"stored" when every statistic came from the file's metadata, "computed" when none
-    did, "mixed" otherwise."""
-
-    @property
-    def numeric_names(self) -> tuple[str, ...]:
-        """Numeric feature names, in column order of `WindowData.numeric`."""
-        return tuple(r.name for r in self.numeric)
-
-    @property
-    def categorical_names(self) -> tuple[str, ...]:
-        """Categorical feature names, in column order of `WindowData.categorical`."""
-        return tuple(r.name for r in self.categorical)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def quantile_edges(sorted_values: np.ndarray, psi_bins: int) -> np.ndarray:
-    """Inner PSI bin edges: the reference's 1/B … (B-1)/B quantiles, de-duplicated.
-
-    The quantiles are actual reference values (inverted CDF), so a bin boundary never
-    falls between the points of discrete data.
-    """
-    if sorted_values.shape[0] == 0 or psi_bins < 2:
-        return np.empty(0, dtype=np.float64)
-    n = sorted_values.shape[0]
-    # inverted CDF: the smallest value whose empirical CDF reaches i/B, i.e. index
-    # ceil(i*n/B) - 1, in integers so no rounding moves an edge by one value
-    i = np.arange(1, psi_bins, dtype=np.int64)
-    idx = (i * n + psi_bins - 1) // psi_bins - 1
-    return np.unique(sorted_values[idx]).astype(np.float64)
-
-
-def _shares_sorted(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    n = sorted_values.shape[0]
-    if n == 0:
-        shares = np.zeros(edges.shape[0] + 1)
-        shares[0] = 1.0
-        return shares
-    cum = np.searchsorted(sorted_values, edges, side="right")
-    counts = np.diff(np.concatenate(([0], cum, [n])))
-    out: np.ndarray = counts / n
-    return out
-
-
-def numeric_reference(name: str, values: np.ndarray, psi_bins: int = 10) -> NumericReference:
-    """Reference statistics of one numeric column (NaN and ±inf are missing)."""
-    v = np.asarray(values, dtype=np.float64)
-    total = v.shape[0]
-    finite = np.sort(v[np.isfinite(v)])
-    edges = quantile_edges(finite, psi_bins)
-    return NumericReference(
-        name=name,
-        sorted_values=_readonly(finite),
-        edges=_readonly(edges),
-        shares=_readonly(_shares_sorted(finite, edges)),
-        missing_rate=_rate(total - finite.shape[0], total),
-        mean=float(finite.mean()) if finite.shape[0] else math.nan,
-    )
-
-
-def categorical_reference(
-    name: str, values: Sequence[object], max_categories: int = 50
-) -> CategoricalReference:
-    """Reference statistics of one categorical column; values compare as `category_key`."""
-    counts: Counter[str] = Counter()
-    missing = 0
-    for v in values:
-        key = v if isinstance(v, str) else category_key(v)
-        if key is None:
-            missing += 1
-        else:
-            counts[key] += 1
-    return _categorical_from_counts(name, counts, missing, max_categories)
-
-
-def _categorical_from_counts(
-    name: str, counts: Mapping[str, int], missing: int, max_categories: int
-) -> CategoricalReference:
-    # ties broken by name so the kept categories do not depend on row order
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    kept = ranked[:max_categories]
-    present = sum(counts.values())
-    if present == 0:
-        shares = np.array([1.0])
-    else:
-        kept_counts = np.array([c for _, c in kept], dtype=np.float64)
-        shares = np.append(kept_counts, present - kept_counts.sum()) / present
-    return CategoricalReference(
-        name=name,
-        categories=tuple(k for k, _ in kept),
-        shares=_readonly(shares),
-        missing_rate=_rate(missing, present + missing),
-    )
-
-
-def _rate(part: int, total: int) -> float:
-    return part / total if total else 0.0
-
-
-def build_baseline(
-    model: str,
-    *,
-    numeric: Mapping[str, np.ndarray],
-    categorical: Mapping[str, Sequence[str | None]],
-    prediction: np.ndarray | Sequence[str | None] | None,
-    prediction_kind: str | None,
-    psi_bins: int = 10,
-    max_categories: int = 50,
-    source: str = "capture",
-) -> Baseline:
-    """Compute a baseline from columns held in memory (sha256 stays empty until written)."""
-    rows = _check_lengths(numeric, categorical, prediction, prediction_kind)
-    num = tuple(
-        numeric_reference(name, _as_float(values, name, "<memory>"), psi_bins)
-        for name, values in numeric.items()
-    )
-    cat = tuple(
-        categorical_reference(name, values, max_categories) for name, values in categorical.items()
-    )
-    pred = _prediction_reference(prediction, prediction_kind, psi_bins, max_categories)
-    return Baseline(
-        model=model,
-        numeric=num,
-        categorical=cat,
-        prediction=pred,
-        rows=rows,
-        sha256="",
-        source=source,
-        path=None,
-    )
-
-
-def _check_lengths(
-    numeric: Mapping[str, np.ndarray],
-    categorical: Mapping[str, Sequence[str | None]],
-    prediction: np.ndarray | Sequence[str | None] | None,
-    prediction_kind: str | None,
-) -> int:
-    if prediction_kind not in (None, "numeric", "categorical"):
-        raise BaselineError(f"prediction kind {prediction_kind!r}: expected numeric or categorical")
-    lengths = {name: len(v) for name, v in numeric.items()}
-    lengths.update({name: len(v) for name, v in categorical.items()})
-    if prediction is not None and prediction_kind is not None:
-        if PREDICTION_COLUMN in lengths:
-            raise BaselineError(
-                f"feature {PREDICTION_COLUMN!r}: the name is reserved for the prediction column"
-            )
-        lengths[PREDICTION_COLUMN] = len(prediction)
-    if not lengths:
-        return 0
-    rows = next(iter(lengths.values()))
-    for name, n in lengths.items():
-        if n != rows:
-            raise BaselineError(f"column {name!r}: {n} values, but other columns have {rows}")
-    return rows
-
-
-def _as_float(values: object, name: str, where: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise BaselineError(f"{where}: column {name!r} holds non-numeric data ({exc})") from exc
-    if arr.ndim != 1:
-        raise BaselineError(f"{where}: column {name!r} is not one-dimensional")
-    return arr
-
-
-def _prediction_reference(
-    prediction: np.ndarray | Sequence[object] | None,
-    kind: str | None,
-    psi_bins: int,
-    max_categories: int,
-) -> NumericReference | CategoricalReference | None:
-    if prediction is None or kind is None:
-        return None
-    if kind == "numeric":
-        return numeric_reference(
-            PREDICTION_COLUMN, _as_float(prediction, PREDICTION_COLUMN, "<memory>"), psi_bins
-        )
-    return categorical_reference(PREDICTION_COLUMN, list(prediction), max_categories)
-
 
 # --------------------------------------------------------------------------- metadata
-
-
-def _f(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def _numeric_meta(r: NumericReference) -> dict[str, Any]:
     return {
         "edges": r.edges.tolist(),
         "shares": r.shares.tolist(),
-        "missing_rate": r.missing_rate,
-        "mean": _f(r.mean),
+        "missing_rate": finite_or_none(r.missing_rate),
+        "mean": finite_or_none(r.mean),
         "count": r.count,
     }
 
@@ -386,7 +63,7 @@ def _categorical_meta(r: CategoricalReference) -> dict[str, Any]:
     return {
         "categories": list(r.categories),
         "shares": r.shares.tolist(),
-        "missing_rate": r.missing_rate,
+        "missing_rate": finite_or_none(r.missing_rate),
     }
 
 
@@ -433,8 +110,8 @@ def _stored_numeric(
     return NumericReference(
         name=name,
         sorted_values=sorted_values,
-        edges=_readonly(edges),
-        shares=_readonly(shares),
+        edges=readonly(edges),
+        shares=readonly(shares),
         missing_rate=missing_rate,
         mean=math.nan if mean is None else float(mean),
     )
@@ -444,13 +121,15 @@ def _stored_categorical(meta: Mapping[str, Any], name: str) -> CategoricalRefere
     try:
         categories = tuple(str(c) for c in meta["categories"])
         shares = np.asarray(meta["shares"], dtype=np.float64)
-        missing_rate = float(meta["missing_rate"])
+        rate = meta["missing_rate"]
+        # null: a rate over no rows (see sidecar.stats.numbers.rate)
+        missing_rate = math.nan if rate is None else float(rate)
     except (KeyError, TypeError, ValueError):
         return None
     if shares.shape != (len(categories) + 1,) or abs(float(shares.sum()) - 1.0) > 1e-9:
         return None
     return CategoricalReference(
-        name=name, categories=categories, shares=_readonly(shares), missing_rate=missing_rate
+        name=name, categories=categories, shares=readonly(shares), missing_rate=missing_rate
     )
 
 
@@ -516,7 +195,8 @@ def write_baseline(
     table = pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(0)})
     table = table.replace_schema_metadata({METADATA_KEY: _metadata(b, psi_bins, max_categories)})
     target = Path(path)
-    digest = _write_atomically(table, target, umask_file_mode() if mode is None else mode)
+    file_mode = umask_file_mode() if mode is None else mode
+    digest = write_atomically(target, lambda fh: _write_parquet(table, fh), mode=file_mode)
     return Baseline(
         model=b.model,
         numeric=b.numeric,
@@ -529,53 +209,37 @@ def write_baseline(
     )
 
 
-def _write_atomically(table: pa.Table, target: Path, mode: int = 0o600) -> str:
-    """Write to a temporary file beside the target, then rename; returns the sha256."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)  # mkstemp makes 0o600; the rename keeps what is set here
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        digest = _sha256_file(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return digest
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return digest
-
-
-def _sha256_file(path: Path) -> str:
+def _write_parquet(table: pa.Table, fh: BinaryIO) -> str:
+    """Write the table to an open file; returns the sha256 of the bytes written."""
+    pq.write_table(table, fh, compression="zstd")
+    fh.flush()
+    fh.seek(0)
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 
-# --------------------------------------------------------------------------- load
+# --------------------------------------------------------------------------- columns
 
 
-_NUMERIC_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
-                  pa.types.is_decimal, pa.types.is_null)
+_NUMERIC_TYPES = (
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_boolean,
+    pa.types.is_decimal,
+    pa.types.is_null,
+)
 
 
-def _is_numeric_type(t: pa.DataType) -> bool:
+def is_numeric_type(t: pa.DataType) -> bool:
+    """Whether an Arrow column of type `t` can hold a numeric feature."""
     return any(check(t) for check in _NUMERIC_TYPES)
 
 
-def _column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.ndarray:
-    if not _is_numeric_type(col.type):
+def column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.ndarray:
+    """A numeric column as float64 (nulls become NaN); BaselineError naming the file if not."""
+    if not is_numeric_type(col.type):
         raise BaselineError(
             f"baseline file {where}: column {name!r} is a numeric feature but holds {col.type} data"
         )
@@ -591,7 +255,8 @@ def _column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.
     return np.asarray(arr, dtype=np.float64)
 
 
-def _column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
+def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
+    """A categorical column as `category_key` strings (None for missing)."""
     values: list[Any] = col.to_pylist()
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return values
@@ -613,8 +278,11 @@ def _categorical_from_arrow(
                 missing += c
             else:
                 counts[v] = c
-        return _categorical_from_counts(name, counts, missing, max_categories)
-    return categorical_reference(name, _column_keys(col), max_categories)
+        return categorical_from_counts(name, counts, missing, max_categories)
+    return categorical_reference(name, column_keys(col), max_categories)
+
+
+# --------------------------------------------------------------------------- load
 
 
 def load_baseline(
@@ -636,6 +304,53 @@ def load_baseline(
     the file's content already read (captured baselines are read with bounds first).
     """
     where = str(path)
+    pf, schema, digest = _open_parquet(path, where, data)
+    _check_columns(schema, where, numeric_names, categorical_names, prediction_kind)
+    pred_kind = prediction_kind if PREDICTION_COLUMN in schema.names else None
+    meta = _read_metadata(schema)
+    stored = _StoredStats.of(meta, psi_bins, max_categories, pred_kind)
+
+    # categorical columns are only read when their statistics are not stored
+    first = [*numeric_names, *(n for n in categorical_names if stored.categorical(n) is None)]
+    if pred_kind == "numeric" or (pred_kind == "categorical" and stored.prediction is None):
+        first.append(PREDICTION_COLUMN)
+    columns = _Columns(pf, where, first)
+
+    tally = _Tally()
+    num_refs = [
+        tally.add(*_load_numeric(name, columns, stored.numeric(name), psi_bins))
+        for name in numeric_names
+    ]
+    cat_refs = [
+        tally.add(*_load_categorical(name, columns, stored.categorical(name), max_categories))
+        for name in categorical_names
+    ]
+    pred: NumericReference | CategoricalReference | None = None
+    if pred_kind == "numeric":
+        pred = tally.add(*_load_numeric(PREDICTION_COLUMN, columns, stored.prediction, psi_bins))
+    elif pred_kind == "categorical":
+        pred = tally.add(
+            *_load_categorical(PREDICTION_COLUMN, columns, stored.prediction, max_categories)
+        )
+    return Baseline(
+        model=model,
+        numeric=tuple(num_refs),
+        categorical=tuple(cat_refs),
+        prediction=pred,
+        rows=pf.metadata.num_rows,
+        sha256=digest,
+        # a captured baseline reloaded after a restart is still a captured one
+        source="capture" if meta is not None and meta.get("source") == "capture" else "file",
+        path=where,
+        stats_source=tally.source,
+    )
+
+
+def _open_parquet(
+    path: str | os.PathLike[str], where: str, data: bytes | None = None
+) -> tuple[pq.ParquetFile, pa.Schema, str]:
+    """The parquet file read whole into memory (or `data`, its bytes already read), its
+    schema, and the sha256 of its bytes."""
     if data is None:
         try:
             data = Path(path).read_bytes()
@@ -649,7 +364,17 @@ def load_baseline(
         schema = pf.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BaselineError(f"baseline file {where}: not a readable parquet file ({exc})") from exc
+    return pf, schema, digest
 
+
+def _check_columns(
+    schema: pa.Schema,
+    where: str,
+    numeric_names: Sequence[str],
+    categorical_names: Sequence[str],
+    prediction_kind: str | None,
+) -> None:
+    """Every configured feature has a column, and numeric ones (and predictions) numbers."""
     present = set(schema.names)
     for name in [*numeric_names, *categorical_names]:
         if name not in present:
@@ -658,356 +383,132 @@ def load_baseline(
             )
     for name in numeric_names:
         t = schema.field(name).type
-        if not _is_numeric_type(t):
+        if not is_numeric_type(t):
             raise BaselineError(
                 f"baseline file {where}: column {name!r} is a numeric feature but holds {t} data"
             )
-    has_prediction = prediction_kind is not None and PREDICTION_COLUMN in present
-    if has_prediction and prediction_kind == "numeric":
+    if prediction_kind == "numeric" and PREDICTION_COLUMN in present:
         t = schema.field(PREDICTION_COLUMN).type
-        if not _is_numeric_type(t):
+        if not is_numeric_type(t):
             raise BaselineError(
                 f"baseline file {where}: column {PREDICTION_COLUMN!r} holds {t} data "
                 "but predictions are numeric"
             )
 
-    meta = _read_metadata(schema)
-    stored_num = meta.get("numeric", {}) if meta and meta.get("psi_bins") == psi_bins else {}
-    stored_cat = (
-        meta.get("categorical", {}) if meta and meta.get("max_categories") == max_categories else {}
-    )
-    stored_pred = meta.get("prediction") if meta else None
-    if not isinstance(stored_num, dict):
-        stored_num = {}
-    if not isinstance(stored_cat, dict):
-        stored_cat = {}
 
-    # categorical columns are only read when their statistics are not stored
-    need_cat = [n for n in categorical_names if _stored_cat_entry(stored_cat, n) is None]
-    pred_stored_ok = (
-        has_prediction
-        and isinstance(stored_pred, dict)
-        and stored_pred.get("kind") == prediction_kind
-        and (
-            (prediction_kind == "numeric" and meta is not None and meta.get("psi_bins") == psi_bins)
-            or (prediction_kind == "categorical" and meta is not None
-                and meta.get("max_categories") == max_categories)
-        )
-    )
-    columns = list(dict.fromkeys([*numeric_names, *need_cat]))
-    if has_prediction and (prediction_kind == "numeric" or not pred_stored_ok):
-        columns.append(PREDICTION_COLUMN)
-    try:
-        table = pf.read(columns=columns, use_threads=True)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise BaselineError(f"baseline file {where}: cannot read columns ({exc})") from exc
-    rows = pf.metadata.num_rows
+@dataclass(frozen=True)
+class _StoredStats:
+    """The statistics in a file's metadata that were computed with the current settings."""
 
-    used_stored = 0
-    computed = 0
-    num_refs: list[NumericReference] = []
-    for name in numeric_names:
-        ref, stored = _load_numeric(
-            name, table.column(name), where, stored_num.get(name), psi_bins
-        )
-        num_refs.append(ref)
-        used_stored += stored
-        computed += not stored
-    cat_refs: list[CategoricalReference] = []
-    for name in categorical_names:
-        entry = _stored_cat_entry(stored_cat, name)
-        cref = _stored_categorical(entry, name) if entry is not None else None
-        if cref is None:
-            if name not in table.column_names:
-                table = table.append_column(name, pf.read(columns=[name]).column(name))
-            cref = _categorical_from_arrow(name, table.column(name), max_categories)
-            computed += 1
-        else:
-            used_stored += 1
-        cat_refs.append(cref)
+    numeric_entries: Mapping[str, Any]
+    categorical_entries: Mapping[str, Any]
+    prediction: Mapping[str, Any] | None
+    """Only when the file's prediction kind is the configured one."""
 
-    pred: NumericReference | CategoricalReference | None = None
-    if has_prediction:
-        if prediction_kind == "numeric":
-            entry = stored_pred if pred_stored_ok and isinstance(stored_pred, dict) else None
-            pred, stored = _load_numeric(
-                PREDICTION_COLUMN, table.column(PREDICTION_COLUMN), where, entry, psi_bins
+    @classmethod
+    def of(
+        cls,
+        meta: Mapping[str, Any] | None,
+        psi_bins: int,
+        max_categories: int,
+        prediction_kind: str | None,
+    ) -> _StoredStats:
+        if meta is None:
+            return cls({}, {}, None)
+        same_bins = meta.get("psi_bins") == psi_bins
+        same_cap = meta.get("max_categories") == max_categories
+        numeric = meta.get("numeric", {}) if same_bins else {}
+        categorical = meta.get("categorical", {}) if same_cap else {}
+        pred = meta.get("prediction")
+        pred_ok = (
+            isinstance(pred, dict)
+            and pred.get("kind") == prediction_kind
+            and (
+                (prediction_kind == "numeric" and same_bins)
+                or (prediction_kind == "categorical" and same_cap)
             )
+        )
+        return cls(
+            numeric_entries=numeric if isinstance(numeric, dict) else {},
+            categorical_entries=categorical if isinstance(categorical, dict) else {},
+            prediction=pred if pred_ok else None,
+        )
+
+    def numeric(self, name: str) -> Mapping[str, Any] | None:
+        entry = self.numeric_entries.get(name)
+        return entry if isinstance(entry, dict) else None
+
+    def categorical(self, name: str) -> Mapping[str, Any] | None:
+        entry = self.categorical_entries.get(name)
+        return entry if isinstance(entry, dict) else None
+
+
+class _Columns:
+    """A baseline file's columns: the ones surely needed in one threaded read, the rest
+    (categorical columns whose stored statistics turn out unusable) on demand."""
+
+    def __init__(self, pf: pq.ParquetFile, where: str, first: Sequence[str]) -> None:
+        self._pf = pf
+        self._where = where
+        self._table = self._read(list(dict.fromkeys(first)), use_threads=True)
+
+    def _read(self, names: list[str], use_threads: bool) -> pa.Table:
+        try:
+            return self._pf.read(columns=names, use_threads=use_threads)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise BaselineError(
+                f"baseline file {self._where}: cannot read columns ({exc})"
+            ) from exc
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def get(self, name: str) -> pa.ChunkedArray:
+        if name not in self._table.column_names:
+            col = self._read([name], use_threads=True).column(name)
+            self._table = self._table.append_column(name, col)
+        return self._table.column(name)
+
+
+_Ref = TypeVar("_Ref", NumericReference, CategoricalReference)
+
+
+@dataclass
+class _Tally:
+    """How many references came from stored statistics and how many were computed."""
+
+    stored: int = 0
+    computed: int = 0
+
+    def add(self, ref: _Ref, stored: bool) -> _Ref:
+        if stored:
+            self.stored += 1
         else:
-            pred = (
-                _stored_categorical(stored_pred, PREDICTION_COLUMN)
-                if pred_stored_ok and isinstance(stored_pred, dict)
-                else None
-            )
-            stored = pred is not None
-            if pred is None:
-                if PREDICTION_COLUMN not in table.column_names:
-                    table = table.append_column(
-                        PREDICTION_COLUMN,
-                        pf.read(columns=[PREDICTION_COLUMN]).column(PREDICTION_COLUMN),
-                    )
-                pred = _categorical_from_arrow(
-                    PREDICTION_COLUMN, table.column(PREDICTION_COLUMN), max_categories
-                )
-        used_stored += stored
-        computed += not stored
+            self.computed += 1
+        return ref
 
-    stats_source = "stored" if computed == 0 else "computed" if used_stored == 0 else "mixed"
-    return Baseline(
-        model=model,
-        numeric=tuple(num_refs),
-        categorical=tuple(cat_refs),
-        prediction=pred,
-        rows=rows,
-        sha256=digest,
-        # a captured baseline reloaded after a restart is still a captured one
-        source="capture" if meta is not None and meta.get("source") == "capture" else "file",
-        path=where,
-        stats_source=stats_source,
-    )
-
-
-def _stored_cat_entry(stored: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
-    entry = stored.get(name)
-    return entry if isinstance(entry, dict) else None
+    @property
+    def source(self) -> str:
+        """`Baseline.stats_source`."""
+        return "stored" if self.computed == 0 else "computed" if self.stored == 0 else "mixed"
 
 
 def _load_numeric(
-    name: str, col: pa.ChunkedArray, where: str, entry: object, psi_bins: int
+    name: str, columns: _Columns, entry: Mapping[str, Any] | None, psi_bins: int
 ) -> tuple[NumericReference, bool]:
-    values = _column_float(col, name, where)
-    total = values.shape[0]
-    finite = np.sort(values[np.isfinite(values)])
-    missing_rate = _rate(total - finite.shape[0], total)
-    if isinstance(entry, dict):
-        ref = _stored_numeric(entry, name, _readonly(finite), missing_rate)
+    finite, missing_rate = sorted_finite(column_float(columns.get(name), name, columns.where))
+    if entry is not None:
+        ref = _stored_numeric(entry, name, readonly(finite), missing_rate)
         if ref is not None:
             return ref, True
-    edges = quantile_edges(finite, psi_bins)
-    return (
-        NumericReference(
-            name=name,
-            sorted_values=_readonly(finite),
-            edges=_readonly(edges),
-            shares=_readonly(_shares_sorted(finite, edges)),
-            missing_rate=missing_rate,
-            mean=float(finite.mean()) if finite.shape[0] else math.nan,
-        ),
-        False,
-    )
+    return numeric_reference_sorted(name, finite, missing_rate, psi_bins), False
 
 
-# --------------------------------------------------------------------------- build from data
-
-
-def _iter_parquet(source: Path, columns: list[str]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    try:
-        pf = pq.ParquetFile(source)
-        schema = pf.schema_arrow
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise BaselineError(f"training file {source}: not a readable parquet file ({exc})") from exc
-    present = [c for c in columns if c in schema.names]
-    return schema, pf.iter_batches(batch_size=_BATCH_ROWS, columns=present)
-
-
-def _csv_header(source: Path) -> list[str]:
-    try:
-        reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=1 << 16))
-    except (pa.ArrowException, OSError) as exc:
-        raise BaselineError(f"training file {source}: not a readable CSV file ({exc})") from exc
-    names: list[str] = list(reader.schema.names)
-    reader.close()
-    return names
-
-
-def _iter_csv(
-    source: Path, columns: list[str], types: Mapping[str, pa.DataType]
-) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    header = _csv_header(source)
-    present = [c for c in columns if c in header]
-    convert = pacsv.ConvertOptions(
-        include_columns=present,
-        column_types={c: types[c] for c in present},
-        strings_can_be_null=True,
-    )
-    try:
-        reader = pacsv.open_csv(
-            source,
-            read_options=pacsv.ReadOptions(block_size=1 << 22),
-            convert_options=convert,
-        )
-    except pa.ArrowInvalid as exc:
-        raise _csv_error(source, header, exc) from exc
-    except (pa.ArrowException, OSError) as exc:
-        raise BaselineError(f"training file {source}: not a readable CSV file ({exc})") from exc
-    schema = pa.schema([pa.field(c, types[c]) for c in present])
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            yield from reader
-        except pa.ArrowInvalid as exc:
-            raise _csv_error(source, header, exc) from exc
-
-    return schema, batches()
-
-
-_CSV_COLUMN = re.compile(r"column #(\d+)")
-
-
-def _csv_error(source: Path, header: list[str], exc: Exception) -> BaselineError:
-    m = _CSV_COLUMN.search(str(exc))
-    if m and int(m.group(1)) < len(header):
-        name = header[int(m.group(1))]
-        return BaselineError(
-            f"training file {source}: column {name!r} holds data that is not numeric ({exc})"
-        )
-    return BaselineError(f"training file {source}: cannot be parsed ({exc})")
-
-
-def reservoir_sample(
-    batches: Iterator[pa.RecordBatch], schema: pa.Schema, sample: int, seed: int = 0
-) -> tuple[pa.Table, int]:
-    """A uniform sample of `sample` rows from a stream of batches, in stream order.
-
-    Each row gets a uniform random key and the rows with the smallest keys are kept
-    (reservoir sampling with random priorities), so only the sample and one batch are
-    ever in memory; the same seed and file give the same rows. Returns it and the rows seen.
-    """
-    rng = np.random.default_rng(seed)
-    kept = schema.empty_table()
-    keys = np.empty(0)
-    rows = np.empty(0, dtype=np.int64)
-    seen = 0
-    for batch in batches:
-        n = batch.num_rows
-        if n == 0:
-            continue
-        batch_keys = rng.random(n)
-        table = pa.concat_tables([kept, pa.Table.from_batches([batch]).cast(schema)])
-        keys = np.concatenate([keys, batch_keys])
-        rows = np.concatenate([rows, np.arange(seen, seen + n, dtype=np.int64)])
-        seen += n
-        if keys.shape[0] > sample:
-            pick = np.argpartition(keys, sample - 1)[:sample] if sample > 0 else np.empty(0, int)
-            table = table.take(pa.array(pick))
-            keys = keys[pick]
-            rows = rows[pick]
-        kept = table
-    order = np.argsort(rows, kind="stable")
-    return kept.take(pa.array(order)), seen
-
-
-def build_baseline_file(
-    source: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    model: str,
-    *,
-    numeric_names: Sequence[str],
-    categorical_names: Sequence[str],
-    prediction_kind: str | None,
-    sample: int = 50_000,
-    seed: int = 0,
-    psi_bins: int = 10,
-    max_categories: int = 50,
-) -> tuple[Baseline, list[dict[str, Any]]]:
-    """Reservoir-sample training data (.parquet or .csv) into a baseline file.
-
-    Returns the written baseline and one summary per feature (and the prediction).
-    """
-    src = Path(source)
-    if not src.exists():
-        raise BaselineError(f"training file {src}: not found")
-    if sample < 1:
-        raise BaselineError(f"sample size {sample}: must be at least 1")
-    wanted = list(dict.fromkeys([*numeric_names, *categorical_names]))
-    if prediction_kind is not None:
-        wanted.append(PREDICTION_COLUMN)
-    suffix = src.suffix.lower()
-    if suffix == ".csv":
-        types: dict[str, pa.DataType] = {n: pa.float64() for n in numeric_names}
-        types.update({n: pa.string() for n in categorical_names})
-        types[PREDICTION_COLUMN] = pa.float64() if prediction_kind == "numeric" else pa.string()
-        schema, batches = _iter_csv(src, wanted, types)
-    elif suffix in (".parquet", ".pq"):
-        schema, batches = _iter_parquet(src, wanted)
-    else:
-        raise BaselineError(f"training file {src}: expected a .parquet or .csv file")
-
-    for name in [*numeric_names, *categorical_names]:
-        if name not in schema.names:
-            raise BaselineError(f"training file {src}: no column {name!r} for a configured feature")
-    for name in numeric_names:
-        if not _is_numeric_type(schema.field(name).type):
-            raise BaselineError(
-                f"training file {src}: column {name!r} is a numeric feature "
-                f"but holds {schema.field(name).type} data"
-            )
-    has_prediction = prediction_kind is not None and PREDICTION_COLUMN in schema.names
-    present = [c for c in wanted if c in schema.names]
-    read_schema = pa.schema([schema.field(c) for c in present])
-    try:
-        table, seen = reservoir_sample(batches, read_schema, sample, seed)
-    except (pa.ArrowException, OSError) as exc:
-        raise BaselineError(f"training file {src}: cannot be read ({exc})") from exc
-
-    where = str(src)
-    numeric = {n: _column_float(table.column(n), n, where) for n in numeric_names}
-    categorical = {n: _column_keys(table.column(n)) for n in categorical_names}
-    prediction: np.ndarray | list[str | None] | None = None
-    if has_prediction:
-        col = table.column(PREDICTION_COLUMN)
-        if prediction_kind == "numeric":
-            prediction = _column_float(col, PREDICTION_COLUMN, where)
-        else:
-            prediction = _column_keys(col)
-    b = write_baseline(
-        out,
-        model,
-        numeric=numeric,
-        categorical=categorical,
-        prediction=prediction,
-        prediction_kind=prediction_kind if has_prediction else None,
-        psi_bins=psi_bins,
-        max_categories=max_categories,
-    )
-    summaries = [_summary_numeric(r, numeric[r.name], "feature", seen) for r in b.numeric]
-    summaries += [_summary_categorical(r, table.num_rows, "feature", seen) for r in b.categorical]
-    if isinstance(b.prediction, NumericReference) and isinstance(prediction, np.ndarray):
-        summaries.append(_summary_numeric(b.prediction, prediction, "prediction", seen))
-    elif isinstance(b.prediction, CategoricalReference):
-        summaries.append(_summary_categorical(b.prediction, table.num_rows, "prediction", seen))
-    return b, summaries
-
-
-def _summary_numeric(
-    r: NumericReference, values: np.ndarray, role: str, seen: int
-) -> dict[str, Any]:
-    v = r.sorted_values
-    return {
-        "name": r.name,
-        "role": role,
-        "type": "numeric",
-        "rows": int(values.shape[0]),
-        "source_rows": seen,
-        "missing_rate": r.missing_rate,
-        "min": float(v[0]) if v.shape[0] else None,
-        "mean": _f(r.mean),
-        "max": float(v[-1]) if v.shape[0] else None,
-        "bins": int(r.shares.shape[0]),
-    }
-
-
-def _summary_categorical(
-    r: CategoricalReference, rows: int, role: str, seen: int
-) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "role": role,
-        "type": "categorical",
-        "rows": rows,
-        "source_rows": seen,
-        "missing_rate": r.missing_rate,
-        "categories": len(r.categories),
-        "other_share": float(r.shares[-1]),
-        "top": [(c, float(s)) for c, s in zip(r.categories[:5], r.shares[:5], strict=False)],
-    }
+def _load_categorical(
+    name: str, columns: _Columns, entry: Mapping[str, Any] | None, max_categories: int
+) -> tuple[CategoricalReference, bool]:
+    ref = _stored_categorical(entry, name) if entry is not None else None
+    if ref is not None:
+        return ref, True
+    return _categorical_from_arrow(name, columns.get(name), max_categories), False

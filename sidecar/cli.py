@@ -37,7 +37,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline_build(args: argparse.Namespace) -> int:
-    from sidecar.baseline import build_baseline_file  # noqa: PLC0415
+    from sidecar.baseline_build import build_baseline_file  # noqa: PLC0415
     from sidecar.config import load_config  # noqa: PLC0415
     from sidecar.errors import ConfigError  # noqa: PLC0415
 

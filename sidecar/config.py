@@ -12,6 +12,7 @@ import msgspec
 import yaml
 
 from sidecar.errors import ConfigError
+from sidecar.paths import default_socket_path
 
 FeatureType = Literal["numeric", "categorical"]
 Correction = Literal["bonferroni", "bh", "none"]
@@ -192,10 +193,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     def socket_path(self) -> str:
         if self.socket.path:
             return str(self.resolve(self.socket.path))
-        runtime = os.environ.get("XDG_RUNTIME_DIR")
-        if runtime and os.access(runtime, os.W_OK):
-            return str(Path(runtime) / "drift-sidecar" / "events.sock")
-        return str(Path.cwd() / "drift-sidecar.sock")
+        return default_socket_path()
 
     @property
     def socket_mode(self) -> int:

@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sidecar.baseline import Baseline, build_baseline, load_baseline, write_baseline
+from sidecar.baseline import load_baseline, write_baseline
 from sidecar.config import Config, DriftSettings, ModelSpec, load_config
 from sidecar.drift import DriftParams, check_model
 from sidecar.errors import BaselineError, ConfigError, SidecarError, StateDirError
@@ -42,6 +42,7 @@ from sidecar.statefiles import (
     prepare_state_dir,
     read_auto_models,
 )
+from sidecar.stats.reference import Baseline, build_baseline
 from sidecar.tracker import Capture, CaptureData, ModelTracker
 
 log = structlog.get_logger("sidecar.daemon")

@@ -133,11 +133,11 @@ def _table(daemon: Daemon, started: float, traffic: Traffic, url: str, tty: bool
             mark = f"{red}DRIFT{reset}" if f.drifted else f"{green}ok{reset}"
             lines.append(f"{f.name:<10} {_fmt(f.psi, '8.3f')} {_fmt(stat, '10.4f')} "
                          f"{_fmt(p, '10.2e')}  {mark}")
-        p = r.prediction
-        if p is not None and p.sufficient:
-            mark = f"{red}DRIFT{reset}" if p.drifted else f"{green}ok{reset}"
-            lines.append(f"{'prediction':<10} {_fmt(p.psi, '8.3f')} "
-                         f"{_fmt(p.ks_statistic, '10.4f')} {_fmt(p.ks_pvalue, '10.2e')}  {mark}")
+        q = r.prediction
+        if q is not None and q.sufficient:
+            mark = f"{red}DRIFT{reset}" if q.drifted else f"{green}ok{reset}"
+            lines.append(f"{'prediction':<10} {_fmt(q.psi, '8.3f')} "
+                         f"{_fmt(q.ks_statistic, '10.4f')} {_fmt(q.ks_pvalue, '10.2e')}  {mark}")
     return "\n".join(lines)
 
 

@@ -88,8 +88,9 @@ def set_aside(path: Path) -> Path | None:
     """
     stamp = time.time_ns()
     for i in range(100):
-        aside = path.with_name(f"{path.name}.corrupt-{stamp // 1_000_000_000}"
-                               + (f"-{i}" if i else ""))
+        aside = path.with_name(
+            f"{path.name}.corrupt-{stamp // 1_000_000_000}" + (f"-{i}" if i else "")
+        )
         if os.path.lexists(aside):
             continue
         try:

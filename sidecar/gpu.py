@@ -1,13 +1,12 @@
 """GPU statistics over NVML, polled off the event loop and exported by a custom collector.
 
-The NVML calls sit behind `NvmlBackend`, so the monitor can be tested without a driver;
-`PynvmlBackend` is the real one (nvidia-ml-py, imported as `pynvml`).
+The NVML calls are `sidecar.nvml`'s; this module polls them and turns the readings into
+metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import threading
@@ -15,12 +14,24 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sidecar.errors import ConfigError, GpuError
+from sidecar.nvml import (
+    Device,
+    Logger,
+    NvmlBackend,
+    NvmlCallError,
+    ProcessMemory,
+    PynvmlBackend,
+    XidEvent,
+    start_devices,
+    translate_nvml_error,
+)
+from sidecar.ratelimit import LogLimiter
 
 __all__ = [
     "GPU_LABELS",
@@ -32,6 +43,7 @@ __all__ = [
     "ProcessMemory",
     "PynvmlBackend",
     "XidEvent",
+    "translate_nvml_error",
 ]
 
 GPU_LABELS: Final = ("gpu_id", "UUID", "modelName")
@@ -49,223 +61,6 @@ pin the worker thread."""
 
 CLOSE_WAIT_S: Final = 5.0
 """How long `close()` waits for a poll in flight before shutting NVML down anyway."""
-
-# Bounded set of `reason` label values for drift_sidecar_gpu_errors_total.
-_REASON_BY_NVML_CODE: Final[dict[int, str]] = {
-    1: "uninitialized",
-    3: "not_supported",
-    4: "no_permission",
-    9: "driver_not_loaded",
-    10: "timeout",
-    12: "library_not_found",
-    13: "function_not_found",
-    15: "gpu_lost",
-    16: "reset_required",
-    18: "driver_mismatch",
-}
-_UNSUPPORTED_REASONS: Final = frozenset({"not_supported", "function_not_found"})
-"""An old driver lacks a function the same way a GPU lacks a sensor: the field is omitted."""
-
-
-class NvmlCallError(GpuError):
-    """One NVML call failed; `reason` is a short stable code used as a metric label value."""
-
-    def __init__(self, call: str, reason: str, detail: str) -> None:
-        self.call = call
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"NVML {call} failed: {detail} ({reason})")
-
-    @property
-    def unsupported(self) -> bool:
-        """True when the GPU or driver does not offer this call (NotSupported, no function)."""
-        return self.reason in _UNSUPPORTED_REASONS
-
-
-@dataclass(frozen=True, slots=True)
-class XidEvent:
-    """A critical XID error reported by the driver for one GPU."""
-
-    xid: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessMemory:
-    """One compute process on a GPU; `used_bytes` is None where NVML cannot tell (MIG, WDDM)."""
-
-    pid: int
-    used_bytes: int | None
-
-
-class NvmlBackend(Protocol):
-    """Exactly the NVML calls the monitor makes; every failure raises `NvmlCallError`.
-
-    Values keep NVML's own units (mW, MHz); the monitor converts them to base units.
-    Handles and event sets are opaque to the monitor.
-    """
-
-    def init(self) -> None: ...
-    def shutdown(self) -> None: ...
-    def device_count(self) -> int: ...
-    def handle_by_index(self, index: int) -> object: ...
-    def uuid(self, handle: object) -> str: ...
-    def name(self, handle: object) -> str: ...
-    def utilization_gpu_percent(self, handle: object) -> int: ...
-    def memory_used_total_bytes(self, handle: object) -> tuple[int, int]: ...
-    def temperature_gpu_celsius(self, handle: object) -> int: ...
-    def power_usage_milliwatts(self, handle: object) -> int: ...
-    def sm_clock_mhz(self, handle: object) -> int: ...
-    def compute_processes(self, handle: object) -> list[ProcessMemory]: ...
-    def event_set_create(self) -> object: ...
-    def register_xid_events(self, handle: object, event_set: object) -> None: ...
-    def event_set_poll(self, event_set: object) -> XidEvent | None:
-        """The next pending event, or None at once when there is none (never blocks)."""
-        ...
-
-    def event_set_free(self, event_set: object) -> None: ...
-
-
-class _Logger(Protocol):
-    def debug(self, event: str, **kw: Any) -> Any: ...
-    def info(self, event: str, **kw: Any) -> Any: ...
-    def warning(self, event: str, **kw: Any) -> Any: ...
-
-
-def translate_nvml_error(call: str, exc: BaseException) -> NvmlCallError:
-    """Map a pynvml exception to `NvmlCallError` with a bounded `reason`."""
-    import pynvml  # noqa: PLC0415 - keeps the import cost off processes that never use NVML
-
-    if isinstance(exc, pynvml.NVMLError):
-        code = getattr(exc, "value", None)
-        reason = (
-            _REASON_BY_NVML_CODE.get(code, "nvml_error")
-            if isinstance(code, int)
-            else ("nvml_error")
-        )
-        return NvmlCallError(call, reason, str(exc))
-    if isinstance(exc, pynvml.NVMLLibraryMismatchError):
-        return NvmlCallError(call, "library_mismatch", str(exc))
-    return NvmlCallError(call, "nvml_error", f"{type(exc).__name__}: {exc}")
-
-
-class PynvmlBackend:
-    """`NvmlBackend` over nvidia-ml-py; pynvml exceptions never leave this class."""
-
-    def __init__(self) -> None:
-        import pynvml  # noqa: PLC0415 - see translate_nvml_error
-
-        self._nvml: Any = pynvml
-
-    def _call(self, call: str, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except Exception as exc:  # every pynvml error, including the non-NVMLError ones
-            raise translate_nvml_error(call, exc) from exc
-
-    def init(self) -> None:
-        self._call("nvmlInit", self._nvml.nvmlInit)
-
-    def shutdown(self) -> None:
-        self._call("nvmlShutdown", self._nvml.nvmlShutdown)
-
-    def device_count(self) -> int:
-        return int(self._call("nvmlDeviceGetCount", self._nvml.nvmlDeviceGetCount))
-
-    def handle_by_index(self, index: int) -> object:
-        return self._call(
-            "nvmlDeviceGetHandleByIndex", self._nvml.nvmlDeviceGetHandleByIndex, index
-        )
-
-    def uuid(self, handle: object) -> str:
-        return str(self._call("nvmlDeviceGetUUID", self._nvml.nvmlDeviceGetUUID, handle))
-
-    def name(self, handle: object) -> str:
-        return str(self._call("nvmlDeviceGetName", self._nvml.nvmlDeviceGetName, handle))
-
-    def utilization_gpu_percent(self, handle: object) -> int:
-        rates = self._call(
-            "nvmlDeviceGetUtilizationRates", self._nvml.nvmlDeviceGetUtilizationRates, handle
-        )
-        return int(rates.gpu)
-
-    def memory_used_total_bytes(self, handle: object) -> tuple[int, int]:
-        # v2 leaves driver-reserved memory out of `used`, as nvidia-smi does; v1 counts it
-        # (about 500 MiB on an H100), so prefer v2 and fall back on drivers without it.
-        try:
-            info = self._call(
-                "nvmlDeviceGetMemoryInfo",
-                self._nvml.nvmlDeviceGetMemoryInfo,
-                handle,
-                self._nvml.nvmlMemory_v2,
-            )
-        except NvmlCallError as exc:
-            if not exc.unsupported and exc.reason != "nvml_error":
-                raise
-            info = self._call("nvmlDeviceGetMemoryInfo", self._nvml.nvmlDeviceGetMemoryInfo, handle)
-        return int(info.used), int(info.total)
-
-    def temperature_gpu_celsius(self, handle: object) -> int:
-        return int(
-            self._call(
-                "nvmlDeviceGetTemperature",
-                self._nvml.nvmlDeviceGetTemperature,
-                handle,
-                self._nvml.NVML_TEMPERATURE_GPU,
-            )
-        )
-
-    def power_usage_milliwatts(self, handle: object) -> int:
-        return int(
-            self._call("nvmlDeviceGetPowerUsage", self._nvml.nvmlDeviceGetPowerUsage, handle)
-        )
-
-    def sm_clock_mhz(self, handle: object) -> int:
-        return int(
-            self._call(
-                "nvmlDeviceGetClockInfo",
-                self._nvml.nvmlDeviceGetClockInfo,
-                handle,
-                self._nvml.NVML_CLOCK_SM,
-            )
-        )
-
-    def compute_processes(self, handle: object) -> list[ProcessMemory]:
-        procs = self._call(
-            "nvmlDeviceGetComputeRunningProcesses",
-            self._nvml.nvmlDeviceGetComputeRunningProcesses,
-            handle,
-        )
-        return [
-            ProcessMemory(int(p.pid), None if p.usedGpuMemory is None else int(p.usedGpuMemory))
-            for p in procs
-        ]
-
-    def event_set_create(self) -> object:
-        return self._call("nvmlEventSetCreate", self._nvml.nvmlEventSetCreate)
-
-    def register_xid_events(self, handle: object, event_set: object) -> None:
-        self._call(
-            "nvmlDeviceRegisterEvents",
-            self._nvml.nvmlDeviceRegisterEvents,
-            handle,
-            self._nvml.nvmlEventTypeXidCriticalError,
-            event_set,
-        )
-
-    def event_set_poll(self, event_set: object) -> XidEvent | None:
-        try:
-            data = self._call("nvmlEventSetWait", self._nvml.nvmlEventSetWait, event_set, 0)
-        except NvmlCallError as exc:
-            if exc.reason == "timeout":
-                return None
-            raise
-        if int(data.eventType) & int(self._nvml.nvmlEventTypeXidCriticalError):
-            return XidEvent(int(data.eventData))
-        return None
-
-    def event_set_free(self, event_set: object) -> None:
-        self._call("nvmlEventSetFree", self._nvml.nvmlEventSetFree, event_set)
-
 
 @dataclass(frozen=True, slots=True)
 class GpuReading:
@@ -288,17 +83,6 @@ class GpuReading:
         return [str(self.index), self.uuid, self.name]
 
 
-@dataclass(slots=True)
-class _Device:
-    index: int
-    handle: object
-    uuid: str
-    name: str
-    event_set: object | None = None
-    last_xid: int = 0
-    unsupported: set[str] = field(default_factory=set)
-
-
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     gpus: tuple[GpuReading, ...] = ()
@@ -309,26 +93,6 @@ class _Snapshot:
 class _Reported:
     nbytes: int
     ts: float
-
-
-class _LogLimiter:
-    """At most one line per key and period; the next line carries how many were suppressed."""
-
-    def __init__(self, period_s: float, clock: Callable[[], float]) -> None:
-        self._period_s = period_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def admit(self, key: str) -> int | None:
-        """The count suppressed since the last admitted line, or None to stay quiet now."""
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self._period_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._suppressed.pop(key, 0)
 
 
 # (metric name, help, GpuReading attribute)
@@ -362,8 +126,8 @@ class GpuMonitor:
         *,
         backend: NvmlBackend | None,
         interval_s: float,
-        logger: _Logger,
-        devices: list[_Device],
+        logger: Logger,
+        devices: list[Device],
         model_pids: Mapping[str, frozenset[int]],
         visible_process_model: str | None,
         pid_visible: Callable[[int], bool],
@@ -379,7 +143,7 @@ class GpuMonitor:
         self._visible_process_model = visible_process_model
         self._pid_visible = pid_visible
         self._wall_clock = wall_clock
-        self._limiter = _LogLimiter(log_every_s, monotonic)
+        self._limiter = LogLimiter(log_every_s, monotonic)
         self._started = backend is not None
         self._closed = False
         self._poll_lock = threading.Lock()
@@ -396,7 +160,7 @@ class GpuMonitor:
         enabled: str | bool,
         interval_s: float,
         backend: NvmlBackend | None = None,
-        logger: _Logger | None = None,
+        logger: Logger | None = None,
         *,
         model_pids: Mapping[str, Collection[int]] | None = None,
         visible_process_model: str | None = None,
@@ -415,7 +179,7 @@ class GpuMonitor:
             interval_s <= 0
         ):
             raise ConfigError([f"gpu.interval_s: must be a finite number > 0, got {interval_s!r}"])
-        log: _Logger = logger if logger is not None else structlog.get_logger("sidecar.gpu")
+        log: Logger = logger if logger is not None else structlog.get_logger("sidecar.gpu")
         kwargs: dict[str, Any] = {
             "interval_s": float(interval_s),
             "logger": log,
@@ -430,7 +194,7 @@ class GpuMonitor:
             return cls(backend=None, devices=[], **kwargs)
         nvml: NvmlBackend = backend if backend is not None else PynvmlBackend()
         try:
-            devices = _start(nvml, log)
+            devices = start_devices(nvml, log)
         except NvmlCallError as exc:
             why = f"{exc.detail} ({exc.reason}, in {exc.call})"
             return cls._unavailable(mode, why, log, kwargs)
@@ -447,7 +211,7 @@ class GpuMonitor:
 
     @classmethod
     def _unavailable(
-        cls, mode: str | bool, why: str, log: _Logger, kwargs: dict[str, Any]
+        cls, mode: str | bool, why: str, log: Logger, kwargs: dict[str, Any]
     ) -> GpuMonitor:
         if mode is True:
             raise GpuError(
@@ -584,7 +348,7 @@ class GpuMonitor:
 
     # -- polling internals ---------------------------------------------------------------
 
-    def _read_device(self, nvml: NvmlBackend, dev: _Device) -> GpuReading | None:
+    def _read_device(self, nvml: NvmlBackend, dev: Device) -> GpuReading | None:
         values: dict[str, float | None] = {}
         try:
             values["utilization_percent"] = self._field(
@@ -624,7 +388,7 @@ class GpuMonitor:
             **values,
         )
 
-    def _field(self, dev: _Device, name: str, read: Callable[[], Any]) -> Any:
+    def _field(self, dev: Device, name: str, read: Callable[[], Any]) -> Any:
         """One field's value; None (and not asked again) where unsupported."""
         if name in dev.unsupported:
             return None
@@ -649,7 +413,7 @@ class GpuMonitor:
             )
             return None
 
-    def _drain_xid(self, nvml: NvmlBackend, dev: _Device) -> None:
+    def _drain_xid(self, nvml: NvmlBackend, dev: Device) -> None:
         assert dev.event_set is not None
         for _ in range(MAX_EVENTS_PER_POLL):
             event = nvml.event_set_poll(dev.event_set)
@@ -785,48 +549,3 @@ def _parse_enabled(enabled: str | bool) -> str | bool:
 
 def _pid_visible_here(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
-
-
-def _start(nvml: NvmlBackend, log: _Logger) -> list[_Device]:
-    """Init NVML and describe each GPU; shuts NVML down again when none can be used."""
-    nvml.init()
-    try:
-        devices: list[_Device] = []
-        for index in range(nvml.device_count()):
-            try:
-                handle = nvml.handle_by_index(index)
-                dev = _Device(index, handle, nvml.uuid(handle), nvml.name(handle))
-            except NvmlCallError as exc:
-                # e.g. a GPU the container may not open: skip it, keep the others.
-                log.warning("gpu_skipped", gpu_id=index, reason=exc.reason, error=exc.detail)
-                continue
-            dev.event_set = _xid_event_set(nvml, dev, log)
-            devices.append(dev)
-    except NvmlCallError:
-        _quiet_shutdown(nvml)
-        raise
-    if not devices:
-        _quiet_shutdown(nvml)
-    return devices
-
-
-def _xid_event_set(nvml: NvmlBackend, dev: _Device, log: _Logger) -> object | None:
-    """One event set per GPU, so an event needs no handle comparison to find its GPU."""
-    try:
-        event_set = nvml.event_set_create()
-    except NvmlCallError as exc:
-        log.debug("gpu_xid_unavailable", gpu_id=dev.index, reason=exc.reason)
-        return None
-    try:
-        nvml.register_xid_events(dev.handle, event_set)
-    except NvmlCallError as exc:
-        log.debug("gpu_xid_unavailable", gpu_id=dev.index, reason=exc.reason)
-        with contextlib.suppress(NvmlCallError):
-            nvml.event_set_free(event_set)
-        return None
-    return event_set
-
-
-def _quiet_shutdown(nvml: NvmlBackend) -> None:
-    with contextlib.suppress(NvmlCallError):
-        nvml.shutdown()

@@ -29,6 +29,7 @@ from prometheus_client.samples import Exemplar, Sample
 
 from sidecar import __version__
 from sidecar.events import REASONS
+from sidecar.stats.reference import Baseline
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
 
 CHECK_BUCKETS = np.array([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
@@ -103,14 +104,14 @@ class _TrackerLabels:
              self.feature[name])
             for name, bounds in zip(t.numeric_names, t.feature_buckets, strict=True)
         ]
-        self.bins_for: Any = None
+        self.bins_for: Baseline | None = None
         self.bin_labels: list[Labels] = []
         self.ref_samples: list[Sample] = []
         self.upper_samples: list[Sample] = []
 
     def for_baseline(self, t: ModelTracker) -> None:
         b = t.baseline
-        if b is self.bins_for:
+        if b is None or b is self.bins_for:
             return
         labels: list[Labels] = []
         shares: list[float] = []

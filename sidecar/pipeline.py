@@ -19,6 +19,7 @@ from sidecar.config import (
 )
 from sidecar.events import Decoded, Event, Rejection
 from sidecar.metrics import Health
+from sidecar.ratelimit import LogLimiter
 from sidecar.tracker import CaptureData, ModelTracker
 
 log = structlog.get_logger("sidecar.pipeline")
@@ -31,20 +32,13 @@ class RateLimitedLog:
     """One log line per reason per period, carrying how many were suppressed meanwhile."""
 
     def __init__(self, period_s: float = 10.0) -> None:
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = defaultdict(int)
+        self._limiter = LogLimiter(period_s)
 
     def warn(self, reason: str, detail: str, **kw: Any) -> None:
-        now = time.monotonic()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.period_s:
-            self._suppressed[reason] += 1
-            return
-        self._last[reason] = now
-        suppressed = self._suppressed.pop(reason, 0)
-        log.warning("event_rejected", reason=reason, detail=detail[:300],
-                    suppressed_since_last=suppressed, **kw)
+        suppressed = self._limiter.admit(reason)
+        if suppressed is not None:
+            log.warning("event_rejected", reason=reason, detail=detail[:300],
+                        suppressed_since_last=suppressed, **kw)
 
 
 class Pipeline:

@@ -4,13 +4,46 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
 
+from sidecar.config import Config
 from sidecar.events import decode_body
+from sidecar.metrics import Health
+from sidecar.pipeline import Pipeline
+
+
+class DaemonView(Protocol):
+    """What the handlers read from the daemon (`sidecar.daemon.Daemon`)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def health(self) -> Health: ...
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+    @property
+    def accepting(self) -> bool:
+        """Whether POST /v1/events takes events (false once shutdown has begun)."""
+        ...
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the daemon can still receive events (its socket is in place)."""
+        ...
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every model has a baseline, and each model's baseline status."""
+        ...
+
+    def drift_report(self) -> dict[str, Any]:
+        """The `GET /v1/drift` body."""
+        ...
 
 
 class _Collected:
@@ -41,10 +74,10 @@ class Api:
     def __init__(
         self,
         registry: CollectorRegistry,
-        state: Any,
+        state: DaemonView,
     ) -> None:
         self.registry = registry
-        self.state = state  # sidecar.daemon.Daemon: pipeline, config, readiness, drift JSON
+        self.state = state
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -117,7 +150,7 @@ class Api:
         return web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
 
 
-def make_app(registry: CollectorRegistry, state: Any) -> web.Application:
+def make_app(registry: CollectorRegistry, state: DaemonView) -> web.Application:
     api = Api(registry, state)
     app = web.Application(client_max_size=state.config.http.max_body_bytes + 1)
     app.router.add_get("/metrics", api.metrics)

@@ -80,8 +80,10 @@ class OwnedSocket:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(st.st_mode):
-            raise SocketError(f"{where}: exists and is {kind_of(st.st_mode)}; "
-                              "remove it or choose another path (it was left untouched)")
+            raise SocketError(
+                f"{where}: exists and is {kind_of(st.st_mode)}; "
+                "remove it or choose another path (it was left untouched)"
+            )
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(1.0)
         try:
@@ -95,8 +97,9 @@ class OwnedSocket:
                 "it was left untouched"
             ) from exc
         else:
-            raise SocketError(f"{where}: another process is listening on it; "
-                              "stop it or choose another path")
+            raise SocketError(
+                f"{where}: another process is listening on it; stop it or choose another path"
+            )
         finally:
             probe.close()
         with contextlib.suppress(FileNotFoundError):
@@ -104,8 +107,9 @@ class OwnedSocket:
             if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
                 raise SocketError(f"{where}: changed while being checked; left untouched")
             os.unlink(self.path)
-            log.info("socket_stale_replaced", path=str(self.path),
-                     reason="no process listened on it")
+            log.info(
+                "socket_stale_replaced", path=str(self.path), reason="no process listened on it"
+            )
 
     def _bind(self, where: str) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -118,8 +122,9 @@ class OwnedSocket:
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
-                raise SocketError(f"{where}: something was created there meanwhile; "
-                                  "left untouched") from exc
+                raise SocketError(
+                    f"{where}: something was created there meanwhile; left untouched"
+                ) from exc
             raise SocketError(f"{where}: cannot bind: {exc.strerror or exc}") from exc
         finally:
             os.umask(old)

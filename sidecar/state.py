@@ -22,7 +22,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import structlog
 
 from sidecar.errors import StateError
+from sidecar.files import write_atomically
 from sidecar.fsutil import read_regular, set_aside
 from sidecar.statefiles import MAX_JSON_BYTES, decode_json, legacy_name, read_npz, state_name
 from sidecar.tracker import ModelTracker, Vocab
@@ -49,36 +49,6 @@ _SHA_PREFIX = 16
 def safe_name(model: str) -> str:
     """A file name for a model; names from events may hold anything (see `state_name`)."""
     return state_name(model)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable: the directory entry must reach the disk too."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    # `.tmp`: the pattern start-up cleans after a kill (statefiles.TEMP_NAME).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -109,7 +79,7 @@ class StateStore:
 
     def write_file(self, name: str, data: bytes) -> None:
         """Write one file of the state folder's top level, atomically."""
-        _atomic_write(self.root / name, data)
+        write_atomically(self.root / name, lambda fh: fh.write(data), dir_mode=0o750)
 
     # ---------------------------------------------------------------- save
     def save(self, trackers: Mapping[str, ModelTracker]) -> int:
@@ -146,8 +116,9 @@ class StateStore:
         arrays_name = f"{stem}.{digest[:_SHA_PREFIX]}.npz"
         manifest = {**snap.manifest, "sha256": digest, "arrays": arrays_name}
         folder = self.root / "windows"
-        _atomic_write(folder / arrays_name, data)
-        _atomic_write(self.manifest_path(snap.model), json.dumps(manifest).encode())
+        write_atomically(folder / arrays_name, lambda fh: fh.write(data), dir_mode=0o750)
+        text = json.dumps(manifest).encode()
+        write_atomically(self.manifest_path(snap.model), lambda fh: fh.write(text), dir_mode=0o750)
         stale = re.compile(re.escape(stem) + rf"\.[0-9a-f]{{{_SHA_PREFIX}}}\.npz")
         with os.scandir(folder) as entries:
             for old in entries:
@@ -242,6 +213,7 @@ def _max_arrays_bytes(t: ModelTracker, rows: int) -> int:
 
 
 def collect_one(t: ModelTracker) -> Snapshot:
+    assert t.baseline is not None, "only models with a baseline have state to keep"
     snap = t.window.snapshot()  # copies
     arrays: dict[str, np.ndarray] = {
         "numeric": snap.numeric,

@@ -105,8 +105,12 @@ def prepare_state_dir(root: Path) -> str | None:
             return f"cannot inspect {path}: {exc.strerror or exc}"
         if st is not None and not stat.S_ISDIR(st.st_mode):
             aside = set_aside(path)
-            log.warning("state_set_aside", path=str(path), moved_to=str(aside) if aside else None,
-                        reason="not a folder")
+            log.warning(
+                "state_set_aside",
+                path=str(path),
+                moved_to=str(aside) if aside else None,
+                reason="not a folder",
+            )
             if aside is None:
                 return f"{path} is not a folder and cannot be moved aside"
         try:
@@ -166,14 +170,16 @@ def clean_temp_files(root: Path) -> list[str]:
 
 def decode_json(data: bytes, where: Path) -> Any:
     """JSON as the sidecar writes it: no NaN or Infinity, no unbounded nesting."""
+
     def no_constants(token: str) -> Any:
         raise ValueError(f"{token} is not allowed")
 
     try:
         return json.loads(data, parse_constant=no_constants)
     except (ValueError, RecursionError) as exc:
-        raise StateError(f"{where}: unreadable ({type(exc).__name__}: {exc})"[:300],
-                         bad_file=where) from exc
+        raise StateError(
+            f"{where}: unreadable ({type(exc).__name__}: {exc})"[:300], bad_file=where
+        ) from exc
 
 
 def read_npz(data: bytes, allowed: Collection[str], where: Path) -> dict[str, np.ndarray]:
@@ -189,24 +195,29 @@ def read_npz(data: bytes, allowed: Collection[str], where: Path) -> dict[str, np
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
     except Exception as exc:
-        raise StateError(f"{where}: unreadable arrays (not a zip file: {exc})"[:300],
-                         bad_file=where) from exc
+        raise StateError(
+            f"{where}: unreadable arrays (not a zip file: {exc})"[:300], bad_file=where
+        ) from exc
     if len(infos) > len(allowed):
         raise StateError(f"{where}: unreadable arrays ({len(infos)} members)", bad_file=where)
     out: dict[str, np.ndarray] = {}
     for info in infos:
         key = info.filename.removesuffix(".npy")
         if key not in allowed or key in out or not info.filename.endswith(".npy"):
-            raise StateError(f"{where}: unreadable arrays (unexpected member "
-                             f"{info.filename[:80]!r})", bad_file=where)
+            raise StateError(
+                f"{where}: unreadable arrays (unexpected member {info.filename[:80]!r})",
+                bad_file=where,
+            )
         if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
-            raise StateError(f"{where}: unreadable arrays ({key}: compressed or oversized)",
-                             bad_file=where)
+            raise StateError(
+                f"{where}: unreadable arrays ({key}: compressed or oversized)", bad_file=where
+            )
         try:
             raw = zf.read(info)
         except Exception as exc:
-            raise StateError(f"{where}: unreadable arrays ({key}: {exc})"[:300],
-                             bad_file=where) from exc
+            raise StateError(
+                f"{where}: unreadable arrays ({key}: {exc})"[:300], bad_file=where
+            ) from exc
         out[key] = _parse_npy(raw, key, where)
     return out
 
@@ -223,8 +234,9 @@ def _parse_npy(raw: bytes, key: str, where: Path) -> np.ndarray:
         else:
             raise ValueError(f"npy format {version}")
     except Exception as exc:  # any header numpy cannot parse: a bad file, not a defect
-        raise StateError(f"{where}: unreadable arrays ({key}: {exc})"[:300],
-                         bad_file=where) from exc
+        raise StateError(
+            f"{where}: unreadable arrays ({key}: {exc})"[:300], bad_file=where
+        ) from exc
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.subdtype is not None:
         raise StateError(f"{where}: unreadable arrays ({key}: dtype {dtype})", bad_file=where)
     count = 1
@@ -232,8 +244,11 @@ def _parse_npy(raw: bytes, key: str, where: Path) -> np.ndarray:
         count *= n  # Python integers: an absurd shape cannot overflow
     offset = f.tell()
     if count * dtype.itemsize != len(raw) - offset:
-        raise StateError(f"{where}: unreadable arrays ({key}: shape {shape} does not match "
-                         f"its {len(raw) - offset} bytes)"[:300], bad_file=where)
+        raise StateError(
+            f"{where}: unreadable arrays ({key}: shape {shape} does not match "
+            f"its {len(raw) - offset} bytes)"[:300],
+            bad_file=where,
+        )
     flat = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
     return flat.reshape(shape, order="F" if fortran else "C")
 
@@ -271,8 +286,12 @@ def load_captured_baseline(
         data = read_regular(path, max_bytes)
         _check_parquet_bounds(data, path, 4 * max(max_rows, 1), max_uncompressed)
         if legacy and _parquet_model(data) != model:
-            log.info("state_ignored", model=model, path=str(path),
-                     reason="an older file name that belongs to another model")
+            log.info(
+                "state_ignored",
+                model=model,
+                path=str(path),
+                reason="an older file name that belongs to another model",
+            )
             return None
         return load(data)
     except StateError as exc:
@@ -285,9 +304,13 @@ def load_captured_baseline(
         log.warning("state_ignored", model=model, path=str(path), reason=reason)
         return None
     aside = set_aside(path)
-    log.warning("state_discarded", model=model, reason=reason,
-                moved_to=str(aside) if aside else None,
-                action="capturing the baseline again")
+    log.warning(
+        "state_discarded",
+        model=model,
+        reason=reason,
+        moved_to=str(aside) if aside else None,
+        action="capturing the baseline again",
+    )
     return None
 
 
@@ -295,19 +318,22 @@ def _check_parquet_bounds(data: bytes, where: Path, max_rows: int, max_bytes: in
     try:
         meta = pq.ParquetFile(pa.BufferReader(data)).metadata
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise StateError(f"{where}: not a readable parquet file ({exc})"[:300],
-                         bad_file=where) from exc
+        raise StateError(
+            f"{where}: not a readable parquet file ({exc})"[:300], bad_file=where
+        ) from exc
     if meta.num_rows > max_rows or meta.num_rows < 0:
-        raise StateError(f"{where}: {meta.num_rows} rows, more than a capture holds",
-                         bad_file=where)
+        raise StateError(
+            f"{where}: {meta.num_rows} rows, more than a capture holds", bad_file=where
+        )
     declared = 0
     for i in range(meta.num_row_groups):
         rg = meta.row_group(i)
         for j in range(rg.num_columns):
             declared += max(rg.column(j).total_uncompressed_size, 0)
             if declared > max_bytes:
-                raise StateError(f"{where}: columns declare more than {max_bytes} bytes",
-                                 bad_file=where)
+                raise StateError(
+                    f"{where}: columns declare more than {max_bytes} bytes", bad_file=where
+                )
 
 
 def _parquet_model(data: bytes) -> str | None:
@@ -344,19 +370,24 @@ class _AutoModels(msgspec.Struct, forbid_unknown_fields=True):
 
 def auto_models_doc(specs: Iterable[ModelSpec]) -> bytes:
     """The auto-registered models' specs, for `read_auto_models` after a restart."""
-    doc = _AutoModels(AUTO_MODELS_FORMAT, [
-        _AutoModel(
-            name=s.name, version=s.version,
-            features=[_AutoFeature(f.name, f.type) for f in s.features],
-            prediction=s.prediction.type if s.prediction is not None else None,
-        )
-        for s in specs
-    ])
+    doc = _AutoModels(
+        AUTO_MODELS_FORMAT,
+        [
+            _AutoModel(
+                name=s.name,
+                version=s.version,
+                features=[_AutoFeature(f.name, f.type) for f in s.features],
+                prediction=s.prediction.type if s.prediction is not None else None,
+            )
+            for s in specs
+        ],
+    )
     return msgspec.json.encode(doc)
 
 
-def read_auto_models(root: Path, *, capture: int, max_models: int,
-                     max_features: int) -> list[ModelSpec]:
+def read_auto_models(
+    root: Path, *, capture: int, max_models: int, max_features: int
+) -> list[ModelSpec]:
     """The auto-registered models saved in `state_dir`, at most `max_models`. Never raises;
     a file that does not decode, or holds entries no sidecar would write, is set aside."""
     path = root / AUTO_MODELS_FILE
@@ -369,17 +400,29 @@ def read_auto_models(root: Path, *, capture: int, max_models: int,
         for m in doc.models[:max_models]:
             kinds = {f.type for f in m.features} | {m.prediction or "numeric"}
             names = [f.name for f in m.features]
-            if (not m.name or len(m.features) > max_features or len(set(names)) != len(names)
-                    or not kinds <= {"numeric", "categorical"}):
+            if (
+                not m.name
+                or len(m.features) > max_features
+                or len(set(names)) != len(names)
+                or not kinds <= {"numeric", "categorical"}
+            ):
                 raise ValueError(f"model {m.name[:80]!r}: not an auto-registered model's spec")
-            specs.append(ModelSpec(
-                name=m.name, version=m.version,
-                baseline=BaselineSpec(capture=capture),
-                features=[FeatureSpec(name=f.name, type=f.type)  # type: ignore[arg-type]
-                          for f in m.features],
-                prediction=(PredictionSpec(type=m.prediction)  # type: ignore[arg-type]
-                            if m.prediction else None),
-            ))
+            specs.append(
+                ModelSpec(
+                    name=m.name,
+                    version=m.version,
+                    baseline=BaselineSpec(capture=capture),
+                    features=[
+                        FeatureSpec(name=f.name, type=f.type)  # type: ignore[arg-type]
+                        for f in m.features
+                    ],
+                    prediction=(
+                        PredictionSpec(type=m.prediction)  # type: ignore[arg-type]
+                        if m.prediction
+                        else None
+                    ),
+                )
+            )
         return specs
     except StateError as exc:
         if exc.bad_file is None:
@@ -388,7 +431,11 @@ def read_auto_models(root: Path, *, capture: int, max_models: int,
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
         reason = f"{type(exc).__name__}: {exc}"[:300]
     aside = set_aside(path)
-    log.warning("state_discarded", path=str(path), reason=reason,
-                moved_to=str(aside) if aside else None,
-                action="auto-registered models register again on their next event")
+    log.warning(
+        "state_discarded",
+        path=str(path),
+        reason=reason,
+        moved_to=str(aside) if aside else None,
+        action="auto-registered models register again on their next event",
+    )
     return []

@@ -15,16 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from sidecar.baseline import category_key
 from sidecar.config import DriftSettings, ModelSpec
+from sidecar.drift import ModelDriftResult, WindowData
 from sidecar.events import Event, Rejection
+from sidecar.stats.bins import OTHER, sorted_bin_counts
+from sidecar.stats.reference import Baseline, CategoricalReference, NumericReference, category_key
 from sidecar.windows import RollingWindow, WindowSnapshot
 
 LATENCY_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 """The guide's buckets (0.01 .. 1 s) widened at both ends; 0.1 stays for the HighLatency rule."""
 CONFIDENCE_BUCKETS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
 FEATURE_BUCKETS = np.linspace(0.0, 1.0, 11)
-OVERFLOW = "__other__"
 _MAX_INDEX_TABLE = 1 << 16  # class indices below this are looked up in a table
 
 
@@ -54,7 +55,7 @@ class Vocab:
         return c
 
     def label(self, code: int) -> str:
-        return self.values[code] if code < len(self.values) else OVERFLOW
+        return self.values[code] if code < len(self.values) else OTHER
 
 
 @dataclass
@@ -152,11 +153,13 @@ class ModelTracker:
         self.capture: Capture | None = None
         if spec.baseline.capture is not None:
             self.capture = Capture(spec.baseline.capture)
-        self.baseline: Any = None  # sidecar.baseline.Baseline once loaded or captured
+        self.baseline: Baseline | None = None
+        """Set once loaded or captured."""
         self.num_bins: list[np.ndarray] = []
         self.cat_bins: list[np.ndarray] = []
         self.pred_bins: np.ndarray | None = None
-        self.latest: Any = None  # sidecar.drift.ModelDriftResult of the last check
+        self.latest: ModelDriftResult | None = None
+        """The last drift check's result."""
 
     # ---------------------------------------------------------------- ingest
     def ingest(self, events: list[Event], now: float) -> list[Rejection]:
@@ -380,7 +383,8 @@ class ModelTracker:
 
     def _count_features(self, ordered: np.ndarray, n_finite: np.ndarray) -> None:
         for j, buckets in enumerate(self.feature_buckets):
-            self.feature_counts[j] += _le_counts(ordered[j], buckets, n_finite[j])
+            # NaN sorts last: the first n_finite values are the finite ones
+            self.feature_counts[j] += sorted_bin_counts(ordered[j, : n_finite[j]], buckets)
 
     def _count_bins(
         self,
@@ -397,8 +401,7 @@ class ModelTracker:
             ordered = np.sort(num.T, axis=1)
             n_finite = (~np.isnan(num)).sum(axis=0)
         for j, ref in enumerate(b.numeric):
-            # Bin i holds (edge[i-1], edge[i]], as `NumericReference.bin_index` assigns.
-            self.num_bins[j] += _le_counts(ordered[j], ref.edges, n_finite[j])
+            self.num_bins[j] += sorted_bin_counts(ordered[j, : n_finite[j]], ref.edges)
         for j in range(cat.shape[1]):
             col = cat[:, j]
             col = col[col >= 0]
@@ -410,9 +413,9 @@ class ModelTracker:
                 self.pred_bins += np.bincount(p, minlength=self.pred_bins.size)
             else:
                 p = preds[np.isfinite(preds)]
-                if p.size:
-                    ref = b.prediction
-                    self.pred_bins += np.bincount(ref.bin_index(p), minlength=len(ref.shares))
+                pref = b.prediction
+                if p.size and isinstance(pref, NumericReference):
+                    self.pred_bins += np.bincount(pref.bin_index(p), minlength=len(pref.shares))
 
     # --------------------------------------------------------------- baseline
     def _capture_data(self) -> CaptureData:
@@ -435,7 +438,7 @@ class ModelTracker:
         self.capture.predictions.clear()
         return CaptureData(numeric, categorical, prediction)
 
-    def install_baseline(self, baseline: Any, backfill: bool = False) -> None:
+    def install_baseline(self, baseline: Baseline, backfill: bool = False) -> None:
         """Start comparing against `baseline`; per-bin counters start from zero, or, with
         `backfill` (a capture just finished), from the window, which then holds exactly the
         events that followed the capture."""
@@ -443,7 +446,7 @@ class ModelTracker:
         for vocab, ref in zip(self.cat_vocab, baseline.categorical, strict=True):
             for c in ref.categories:
                 vocab.code(c)
-        if self.pred_vocab is not None and baseline.prediction is not None:
+        if self.pred_vocab is not None and isinstance(baseline.prediction, CategoricalReference):
             for c in baseline.prediction.categories:
                 self.pred_vocab.code(c)
         self.num_bins = [np.zeros(len(r.shares), dtype=np.int64) for r in baseline.numeric]
@@ -458,9 +461,9 @@ class ModelTracker:
             snap = self.window.snapshot()
             self._count_bins(snap.numeric, snap.categorical, snap.predictions)
 
-    def _vocab_to_ref(self, vocab: Vocab, ref: Any) -> np.ndarray:
+    def _vocab_to_ref(self, vocab: Vocab, ref: CategoricalReference) -> np.ndarray:
         """Lookup from vocabulary code (incl. overflow) to the reference's category code."""
-        labels = [*vocab.values, OVERFLOW]
+        labels = [*vocab.values, OTHER]
         codes = np.asarray(ref.codes(labels), dtype=np.int32)
         table = np.full(vocab.cap + 1, len(ref.categories), dtype=np.int32)
         table[: len(vocab.values)] = codes[:-1]
@@ -468,34 +471,34 @@ class ModelTracker:
 
     def category_bin_counts(self) -> list[tuple[str, list[tuple[str, int]]]]:
         """Per categorical feature: live counts per reference category and `__other__`."""
+        assert self.baseline is not None
         out = []
         for j, (name, vocab) in enumerate(zip(self.categorical_names, self.cat_vocab, strict=True)):
             ref = self.baseline.categorical[j]
             table = self._vocab_to_ref(vocab, ref)
             counts = np.bincount(table, weights=self.cat_bins[j], minlength=len(ref.shares))
-            labels = [*ref.categories, OVERFLOW]
+            labels = [*ref.categories, OTHER]
             out.append((name, [(lab, int(c)) for lab, c in zip(labels, counts, strict=True)]))
         return out
 
     def prediction_bin_counts(self) -> list[tuple[str, int]]:
+        assert self.baseline is not None and self.pred_bins is not None
         ref = self.baseline.prediction
-        assert self.pred_bins is not None
-        if self.pred_vocab is None:
+        if self.pred_vocab is None or not isinstance(ref, CategoricalReference):
             return [(str(i), int(c)) for i, c in enumerate(self.pred_bins)]
         table = self._vocab_to_ref(self.pred_vocab, ref)
         counts = np.bincount(table, weights=self.pred_bins, minlength=len(ref.shares))
-        labels = [*ref.categories, OVERFLOW]
+        labels = [*ref.categories, OTHER]
         return [(lab, int(c)) for lab, c in zip(labels, counts, strict=True)]
 
     def window_snapshot(self, now: float) -> WindowSnapshot:
         self.window.evict_older_than(now)
         return self.window.snapshot()
 
-    def drift_window(self, snap: WindowSnapshot) -> Any:
-        """The window in the baseline's coding, as `sidecar.drift.WindowData`."""
-        from sidecar.drift import WindowData  # noqa: PLC0415 - keeps ingest import-light
-
+    def drift_window(self, snap: WindowSnapshot) -> WindowData:
+        """The window in the baseline's coding, for `sidecar.drift.check_model`."""
         b = self.baseline
+        assert b is not None, "drift_window needs a baseline"
         cat = snap.categorical.copy()
         for j, (vocab, ref) in enumerate(zip(self.cat_vocab, b.categorical, strict=True)):
             col = snap.categorical[:, j]
@@ -503,7 +506,7 @@ class ModelTracker:
             cat[:, j] = np.where(col < 0, -1, table[np.maximum(col, 0)])
         preds: np.ndarray | None = None
         if b.prediction is not None:
-            if self.pred_vocab is not None:
+            if self.pred_vocab is not None and isinstance(b.prediction, CategoricalReference):
                 table = self._vocab_to_ref(self.pred_vocab, b.prediction)
                 col = snap.predictions
                 preds = np.where(col < 0, -1, table[np.maximum(col, 0)]).astype(np.int32)
@@ -525,17 +528,3 @@ def _predicted_class(ev: Event) -> str:
             return max(probs, key=probs.__getitem__)
         return str(max(range(len(probs)), key=probs.__getitem__))
     return "none"  # a regression value is not a class: one label, not one per value
-
-
-def _le_counts(ordered: np.ndarray, bounds: np.ndarray, n_finite: int) -> np.ndarray:
-    """Per-bucket counts of a sorted column (NaN last): bucket i holds (b[i-1], b[i]], the
-    last bucket everything above b[-1]; equal to bincount(searchsorted(b, v, "left"))."""
-    at = np.searchsorted(ordered[:n_finite], bounds, side="right")
-    out = np.empty(at.size + 1, dtype=np.int64)  # np.diff's prepend/append cost more here
-    if at.size:
-        out[0] = at[0]
-        np.subtract(at[1:], at[:-1], out=out[1:-1])
-        out[-1] = n_finite - at[-1]
-    else:
-        out[0] = n_finite
-    return out

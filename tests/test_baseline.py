@@ -11,19 +11,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sidecar.baseline import (
-    METADATA_KEY,
-    OTHER,
+from sidecar.baseline import METADATA_KEY, load_baseline, write_baseline
+from sidecar.baseline_build import build_baseline_file
+from sidecar.errors import BaselineError
+from sidecar.stats.bins import OTHER
+from sidecar.stats.reference import (
     CategoricalReference,
     NumericReference,
     build_baseline,
-    build_baseline_file,
     category_key,
-    load_baseline,
     numeric_reference,
-    write_baseline,
 )
-from sidecar.errors import BaselineError
 
 
 def columns(rng: np.random.Generator, rows: int) -> dict[str, object]:

@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from sidecar.baseline import Baseline, build_baseline
-from sidecar.drift import (
-    DriftParams,
-    WindowData,
-    adjust_pvalues,
-    check_model,
-    chi2_test,
-    psi,
-)
+from sidecar.drift import DriftParams, WindowData, check_model
+from sidecar.stats.chi2 import chi2_test
+from sidecar.stats.correction import adjust_pvalues
+from sidecar.stats.psi import psi
+from sidecar.stats.reference import Baseline, build_baseline
 
 
 def make_baseline(

@@ -9,14 +9,9 @@ import scipy.stats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.drift import (
-    adjust_pvalues,
-    ks_2samp_many,
-    ks_pvalue,
-    ks_statistic,
-    ks_statistic_sorted,
-    psi,
-)
+from sidecar.stats.correction import adjust_pvalues
+from sidecar.stats.ks import ks_2samp_many, ks_pvalue, ks_statistic, ks_statistic_sorted
+from sidecar.stats.psi import psi
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -34,17 +34,23 @@ from sidecar.state import StateStore
 from sidecar.statefiles import state_name
 from sidecar.tracker import ModelTracker
 
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 CONFIG = {
     "auto_register": {"capture": 40},
-    "models": [{
-        "name": "m", "baseline": {"capture": 40},
-        "features": [{"name": "x"}, {"name": "c", "type": "categorical"}],
-        "prediction": {"type": "numeric"},
-        "drift": {"window_size": 64, "min_samples": 10},
-    }],
+    "models": [
+        {
+            "name": "m",
+            "baseline": {"capture": 40},
+            "features": [{"name": "x"}, {"name": "c", "type": "categorical"}],
+            "prediction": {"type": "numeric"},
+            "drift": {"window_size": 64, "min_samples": 10},
+        }
+    ],
 }
 
 
@@ -59,9 +65,16 @@ class Pristine:
 
 def _events(n: int, seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
-    return [json.dumps({"model": "m", "features": {"x": float(rng.normal()),
-                                                   "c": str(rng.choice(["a", "b", "c"]))},
-                        "prediction": float(rng.random())}).encode() for _ in range(n)]
+    return [
+        json.dumps(
+            {
+                "model": "m",
+                "features": {"x": float(rng.normal()), "c": str(rng.choice(["a", "b", "c"]))},
+                "prediction": float(rng.random()),
+            }
+        ).encode()
+        for _ in range(n)
+    ]
 
 
 def _tracker(p: Pristine, root: Path) -> ModelTracker:
@@ -82,11 +95,15 @@ def pristine() -> Iterator[Pristine]:
         config = parse_config({**CONFIG, "state_dir": str(root)}, str(root / "sidecar.yaml"))
         spec = config.models[0]
         rng = np.random.default_rng(1)
-        write_baseline(root / "baselines" / "m.parquet", "m",
-                       numeric={"x": rng.normal(size=40)},
-                       categorical={"c": list(rng.choice(["a", "b"], 40))},
-                       prediction=rng.random(40), prediction_kind="numeric",
-                       source="capture")
+        write_baseline(
+            root / "baselines" / "m.parquet",
+            "m",
+            numeric={"x": rng.normal(size=40)},
+            categorical={"c": list(rng.choice(["a", "b"], 40))},
+            prediction=rng.random(40),
+            prediction_kind="numeric",
+            source="capture",
+        )
         p = Pristine(config, spec, (root / "baselines" / "m.parquet").read_bytes(), {}, b"")
         t = _tracker(p, root)
         t.ingest(decode_lines(_events(50, 2), 100).events, now=1e9)
@@ -99,8 +116,9 @@ def pristine() -> Iterator[Pristine]:
 # ------------------------------------------------------------------ the state loader
 def _npy(shape: Any, descr: str = "<f8", payload: bytes = b"") -> bytes:
     f = io.BytesIO()
-    np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False,
-                                             "shape": shape})
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
     return f.getvalue() + payload
 
 
@@ -140,10 +158,10 @@ def arrays_files(draw: st.DrawFn, pristine: Pristine) -> bytes:
         descr = draw(st.sampled_from(["<f8", "<i4", "|O", "<U5", "<c16", "V8", "<f8"]))
         members[name] = _npy(draw(shapes), descr, draw(st.binary(max_size=64)))
     elif kind == 4:  # members that should not be there, or compressed ones
-        members[draw(st.sampled_from(["../x.npy", "extra.npy", "numeric", name]))] = (
-            draw(st.binary(max_size=64)))
-        return _npz(members, draw(st.sampled_from([zipfile.ZIP_STORED,
-                                                   zipfile.ZIP_DEFLATED])))
+        members[draw(st.sampled_from(["../x.npy", "extra.npy", "numeric", name]))] = draw(
+            st.binary(max_size=64)
+        )
+        return _npz(members, draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])))
     else:  # a member with a random header
         members[name] = b"\x93NUMPY\x01\x00" + draw(st.binary(max_size=200))
     return _npz(members)
@@ -151,8 +169,9 @@ def arrays_files(draw: st.DrawFn, pristine: Pristine) -> bytes:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -167,8 +186,14 @@ def manifests(draw: st.DrawFn, pristine: Pristine) -> bytes:
         return good[: draw(st.integers(0, len(good)))]
     man = dict(pristine.manifest)
     if kind == 2:  # absurd row counts, values of the wrong type, JSON's non-numbers
-        token = draw(st.one_of(absurd_ints.map(str), st.sampled_from(
-            ["NaN", "Infinity", "-Infinity", "1e400", "-0", "1.5", '"50"', "true", "null"])))
+        token = draw(
+            st.one_of(
+                absurd_ints.map(str),
+                st.sampled_from(
+                    ["NaN", "Infinity", "-Infinity", "1e400", "-0", "1.5", '"50"', "true", "null"]
+                ),
+            )
+        )
         return json.dumps({**man, "rows": 0}).replace('"rows": 0', f'"rows": {token}').encode()
     key = draw(st.sampled_from(sorted(man)))
     man[key] = draw(json_values)
@@ -187,8 +212,12 @@ def _restore(p: Pristine, manifest: bytes, arrays: bytes, consistent: bool) -> N
         except (ValueError, RecursionError):
             parsed = None
         name = parsed.get("arrays") if isinstance(parsed, dict) else None
-        if (not isinstance(name, str) or Path(name).name != name or "\0" in name
-                or not name.endswith(".npz")):
+        if (
+            not isinstance(name, str)
+            or Path(name).name != name
+            or "\0" in name
+            or not name.endswith(".npz")
+        ):
             name = p.manifest["arrays"]
         (windows / name).write_bytes(arrays)
         if consistent and isinstance(parsed, dict):  # the bytes reach the array parser
@@ -208,15 +237,23 @@ def _restore(p: Pristine, manifest: bytes, arrays: bytes, consistent: bool) -> N
 @given(data=st.data())
 def test_state_loader_loads_or_sets_aside_any_arrays_file(pristine, data):
     arrays = data.draw(arrays_files(pristine))
-    _restore(pristine, json.dumps(pristine.manifest).encode(), arrays,
-             consistent=data.draw(st.booleans()))
+    _restore(
+        pristine,
+        json.dumps(pristine.manifest).encode(),
+        arrays,
+        consistent=data.draw(st.booleans()),
+    )
 
 
 @FUZZ
 @given(data=st.data())
 def test_state_loader_loads_or_sets_aside_any_manifest(pristine, data):
-    _restore(pristine, data.draw(manifests(pristine)), pristine.arrays,
-             consistent=data.draw(st.booleans()))
+    _restore(
+        pristine,
+        data.draw(manifests(pristine)),
+        pristine.arrays,
+        consistent=data.draw(st.booleans()),
+    )
 
 
 def test_the_pristine_snapshot_does_restore(pristine):
@@ -236,8 +273,7 @@ def _with_metadata(data: bytes, change: Any) -> bytes:
     table = pq.read_table(pa.BufferReader(data))
     meta = json.loads(table.schema.metadata[METADATA_KEY])
     change(meta)
-    table = table.replace_schema_metadata(
-        {METADATA_KEY: json.dumps(meta, allow_nan=True).encode()})
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, allow_nan=True).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -264,8 +300,13 @@ def captured_files(draw: st.DrawFn, pristine: Pristine) -> bytes:
         if section == "rows":
             meta["rows"] = value
         elif section == "prediction":
-            meta["prediction"] = {"kind": "numeric", "edges": value, "shares": value,
-                                  "count": value, "mean": value}
+            meta["prediction"] = {
+                "kind": "numeric",
+                "edges": value,
+                "shares": value,
+                "count": value,
+                "mean": value,
+            }
         else:
             for entry in meta[section].values():
                 for k in list(entry):

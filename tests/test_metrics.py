@@ -7,10 +7,10 @@ import pytest
 from harness import Metrics, parse_metrics
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sidecar.baseline import build_baseline
 from sidecar.config import DriftSettings, parse_config
 from sidecar.events import Event
 from sidecar.metrics import Health, SidecarCollector
+from sidecar.stats.reference import build_baseline
 from sidecar.tracker import ModelTracker
 
 SPEC = parse_config({"models": [{

@@ -31,16 +31,11 @@ from promtools import (
     start_prometheus,
 )
 
-from sidecar.baseline import (
-    Baseline,
-    NumericReference,
-    Reference,
-    category_key,
-    write_baseline,
-)
-from sidecar.drift import psi
+from sidecar.baseline import write_baseline
+from sidecar.stats.psi import psi
+from sidecar.stats.reference import Baseline, NumericReference, Reference, category_key
 
-pytestmark = pytest.mark.prometheus
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
 SEED = 20_240_611
 BASELINE_ROWS = 5_000

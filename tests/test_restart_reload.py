@@ -27,15 +27,28 @@ from sidecar.baseline import write_baseline
 
 def make_baseline(path: Path) -> Path:
     rng = np.random.default_rng(0)
-    write_baseline(path, "any", numeric={"x": rng.normal(0, 1, 500)}, categorical={},
-                   prediction=None, prediction_kind=None)
+    write_baseline(
+        path,
+        "any",
+        numeric={"x": rng.normal(0, 1, 500)},
+        categorical={},
+        prediction=None,
+        prediction_kind=None,
+    )
     return path
 
 
 def events(model: str, n: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
-    return [{"model": model, "features": {"x": float(i % 11) / 10, "c": "ab"[i % 2]},
-             "prediction": float(i % 3), "latency_s": 0.01, **extra}
-            for i in range(start, start + n)]
+    return [
+        {
+            "model": model,
+            "features": {"x": float(i % 11) / 10, "c": "ab"[i % 2]},
+            "prediction": float(i % 3),
+            "latency_s": 0.01,
+            **extra,
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def records(d: DaemonProcess, event: str) -> list[dict[str, Any]]:
@@ -58,8 +71,10 @@ def checks(d: DaemonProcess, model: str) -> float:
     return value(d, "drift_sidecar_drift_check_duration_seconds_count", model_name=model)
 
 
-AUTO = {"auto_register": {"enabled": True, "capture": 20},
-        "drift": {"interval_s": 0.2, "min_samples": 5}}
+AUTO = {
+    "auto_register": {"enabled": True, "capture": 20},
+    "drift": {"interval_s": 0.2, "min_samples": 5},
+}
 
 
 def test_auto_registered_models_come_back_after_a_restart(daemon_factory):
@@ -80,14 +95,16 @@ def test_auto_registered_models_come_back_after_a_restart(daemon_factory):
     m = d2.scrape()
     assert m.value("ml_drift_window_samples", model_name="auto-a") == 30
     assert m.value("ml_drift_window_samples", model_name="auto/b") == 10
-    after = wait_for(lambda: (r := d2.json("/v1/drift")["models"]["auto-a"]).get(
-        "samples") == 30 and r, 10, "a check after the restart")
+    after = wait_for(
+        lambda: (r := d2.json("/v1/drift")["models"]["auto-a"]).get("samples") == 30 and r,
+        10,
+        "a check after the restart",
+    )
     assert after["features"] == before["features"]
     # Registered as before: the same features, so the same series.
     d2.send([events("auto-a", 5, start=50)])
     d2.wait_metric("drift_sidecar_events_accepted_total", 5, model_name="auto-a")
-    assert d2.scrape().value("ml_feature_missing_total", model_name="auto-a",
-                             feature_name="c") == 0
+    assert d2.scrape().value("ml_feature_missing_total", model_name="auto-a", feature_name="c") == 0
 
 
 def test_restored_auto_models_respect_the_cap(daemon_factory):
@@ -102,13 +119,17 @@ def test_restored_auto_models_respect_the_cap(daemon_factory):
 
 def test_a_reload_that_changes_state_dir_is_refused(daemon_factory, tmp_path):
     base = make_baseline(tmp_path / "base.parquet")
-    d = daemon_factory({"models": [{"name": "m", "baseline": {"path": str(base)},
-                                    "features": [{"name": "x"}]}]})
+    d = daemon_factory(
+        {"models": [{"name": "m", "baseline": {"path": str(base)}, "features": [{"name": "x"}]}]}
+    )
     old_state = Path(yaml.safe_load(d.config_path.read_text())["state_dir"])
     rewrite(d, lambda c: c.update(state_dir=str(tmp_path / "elsewhere")))
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: value(d, "drift_sidecar_config_reloads_total", result="failure") == 1,
-             10, "refused reload")
+    wait_for(
+        lambda: value(d, "drift_sidecar_config_reloads_total", result="failure") == 1,
+        10,
+        "refused reload",
+    )
     (refused,) = records(d, "reload_refused")
     assert "state_dir: cannot change on reload" in refused["error"]
     assert d.scrape().value("drift_sidecar_config_last_reload_successful") == 0
@@ -120,11 +141,17 @@ def test_a_reload_that_changes_state_dir_is_refused(daemon_factory, tmp_path):
 
 
 def test_a_threshold_reload_keeps_counters_and_window_a_feature_change_does_not(
-        daemon_factory, tmp_path):
+    daemon_factory, tmp_path
+):
     base = make_baseline(tmp_path / "base.parquet")
-    model = {"name": "m", "version": "1", "baseline": {"path": str(base)},
-             "features": [{"name": "x"}], "prediction": {"type": "numeric"},
-             "drift": {"interval_s": 0.2, "min_samples": 5, "psi_threshold": 0.2}}
+    model = {
+        "name": "m",
+        "version": "1",
+        "baseline": {"path": str(base)},
+        "features": [{"name": "x"}],
+        "prediction": {"type": "numeric"},
+        "drift": {"interval_s": 0.2, "min_samples": 5, "psi_threshold": 0.2},
+    }
     d = daemon_factory({"models": [model]})
     d.send([events("m", 40)])
     d.wait_metric("drift_sidecar_events_accepted_total", 40, model_name="m")
@@ -132,40 +159,62 @@ def test_a_threshold_reload_keeps_counters_and_window_a_feature_change_does_not(
     m0 = d.scrape()
 
     def kept(m: Any) -> dict[str, Any]:
-        names = ("ml_prediction_requests_total", "ml_prediction_latency_seconds_count",
-                 "ml_feature_value_count", "ml_feature_bin_events_total",
-                 "drift_sidecar_events_accepted_total", "ml_drift_window_samples")
+        names = (
+            "ml_prediction_requests_total",
+            "ml_prediction_latency_seconds_count",
+            "ml_feature_value_count",
+            "ml_feature_bin_events_total",
+            "drift_sidecar_events_accepted_total",
+            "ml_drift_window_samples",
+        )
         return {n: sorted((sorted(k), v) for k, v in m.series(n).items()) for n in names}
 
     def retune(c: dict[str, Any]) -> None:
-        c["models"][0]["drift"].update(psi_threshold=0.9, min_samples=7, p_value=0.01,
-                                       interval_s=0.3, max_age_s=3600)
+        c["models"][0]["drift"].update(
+            psi_threshold=0.9, min_samples=7, p_value=0.01, interval_s=0.3, max_age_s=3600
+        )
         c["models"][0]["version"] = "2"
 
     rewrite(d, retune)
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: value(d, "drift_sidecar_config_reloads_total", result="success") == 1,
-             10, "applied reload")
+    wait_for(
+        lambda: value(d, "drift_sidecar_config_reloads_total", result="success") == 1,
+        10,
+        "applied reload",
+    )
     (reloaded,) = records(d, "reloaded")
     assert reloaded["retuned"] == ["m"] and reloaded["rebuilt"] == []
     assert kept(d.scrape()) == kept(m0)
-    r = wait_for(lambda: (r := d.json("/v1/drift")["models"]["m"])["psi_threshold"] == 0.9
-                 and r, 10, "a check with the new threshold")
+    r = wait_for(
+        lambda: (r := d.json("/v1/drift")["models"]["m"])["psi_threshold"] == 0.9 and r,
+        10,
+        "a check with the new threshold",
+    )
     assert r["min_samples"] == 7 and r["p_value"] == 0.01 and r["samples"] == 40
     d.send([events("m", 1)])  # the new version is the default now
-    wait_for(lambda: d.scrape().value("ml_prediction_requests_total", model_name="m",
-                                      model_version="2", status="success") == 1, 10, "v2")
+    wait_for(
+        lambda: (
+            d.scrape().value(
+                "ml_prediction_requests_total", model_name="m", model_version="2", status="success"
+            )
+            == 1
+        ),
+        10,
+        "v2",
+    )
 
     rewrite(d, lambda c: c["models"][0]["features"][0].update(buckets=[0.5]))
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: value(d, "drift_sidecar_config_reloads_total", result="success") == 2,
-             10, "second reload")
+    wait_for(
+        lambda: value(d, "drift_sidecar_config_reloads_total", result="success") == 2,
+        10,
+        "second reload",
+    )
     assert records(d, "reloaded")[1]["rebuilt"] == ["m"]
     assert d.scrape().value("ml_drift_window_samples", model_name="m") == 0
 
 
-def _storm(d: DaemonProcess, stop: threading.Event, sent: list[int],
-           change: Any = None) -> None:
+def _storm(d: DaemonProcess, stop: threading.Event, sent: list[int], change: Any = None) -> None:
     flip = False
     while not stop.is_set():
         if change is not None:
@@ -185,10 +234,15 @@ def _flip_buckets(c: dict[str, Any], flip: bool) -> None:
 
 
 def test_a_sighup_storm_neither_starves_checks_nor_runs_a_reload_per_signal(
-        daemon_factory, tmp_path):
+    daemon_factory, tmp_path
+):
     base = make_baseline(tmp_path / "base.parquet")
-    model = {"name": "m", "baseline": {"path": str(base)}, "features": [{"name": "x"}],
-             "drift": {"interval_s": 0.3, "min_samples": 5}}
+    model = {
+        "name": "m",
+        "baseline": {"path": str(base)},
+        "features": [{"name": "x"}],
+        "drift": {"interval_s": 0.3, "min_samples": 5},
+    }
     d = daemon_factory({"models": [model]})
     d.send([events("m", 40)])
     wait_for(lambda: checks(d, "m") >= 1, 10, "the first check")

@@ -12,7 +12,6 @@ import json
 import random
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import urllib.error
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from harness import DaemonProcess, kill_quietly, wait_for, write_config
+from harness import DaemonProcess, kill_quietly, wait_for
 
 from sidecar.baseline import write_baseline
 
@@ -31,8 +30,14 @@ DRIFT = {"interval_s": 0.5, "min_samples": 5, "window_size": 1_000_000}
 
 def make_baseline(path: Path) -> Path:
     rng = np.random.default_rng(0)
-    write_baseline(path, "any", numeric={"x": rng.normal(0, 1, 500)}, categorical={},
-                   prediction=None, prediction_kind=None)
+    write_baseline(
+        path,
+        "any",
+        numeric={"x": rng.normal(0, 1, 500)},
+        categorical={},
+        prediction=None,
+        prediction_kind=None,
+    )
     return path
 
 
@@ -60,15 +65,25 @@ def post(url: str, body: bytes) -> tuple[int, Any]:
 
 def test_events_acknowledged_up_to_sigterm_are_all_restored(daemon_factory, tmp_path):
     base = make_baseline(tmp_path / "base.parquet")
-    d = daemon_factory({
-        "models": [
-            {"name": "h", "baseline": {"capture": 3_000}, "features": [{"name": "x"}],
-             "drift": DRIFT},
-            {"name": "s", "baseline": {"path": str(base)}, "features": [{"name": "x"}],
-             "drift": DRIFT},
-        ],
-        "state": {"snapshot_interval_s": 3600},
-    })
+    d = daemon_factory(
+        {
+            "models": [
+                {
+                    "name": "h",
+                    "baseline": {"capture": 3_000},
+                    "features": [{"name": "x"}],
+                    "drift": DRIFT,
+                },
+                {
+                    "name": "s",
+                    "baseline": {"path": str(base)},
+                    "features": [{"name": "x"}],
+                    "drift": DRIFT,
+                },
+            ],
+            "state": {"snapshot_interval_s": 3600},
+        }
+    )
     acked = {"http": 0, "closed": 0}
     stop = threading.Event()
 
@@ -127,7 +142,7 @@ _LAUNCHER = """
 import sys, time
 from pathlib import Path
 import sidecar.daemon
-started, release, config = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+started, release = Path(sys.argv[1]), Path(sys.argv[2])
 real = sidecar.daemon.write_baseline
 def slow_write(*args, **kwargs):
     started.touch()
@@ -136,31 +151,33 @@ def slow_write(*args, **kwargs):
     return real(*args, **kwargs)
 sidecar.daemon.write_baseline = slow_write
 from sidecar.cli import main
-sys.exit(main(["run", "--config", config]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
-def test_sigterm_while_a_captured_baseline_is_written_loses_no_window(daemon_factory,
-                                                                     tmp_path):
+def test_sigterm_while_a_captured_baseline_is_written_loses_no_window(daemon_factory, tmp_path):
     n = 5_000
-    config_path, cfg = write_config(tmp_path, {
-        "models": [{"name": "c", "baseline": {"capture": n}, "features": [{"name": "x"}],
-                    "drift": DRIFT}],
-        "state": {"snapshot_interval_s": 3600},
-    })
     started, release = tmp_path / "write-started", tmp_path / "write-release"
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, str(started), str(release), str(config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    d = DaemonProcess(proc, config_path, cfg["socket"]["path"], cfg["http"]["port"], log_path)
+    d = daemon_factory(
+        {
+            "models": [
+                {
+                    "name": "c",
+                    "baseline": {"capture": n},
+                    "features": [{"name": "x"}],
+                    "drift": DRIFT,
+                }
+            ],
+            "state": {"snapshot_interval_s": 3600},
+        },
+        launcher=[sys.executable, "-c", _LAUNCHER, str(started), str(release)],
+    )
+    config_path = d.config_path
     try:
-        wait_for(lambda: d.get("/healthz")[0] == 200, 20, "daemon up")
-        body = "\n".join(json.dumps(b) for b in
-                         [batch("c", 1000, k) for k in range(n // 1000)]).encode()
-        assert d.post("/v1/events", body) == (200, {"accepted": n, "rejected": 0,
-                                                    "errors": []})
+        body = "\n".join(
+            json.dumps(b) for b in [batch("c", 1000, k) for k in range(n // 1000)]
+        ).encode()
+        assert d.post("/v1/events", body) == (200, {"accepted": n, "rejected": 0, "errors": []})
         wait_for(started.exists, 10, "the capture's write to begin")
         # Events after the capture: they go to the window that the write must not lose.
         status, reply = d.post("/v1/events", json.dumps(batch("c", 700, 99)).encode())
@@ -168,8 +185,12 @@ def test_sigterm_while_a_captured_baseline_is_written_loses_no_window(daemon_fac
         d.proc.send_signal(signal.SIGTERM)
         # Shutdown has begun and waits for the write: HTTP ingest is closed already.
         status, reply = wait_for(
-            lambda: (r := d.post("/v1/events", json.dumps(batch("c", 1, 7)).encode()))[0]
-            == 503 and r, 10, "503 while shutting down")
+            lambda: (
+                (r := d.post("/v1/events", json.dumps(batch("c", 1, 7)).encode()))[0] == 503 and r
+            ),
+            10,
+            "503 while shutting down",
+        )
         assert reply == {"error": "shutting down"}
         release.touch()
         assert d.proc.wait(30) == 0

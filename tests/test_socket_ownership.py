@@ -13,8 +13,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,8 @@ import yaml
 from harness import (
     DaemonProcess,
     free_port,
-    kill_quietly,
     run_to_exit,
-    umask_daemon,
+    umask_launcher,
     wait_for,
     write_config,
 )
@@ -66,14 +63,16 @@ MODEL = {"models": [{"name": "m", "baseline": {"capture": 1_000_000}, "features"
 
 
 def test_a_second_daemon_on_the_same_socket_refuses_and_the_first_keeps_it(
-        daemon_factory, tmp_path):
+    daemon_factory, tmp_path
+):
     d = daemon_factory(MODEL)
     before = ident(d.socket_path)
     send_and_count(d, 5, 5)
 
     result = run_to_exit(second_config(d, tmp_path))
-    assert_refused(result, str(d.socket_path), "in use by another drift-sidecar",
-                   f"pid {d.proc.pid}")
+    assert_refused(
+        result, str(d.socket_path), "in use by another drift-sidecar", f"pid {d.proc.pid}"
+    )
     # The first daemon's socket is the same file, and still receives.
     assert ident(d.socket_path) == before
     send_and_count(d, 5, 10)
@@ -137,8 +136,9 @@ def _dangling_symlink(path: Path, tmp: Path) -> None:
     path.symlink_to(tmp / "does-not-exist")
 
 
-@pytest.mark.parametrize("make", [_regular, _folder, _symlink_to_file, _symlink_to_socket,
-                                  _dangling_symlink])
+@pytest.mark.parametrize(
+    "make", [_regular, _folder, _symlink_to_file, _symlink_to_socket, _dangling_symlink]
+)
 def test_a_path_that_is_not_a_socket_is_refused_and_left_alone(tmp_path, make):
     config_path, cfg = write_config(tmp_path, MODEL)
     path = Path(cfg["socket"]["path"])
@@ -175,37 +175,36 @@ def test_removed_or_replaced_socket_fails_healthz_and_is_not_deleted_at_stop(dae
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o077])
-def test_socket_and_new_folders_get_their_modes_whatever_the_umask(tmp_path, umask):
+def test_socket_and_new_folders_get_their_modes_whatever_the_umask(daemon_factory, tmp_path, umask):
     sock_root = tmp_path / f"run-{umask:o}"
     path = sock_root / "a" / "b" / "events.sock"
-    d = umask_daemon(tmp_path, umask, {"socket": {"path": str(path), "mode": "0o660"}})
-    try:
-        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o660
-        for folder in (sock_root, sock_root / "a", sock_root / "a" / "b"):
-            assert stat.S_IMODE(os.lstat(folder).st_mode) == 0o750, folder
-        assert d.stop() == 0
-    finally:
-        kill_quietly(d)
+    d = daemon_factory(
+        {"socket": {"path": str(path), "mode": "0o660"}}, launcher=umask_launcher(umask)
+    )
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o660
+    for folder in (sock_root, sock_root / "a", sock_root / "a" / "b"):
+        assert stat.S_IMODE(os.lstat(folder).st_mode) == 0o750, folder
+    assert d.stop() == 0
 
 
-def test_existing_socket_folder_keeps_its_mode(tmp_path):
+def test_existing_socket_folder_keeps_its_mode(daemon_factory, tmp_path):
     folder = tmp_path / "shared"
     folder.mkdir(mode=0o777)
     folder.chmod(0o1777)  # a sticky, world-writable folder, like /tmp
-    d = umask_daemon(tmp_path, 0o022, {"socket": {"path": str(folder / "events.sock")}})
-    try:
-        assert stat.S_IMODE(os.lstat(folder).st_mode) == 0o1777
-        assert stat.S_IMODE(os.lstat(folder / "events.sock").st_mode) == 0o660
-        assert d.stop() == 0
-    finally:
-        kill_quietly(d)
+    d = daemon_factory(
+        {"socket": {"path": str(folder / "events.sock")}}, launcher=umask_launcher(0o022)
+    )
+    assert stat.S_IMODE(os.lstat(folder).st_mode) == 0o1777
+    assert stat.S_IMODE(os.lstat(folder / "events.sock").st_mode) == 0o660
+    assert d.stop() == 0
 
 
 def test_socket_folder_that_cannot_be_created_is_one_clear_line(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where a folder should be")
-    config_path, _ = write_config(tmp_path, {**MODEL,
-                                             "socket": {"path": str(blocker / "events.sock")}})
+    config_path, _ = write_config(
+        tmp_path, {**MODEL, "socket": {"path": str(blocker / "events.sock")}}
+    )
     result = run_to_exit(config_path)
     assert_refused(result, "cannot create folder", str(blocker))
     assert blocker.read_text() == "a file where a folder should be"
@@ -223,28 +222,29 @@ def test_a_refused_start_leaves_the_first_daemons_state_alone(daemon_factory, tm
     wait_for(lambda: d.get("/healthz")[0] == 200, 5, "first daemon healthy")
 
 
-def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path):
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder(daemon_factory, tmp_path):
     """socket.path, state_dir and baseline paths: one rule, the config file's folder."""
     conf_dir = tmp_path / "conf"
     conf_dir.mkdir()
     work = tmp_path / "elsewhere"
     work.mkdir()
-    port = free_port()
     config = conf_dir / "sidecar.yaml"
-    config.write_text(yaml.safe_dump({
-        "socket": {"path": "run/events.sock"}, "state_dir": "state",
-        "http": {"port": port}, "gpu": {"enabled": False}, **MODEL}))
-    with (tmp_path / "log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sidecar.cli", "run", "--config",
-                                 str(config)], cwd=work, stdout=log, stderr=subprocess.STDOUT)
-    d = DaemonProcess(proc, config, str(conf_dir / "run" / "events.sock"), port,
-                      tmp_path / "log")
-    try:
-        wait_for(lambda: d.get("/healthz")[0] == 200, 20, "daemon up")
-        assert stat.S_ISSOCK(os.lstat(conf_dir / "run" / "events.sock").st_mode)
-        send_and_count(d, 2, 2)
-        assert d.stop() == 0
-        assert (conf_dir / "state" / "windows").is_dir()
-        assert not any(work.iterdir())  # nothing in the working directory
-    finally:
-        kill_quietly(d)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "socket": {"path": "run/events.sock"},
+                "state_dir": "state",
+                "http": {"port": free_port()},
+                "gpu": {"enabled": False},
+                **MODEL,
+            }
+        )
+    )
+    d = daemon_factory(
+        config_path=config, cwd=work, socket_path=str(conf_dir / "run" / "events.sock")
+    )
+    assert stat.S_ISSOCK(os.lstat(conf_dir / "run" / "events.sock").st_mode)
+    send_and_count(d, 2, 2)
+    assert d.stop() == 0
+    assert (conf_dir / "state" / "windows").is_dir()
+    assert not any(work.iterdir())  # nothing in the working directory

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from harness import DaemonProcess, free_port, kill_quietly, run_to_exit, wait_for, write_config
+from harness import DaemonProcess, free_port, kill_quietly, run_to_exit, wait_for
 
 from sidecar.baseline import write_baseline
 from sidecar.statefiles import state_name
@@ -36,32 +36,47 @@ WINDOW = {"interval_s": 0.2, "min_samples": 5, "window_size": 10_000}
 
 
 def file_model(name: str, baseline: Path) -> dict[str, Any]:
-    return {"name": name, "baseline": {"path": str(baseline)},
-            "features": [{"name": "x"}, {"name": "y"}], "drift": WINDOW}
+    return {
+        "name": name,
+        "baseline": {"path": str(baseline)},
+        "features": [{"name": "x"}, {"name": "y"}],
+        "drift": WINDOW,
+    }
 
 
 def capture_model(name: str, n: int = 20) -> dict[str, Any]:
-    return {"name": name, "baseline": {"capture": n},
-            "features": [{"name": "x"}, {"name": "y"}], "drift": WINDOW}
+    return {
+        "name": name,
+        "baseline": {"capture": n},
+        "features": [{"name": "x"}, {"name": "y"}],
+        "drift": WINDOW,
+    }
 
 
 def make_baseline(path: Path) -> Path:
     rng = np.random.default_rng(0)
-    write_baseline(path, "any", numeric={"x": rng.normal(0, 1, 500), "y": rng.normal(0, 1, 500)},
-                   categorical={}, prediction=None, prediction_kind=None)
+    write_baseline(
+        path,
+        "any",
+        numeric={"x": rng.normal(0, 1, 500), "y": rng.normal(0, 1, 500)},
+        categorical={},
+        prediction=None,
+        prediction_kind=None,
+    )
     return path
 
 
 def events(model: str, n: int, start: int = 0) -> list[dict[str, Any]]:
-    return [{"model": model, "features": {"x": float(i % 7), "y": float(i % 5)}}
-            for i in range(start, start + n)]
+    return [
+        {"model": model, "features": {"x": float(i % 7), "y": float(i % 5)}}
+        for i in range(start, start + n)
+    ]
 
 
 def noisy(model: str, n: int, start: int = 0) -> list[dict[str, Any]]:
     """Events whose values do not compress: a captured baseline of them is large."""
     rng = random.Random(start)
-    return [{"model": model, "features": {"x": rng.random(), "y": rng.random()}}
-            for _ in range(n)]
+    return [{"model": model, "features": {"x": rng.random(), "y": rng.random()}} for _ in range(n)]
 
 
 def batches(model: str, n: int, start: int = 0) -> list[list[dict[str, Any]]]:
@@ -104,7 +119,8 @@ def _npz_with(arrays: dict[str, bytes]) -> bytes:
 def _npy_claiming(shape: tuple[int, ...], payload: bytes = b"\0" * 16) -> bytes:
     f = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        f, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        f, {"descr": "<f8", "fortran_order": False, "shape": shape}
+    )
     return f.getvalue() + payload
 
 
@@ -248,8 +264,14 @@ def c_truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-100])
 
 
-CAPTURE_TAMPERING = {"fifo": c_fifo, "dev_zero": c_dev_zero, "folder": c_folder,
-                     "sparse": c_sparse, "random": c_random, "truncated": c_truncated}
+CAPTURE_TAMPERING = {
+    "fifo": c_fifo,
+    "dev_zero": c_dev_zero,
+    "folder": c_folder,
+    "sparse": c_sparse,
+    "random": c_random,
+    "truncated": c_truncated,
+}
 
 
 def test_tampered_state_never_stops_start_up_and_is_set_aside(daemon_factory, tmp_path):
@@ -300,7 +322,8 @@ def test_tampered_state_never_stops_start_up_and_is_set_aside(daemon_factory, tm
 
 
 def test_a_symlinked_or_file_subfolder_is_set_aside_and_its_target_untouched(
-        daemon_factory, tmp_path):
+    daemon_factory, tmp_path
+):
     base = make_baseline(tmp_path / "base.parquet")
     d = daemon_factory({"models": [file_model("m", base)]})
     d.send([events("m", 10)])
@@ -328,7 +351,7 @@ def test_a_symlinked_or_file_subfolder_is_set_aside_and_its_target_untouched(
 _LAUNCHER = """
 import os, resource, sys, time
 from pathlib import Path
-mode, arg, config = sys.argv[1], sys.argv[2], sys.argv[3]
+mode, arg = sys.argv[1], sys.argv[2]
 if mode == "fsize":  # a full disk: writes past this many bytes fail with EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(arg), resource.RLIM_INFINITY))
 elif mode == "stall":  # a writer stopped between writing its temp file and renaming it
@@ -341,23 +364,12 @@ elif mode == "stall":  # a writer stopped between writing its temp file and rena
         return real(src, dst, *a, **k)
     os.replace = stalled
 from sidecar.cli import main
-sys.exit(main(["run", "--config", config]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
-def launch(tmp: Path, mode: str, arg: str, config_path: Path) -> DaemonProcess:
-    cfg = yaml.safe_load(config_path.read_text())
-    log_path = tmp / f"launched-{mode}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, mode, arg, str(config_path)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
-    d = DaemonProcess(proc, config_path, cfg["socket"]["path"], cfg["http"]["port"], log_path)
-    try:
-        wait_for(lambda: d.get("/healthz")[0] == 200, 20, "daemon up")
-    except BaseException:
-        kill_quietly(d)
-        raise
-    return d
+def launcher(mode: str, arg: str) -> list[str]:
+    return [sys.executable, "-c", _LAUNCHER, mode, arg]
 
 
 def counter(d: DaemonProcess, name: str, **labels: str) -> float:
@@ -365,29 +377,42 @@ def counter(d: DaemonProcess, name: str, **labels: str) -> float:
 
 
 def test_full_disk_during_capture_keeps_serving_and_writes_once_space_returns(
-        daemon_factory, tmp_path):
+    daemon_factory, tmp_path
+):
     n = 20_000  # a captured baseline of about 300 KiB; the "disk" takes 150 KiB per file
-    config_path, _ = write_config(tmp_path, {
-        "models": [capture_model("m", n)], "state": {"snapshot_interval_s": 0.3}})
-    d = launch(tmp_path, "fsize", str(150 << 10), config_path)
+    d = daemon_factory(
+        {"models": [capture_model("m", n)], "state": {"snapshot_interval_s": 0.3}},
+        launcher=launcher("fsize", str(150 << 10)),
+    )
+    config_path = d.config_path
     try:
         d.send(batches("m", n + 50))
         wait_for(lambda: d.get("/readyz")[0] == 200, 20, "baseline in use from memory")
-        wait_for(lambda: counter(d, "drift_sidecar_baseline_writes_total",
-                                 result="failure") >= 2, 20, "write failed and retried")
+        wait_for(
+            lambda: counter(d, "drift_sidecar_baseline_writes_total", result="failure") >= 2,
+            20,
+            "write failed and retried",
+        )
         assert records(d, "baseline_write_failed")
         baselines = state_dir(d) / "baselines"
         assert not list(baselines.glob("*.parquet"))  # neither the file nor a temp file
         assert not [p for p in baselines.iterdir() if p.name.endswith(".tmp")]
-        wait_for(lambda: (m := d.scrape()).value("ml_drift_window_samples",
-                                                     model_name="m") == 50 and m, 10, "window")
+        wait_for(
+            lambda: (m := d.scrape()).value("ml_drift_window_samples", model_name="m") == 50 and m,
+            10,
+            "window",
+        )
         assert d.proc.poll() is None
 
         # Space comes back: the next snapshot writes the baseline; nothing was lost.
-        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
-                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        wait_for(lambda: counter(d, "drift_sidecar_baseline_writes_total",
-                                 result="success") == 1, 20, "the retried write")
+        resource.prlimit(
+            d.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        )
+        wait_for(
+            lambda: counter(d, "drift_sidecar_baseline_writes_total", result="success") == 1,
+            20,
+            "the retried write",
+        )
         assert (baselines / "m.parquet").exists()
         d.send([events("m", 5, start=n + 50)])
         d.wait_metric("drift_sidecar_events_accepted_total", n + 55, model_name="m")
@@ -403,19 +428,30 @@ def test_unwritable_state_dir_runs_degraded_and_recovers(daemon_factory, tmp_pat
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where state_dir's parent should be")
     root = blocker / "state"
-    d = daemon_factory({"state_dir": str(root), "state": {"snapshot_interval_s": 0.3},
-                        "models": [capture_model("m", 20)]})
+    d = daemon_factory(
+        {
+            "state_dir": str(root),
+            "state": {"snapshot_interval_s": 0.3},
+            "models": [capture_model("m", 20)],
+        }
+    )
     (degraded,) = records(d, "state_dir_degraded")
     assert str(root) in degraded["state_dir"] and "Not a directory" in degraded["reason"]
     d.send([events("m", 30)])
     wait_for(lambda: d.get("/readyz")[0] == 200, 20, "baseline from memory")
-    wait_for(lambda: counter(d, "drift_sidecar_state_snapshots_total",
-                             result="failure") >= 2, 20, "snapshots failing, retried")
+    wait_for(
+        lambda: counter(d, "drift_sidecar_state_snapshots_total", result="failure") >= 2,
+        20,
+        "snapshots failing, retried",
+    )
     assert counter(d, "drift_sidecar_baseline_writes_total", result="failure") >= 1
 
     blocker.unlink()  # the volume comes back
-    wait_for(lambda: counter(d, "drift_sidecar_baseline_writes_total",
-                             result="success") == 1, 20, "baseline written")
+    wait_for(
+        lambda: counter(d, "drift_sidecar_baseline_writes_total", result="success") == 1,
+        20,
+        "baseline written",
+    )
     wait_for((root / "windows" / "m.json").exists, 20, "snapshot written")
     assert d.stop() == 0  # never 1, degraded or not
 
@@ -429,8 +465,13 @@ def test_a_failed_snapshot_never_exits_1(daemon_factory, tmp_path):
     blocker = tmp_path / "vol"
     root = blocker / "state"
     base = make_baseline(tmp_path / "base.parquet")
-    d = daemon_factory({"state_dir": str(root), "models": [file_model("m", base)],
-                        "state": {"snapshot_interval_s": 3600}})
+    d = daemon_factory(
+        {
+            "state_dir": str(root),
+            "models": [file_model("m", base)],
+            "state": {"snapshot_interval_s": 3600},
+        }
+    )
     d.send([events("m", 10)])
     d.wait_metric("drift_sidecar_events_accepted_total", 10, model_name="m")
     (root / "windows").rename(tmp_path / "gone")
@@ -440,13 +481,18 @@ def test_a_failed_snapshot_never_exits_1(daemon_factory, tmp_path):
 
 
 def test_temp_files_of_a_killed_writer_are_removed_at_start_and_nothing_else(
-        daemon_factory, tmp_path):
+    daemon_factory, tmp_path
+):
     base = make_baseline(tmp_path / "base.parquet")
     started = tmp_path / "writer-stalled"
-    config_path, _ = write_config(tmp_path, {
-        "models": [file_model("m", base), capture_model("c", 20)],
-        "state": {"snapshot_interval_s": 0.2}})
-    d = launch(tmp_path, "stall", str(started), config_path)
+    d = daemon_factory(
+        {
+            "models": [file_model("m", base), capture_model("c", 20)],
+            "state": {"snapshot_interval_s": 0.2},
+        },
+        launcher=launcher("stall", str(started)),
+    )
+    config_path = d.config_path
     try:
         d.send([events("m", 10), *events("c", 25)])
         wait_for(started.exists, 20, "a write to reach its rename")
@@ -457,8 +503,12 @@ def test_temp_files_of_a_killed_writer_are_removed_at_start_and_nothing_else(
     left = [p for p in [*windows.iterdir(), *baselines.iterdir()] if p.name.endswith(".tmp")]
     assert left, "the kill left no temp file: the test did not reproduce the crash"
     # Files that are not the writers' temp files, some of them look alike.
-    decoys = [windows / "notes.tmp", windows / ".hidden", baselines / "m.parquet.bak",
-              windows / ".m.json.abcdefgh.tmp.keep"]
+    decoys = [
+        windows / "notes.tmp",
+        windows / ".hidden",
+        baselines / "m.parquet.bak",
+        windows / ".m.json.abcdefgh.tmp.keep",
+    ]
     for p in decoys:
         p.write_text("keep me")
     link = windows / ".x.json.abcdefgh.tmp"
@@ -481,9 +531,16 @@ def test_model_names_that_used_to_share_a_file_keep_their_own_state(daemon_facto
     base = make_baseline(tmp_path / "base.parquet")
     first = "a:b"
     second = "a_b-" + hashlib.sha256(first.encode()).hexdigest()[:8]  # its old file name
-    d = daemon_factory({"models": [file_model(first, base), file_model(second, base),
-                                   capture_model("c:1"), capture_model("c_1-"
-                                   + hashlib.sha256(b"c:1").hexdigest()[:8])]})
+    d = daemon_factory(
+        {
+            "models": [
+                file_model(first, base),
+                file_model(second, base),
+                capture_model("c:1"),
+                capture_model("c_1-" + hashlib.sha256(b"c:1").hexdigest()[:8]),
+            ]
+        }
+    )
     d.send([events(first, 7), *events(second, 11)])
     d.send([events("c:1", 20), *events("c_1-" + hashlib.sha256(b"c:1").hexdigest()[:8], 23)])
     wait_for(lambda: d.get("/readyz")[0] == 200, 20, "captures")
@@ -507,10 +564,11 @@ def test_state_written_under_the_old_file_names_is_still_read(daemon_factory, tm
     d.wait_metric("drift_sidecar_events_accepted_total", 24, model_name="cap.v2")
     assert d.stop() == 0
     root = state_dir(d)
-    for new, old in [(root / "windows" / "fraud%2Ev2.json", root / "windows" / "fraud.v2.json"),
-                     (root / "windows" / "cap%2Ev2.json", root / "windows" / "cap.v2.json"),
-                     (root / "baselines" / "cap%2Ev2.parquet",
-                      root / "baselines" / "cap.v2.parquet")]:
+    for new, old in [
+        (root / "windows" / "fraud%2Ev2.json", root / "windows" / "fraud.v2.json"),
+        (root / "windows" / "cap%2Ev2.json", root / "windows" / "cap.v2.json"),
+        (root / "baselines" / "cap%2Ev2.parquet", root / "baselines" / "cap.v2.parquet"),
+    ]:
         new.rename(old)
     d2 = daemon_factory(config_path=d.config_path)
     assert window(d2, "fraud.v2") == 9
@@ -523,15 +581,41 @@ def test_baseline_build_writes_files_other_users_can_read_unless_the_umask_says_
     data = tmp_path / "train.csv"
     data.write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(100)))
     config = tmp_path / "sidecar.yaml"
-    config.write_text(yaml.safe_dump({"models": [{
-        "name": "m", "baseline": {"path": "m.parquet"},
-        "features": [{"name": "x"}, {"name": "y"}]}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "baseline": {"path": "m.parquet"},
+                        "features": [{"name": "x"}, {"name": "y"}],
+                    }
+                ]
+            }
+        )
+    )
     for umask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
         out = tmp_path / f"m-{umask:o}.parquet"
         subprocess.run(
-            [sys.executable, "-m", "sidecar.cli", "baseline", "build", "--from", str(data),
-             "--config", str(config), "--model", "m", "--out", str(out)],
-            check=True, capture_output=True, preexec_fn=lambda u=umask: os.umask(u))
+            [
+                sys.executable,
+                "-m",
+                "sidecar.cli",
+                "baseline",
+                "build",
+                "--from",
+                str(data),
+                "--config",
+                str(config),
+                "--model",
+                "m",
+                "--out",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            preexec_fn=lambda u=umask: os.umask(u),
+        )
         assert stat.S_IMODE(out.stat().st_mode) == mode, (oct(umask), oct(out.stat().st_mode))
 
 

@@ -8,12 +8,8 @@
 Recording never blocks and never raises; see docs/client.md for the guarantees.
 """
 
-from sidecar.client._monitor import (
-    DROP_REASONS,
-    ClientStats,
-    Monitor,
-    default_socket_path,
-)
+from sidecar.client._monitor import Monitor, default_socket_path
+from sidecar.client._stats import DROP_REASONS, ClientStats
 from sidecar.client._timing import Timed
 
 __all__ = ["DROP_REASONS", "ClientStats", "Monitor", "Timed", "default_socket_path"]

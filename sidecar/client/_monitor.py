@@ -10,126 +10,37 @@ from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
-import itertools
-import logging
 import os
-import select
-import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
 
-from sidecar.client import _trace
-from sidecar.client._encode import Batch, Invalid, RecordTuple, build_event
+from sidecar import paths
+from sidecar.client._encode import Batch, RecordTuple
+from sidecar.client._flusher import Flusher
+from sidecar.client._stats import DROP_REASONS, ClientStats
 from sidecar.client._timing import Timed, track_call
+from sidecar.client._trace import current_trace_id
 from sidecar.errors import ConfigError
 
-log = logging.getLogger("sidecar.client")
-
-DROP_REASONS = (
-    "buffer_full",
-    "not_connected",
-    "invalid_input",
-    "send_failed",
-    "too_large",
-    "closed",
-)
-"""Why an event was not sent; the keys of `ClientStats.dropped`."""
-
-LOG_EVERY_S = 60.0
-"""A repeated problem (drops, bad input, a missing sidecar) is logged at most this often."""
-
-SLICE_S = 0.0002
-"""The flusher encodes for at most this long before a syscall lets request threads run."""
-
-_IOV_MAX = 64
 _now = time.time
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True, slots=True)
-class ClientStats:
-    """A snapshot of what a Monitor did with the events it was given."""
-
-    sent: int
-    """Events written completely to the socket (handed to the kernel)."""
-    dropped: dict[str, int]
-    """Events given up on, by reason (every key of DROP_REASONS is present)."""
-    buffered: int
-    """Events waiting in the buffer, not yet encoded."""
-    pending: int
-    """Events encoded and waiting for the socket to take them."""
-    pending_bytes: int
-    """Bytes of encoded events waiting for the socket."""
-    connected: bool
-    """Whether the flusher holds a connection now."""
-    reconnects: int
-    """Connections made after the first one (the sidecar restarted or was late)."""
-    connect_failures: int
-    """Connection attempts that failed (no socket file, nobody listening)."""
-    bytes_sent: int
-    """Bytes written to the socket."""
-
-    @property
-    def dropped_total(self) -> int:
-        """All dropped events, whatever the reason."""
-        return sum(self.dropped.values())
-
-
-class _Chunk:
-    """One encoded line and how many events it carries."""
-
-    __slots__ = ("data", "events", "offset")
-
-    def __init__(self, data: bytes, events: int) -> None:
-        self.data = memoryview(data)
-        self.events = events
-        self.offset = 0
-
-
-class _LogLimiter:
-    """Log each kind of problem at most once per LOG_EVERY_S, with how often it happened."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-        self._count: dict[str, int] = {}
-
-    def warn(self, key: str, msg: str, *args: object) -> None:
-        self._count[key] = self._count.get(key, 0) + 1
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < LOG_EVERY_S:
-            return
-        n = self._count.pop(key)
-        self._last[key] = now
-        if n > 1:
-            log.warning(msg + " (%d times since last logged)", *args, n)
-        else:
-            log.warning(msg, *args)
-
 
 _live: weakref.WeakSet[Monitor] = weakref.WeakSet()
 
 
 def default_socket_path() -> str:
-    """Where the daemon listens when its config names no socket: the same rule as the daemon."""
-    env = os.environ.get("DRIFT_SIDECAR_SOCKET")
-    if env:
-        return env
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "drift-sidecar", "events.sock")
-    return os.path.join(os.getcwd(), "drift-sidecar.sock")
+    """`$DRIFT_SIDECAR_SOCKET`, else where the daemon listens when its config names no
+    socket (`sidecar.paths.default_socket_path`, the daemon's own rule)."""
+    return os.environ.get(paths.SOCKET_ENV) or paths.default_socket_path()
 
 
-class Monitor:
+class Monitor(Flusher):
     """Sends prediction events to the drift sidecar without ever blocking or raising.
 
     `record()` appends to a bounded buffer and returns at once; a daemon thread encodes
@@ -182,9 +93,7 @@ class Monitor:
         self._backoff_min, self._backoff_max = float(lo), float(hi)
         self._max_pending = max_pending_bytes
         self._max_line = max_line_bytes
-        self._trace: Callable[[], int | None] | None = (
-            _trace.current_trace_id if trace_ids else None
-        )
+        self._trace: Callable[[], int | None] | None = current_trace_id if trace_ids else None
         self._encoder = msgspec.json.Encoder()
         self._setup()
         _live.add(self)
@@ -203,33 +112,7 @@ class Monitor:
         self._caller_problem: str | None = None
         self._closed = False
         self._memory: int | None = None
-        # Flusher side.
-        self._sock: socket.socket | None = None
-        self._carry: Iterator[RecordTuple | Invalid] | None = None
-        self._carry_left = 0
-        self._pending: collections.deque[_Chunk] = collections.deque()
-        self._pending_bytes = 0
-        self._pending_events = 0
-        self._flusher_drops = dict.fromkeys(DROP_REASONS, 0)
-        self._sent = 0
-        self._bytes_sent = 0
-        self._reconnects = 0
-        self._connect_failures = 0
-        self._ever_connected = False
-        self._backoff = self._backoff_min
-        self._next_connect = 0.0
-        self._next_peer_check = 0.0
-        self._memory_sent: int | None = None
-        self._logged_caller_drops = 0
-        self._limiter = _LogLimiter()
-        self._stop = False
-        self._wake = threading.Event()
-        self._cond = threading.Condition(threading.Lock())
-        self._cycles = 0
-        self._idle = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"drift-sidecar-client[{self.model}]", daemon=True
-        )
+        self._setup_flusher()
 
     # ---- the caller's side: a few operations each, no I/O, no exceptions ----
 
@@ -288,7 +171,7 @@ class Monitor:
             shared = {"ts": _now(), "trace_id": self._trace() if self._trace else None}
             return self._submit(Batch(len(rows), {}, shared, rows=rows))
         except Exception as exc:
-            self._note_invalid(f"record_many: {type(exc).__name__}: {exc}")
+            self.note_invalid(f"record_many: {type(exc).__name__}: {exc}")
             return 0
 
     def record_batch(
@@ -429,8 +312,17 @@ class Monitor:
             self._caller_drops[reason] += n
         return False
 
-    def _note_invalid(self, detail: str) -> None:
-        """Count one event the caller's side judged invalid (logged later by the flusher)."""
+    @property
+    def trace_id_source(self) -> Callable[[], int | None] | None:
+        """Gives the current OpenTelemetry trace id; None when trace ids are off."""
+        return self._trace
+
+    def note_invalid(self, detail: str) -> None:
+        """Count one event that a helper judged invalid (`invalid_input`), and log `detail`.
+
+        For helpers built on a Monitor (`timed`, `track`, `sidecar.client.torch`); the
+        log line is written later, rate-limited, by the flusher.
+        """
         self._caller_problem = detail
         self._refuse(1, "invalid_input")
 
@@ -527,252 +419,6 @@ class Monitor:
             f"connected={s.connected} sent={s.sent} dropped={s.dropped_total}>"
         )
 
-    # ---- the flusher thread ----
-
-    def _run(self) -> None:
-        while True:
-            try:
-                if self._cycle():
-                    break
-            except Exception:
-                # A bug here must not silently stop delivery: log, reset the socket, go on.
-                log.exception("drift-sidecar client flusher failed; reconnecting")
-                self._disconnect()
-                self._wake.wait(self._backoff_max)
-        self._disconnect(closing=True)
-        with self._cond:
-            self._cycles += 1
-            self._cond.notify_all()
-
-    def _cycle(self) -> bool:
-        """One round of connect, encode, write; returns True when the flusher should exit."""
-        stopping = self._stop
-        now = time.monotonic()
-        if self._sock is None and now >= self._next_connect:
-            self._connect(now)
-        blocked = False
-        if self._sock is not None and now >= self._next_peer_check:
-            # Each syscall hands the GIL away, so a busy flusher checks only now and then.
-            self._next_peer_check = now + self.flush_interval_s
-            self._check_peer()
-        if self._sock is not None:
-            self._send_memory()
-            self._encode_pending()
-            blocked = self._write()
-        self._log_caller_problems()
-        sock = self._sock
-        work = bool(self._buf) or self._carry is not None
-        idle = not work and not self._pending
-        with self._cond:
-            self._cycles += 1
-            self._idle = idle
-            self._cond.notify_all()
-        if stopping:
-            return True
-        if sock is None:
-            self._wait(max(self._next_connect - time.monotonic(), 0.0))
-        elif blocked:
-            with contextlib.suppress(OSError, ValueError):
-                select.select([], [sock], [], self.flush_interval_s)
-        elif not (work and self._pending_bytes < self._max_pending):
-            self._wait(self.flush_interval_s)
-        return False
-
-    def _wait(self, timeout: float) -> None:
-        if self._wake.wait(timeout):
-            self._wake.clear()
-
-    def _connect(self, now: float) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            sock.connect(self.socket_path)
-        except OSError as exc:
-            # No file, nobody listening, or a full accept backlog (EAGAIN): all retried.
-            sock.close()
-            self._connect_failures += 1
-            self._next_connect = now + self._backoff
-            self._backoff = min(self._backoff * 2, self._backoff_max)
-            self._limiter.warn(
-                "connect",
-                "drift sidecar not reachable at %s (%s); buffering up to %d events, then dropping",
-                self.socket_path,
-                exc.strerror or type(exc).__name__,
-                self.buffer_size,
-            )
-            return
-        if self._ever_connected:
-            self._reconnects += 1
-        self._ever_connected = True
-        self._backoff = self._backoff_min
-        self._memory_sent = None  # a restarted sidecar has forgotten the gauge
-        self._sock = sock
-
-    def _check_peer(self) -> None:
-        """Notice a sidecar that went away before the next write fails."""
-        assert self._sock is not None
-        try:
-            data = self._sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._disconnect()
-            return
-        if not data:
-            self._disconnect()
-
-    def _disconnect(self, closing: bool = False) -> None:
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        sock.close()
-        if self._pending and self._pending[0].offset > 0:
-            # Half a line went out on the old connection; it cannot be resent whole.
-            chunk = self._pending.popleft()
-            self._pending_bytes -= len(chunk.data)
-            self._pending_events -= chunk.events
-            self._flusher_drops["send_failed"] += chunk.events
-        if not closing:
-            self._next_connect = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, self._backoff_max)
-            self._limiter.warn("lost", "connection to drift sidecar at %s lost", self.socket_path)
-
-    def _send_memory(self) -> None:
-        mem = self._memory
-        if mem is None or mem == self._memory_sent:
-            return
-        msg: dict[str, Any] = {"kind": "stats", "model": self.model, "model_memory_bytes": mem}
-        if self.version is not None:
-            msg["version"] = self.version
-        data = self._encoder.encode(msg) + b"\n"
-        self._pending.append(_Chunk(data, 0))
-        self._pending_bytes += len(data)
-        self._memory_sent = mem
-
-    def _next_record(self) -> RecordTuple | Invalid | None:
-        while True:
-            carry = self._carry
-            if carry is not None:
-                rec = next(carry, None)
-                if rec is not None:
-                    self._carry_left -= 1
-                    return rec
-                self._carry = None
-                self._carry_left = 0
-            try:
-                item = self._buf.popleft()
-            except IndexError:
-                return None
-            if type(item) is tuple:
-                return item
-            assert isinstance(item, Batch)
-            with self._batch_lock:
-                self._batched -= item.n
-                self._batch_items -= 1
-            self._carry_left = item.n
-            self._carry = item.expand()
-
-    def _encode_pending(self) -> None:
-        """Encode buffered events into lines, handing the GIL back every SLICE_S."""
-        model, version, size = self.model, self.version, self.batch_size
-        start = time.perf_counter()
-        while self._pending_bytes < self._max_pending:
-            events: list[dict[str, Any]] = []
-            checked = 0
-            while len(events) < size:
-                rec = self._next_record()
-                if rec is None:
-                    break
-                if isinstance(rec, Invalid):
-                    self._invalid(str(rec))
-                    continue
-                try:
-                    events.append(build_event(model, version, rec))
-                except Invalid as exc:
-                    self._invalid(str(exc))
-                except Exception as exc:
-                    self._invalid(f"{type(exc).__name__}: {exc}")
-                checked += 1
-                if checked % 16 == 0 and time.perf_counter() - start > SLICE_S:
-                    break  # a shorter line now beats a request thread waiting for the GIL
-            if not events:
-                return
-            self._add_line(events)
-            if time.perf_counter() - start > SLICE_S:
-                # A request thread that wanted the GIL meanwhile gets it now, not after the
-                # interpreter's 5 ms switch interval.
-                time.sleep(0)
-                start = time.perf_counter()
-
-    def _add_line(self, events: list[dict[str, Any]]) -> None:
-        data = self._encoder.encode(events) + b"\n"
-        if len(data) > self._max_line:
-            if len(events) == 1:
-                self._flusher_drops["too_large"] += 1
-                self._limiter.warn(
-                    "too_large",
-                    "dropped an event of %d bytes (max_line_bytes %d)",
-                    len(data),
-                    self._max_line,
-                )
-                return
-            half = len(events) // 2
-            self._add_line(events[:half])
-            self._add_line(events[half:])
-            return
-        self._pending.append(_Chunk(data, len(events)))
-        self._pending_bytes += len(data)
-        self._pending_events += len(events)
-
-    def _write(self) -> bool:
-        """Write pending lines until the kernel buffer is full; True when it is."""
-        pending = self._pending
-        while pending and self._sock is not None:
-            # One vectored write per round: every syscall hands the GIL to the callers.
-            views = [c.data[c.offset :] if c.offset else c.data for c in _head(pending)]
-            try:
-                n = self._sock.sendmsg(views)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:
-                self._disconnect()
-                return False
-            self._bytes_sent += n
-            while n:
-                chunk = pending[0]
-                take = min(n, len(chunk.data) - chunk.offset)
-                chunk.offset += take
-                n -= take
-                if chunk.offset == len(chunk.data):
-                    pending.popleft()
-                    self._pending_bytes -= len(chunk.data)
-                    self._pending_events -= chunk.events
-                    self._sent += chunk.events
-        return False
-
-    def _invalid(self, detail: str) -> None:
-        self._flusher_drops["invalid_input"] += 1
-        self._limiter.warn("invalid_input", "dropped an invalid event: %s", detail)
-
-    def _log_caller_problems(self) -> None:
-        problem = self._caller_problem
-        if problem is not None:
-            self._caller_problem = None
-            self._limiter.warn("caller_invalid", "dropped invalid input: %s", problem)
-        with self._drop_lock:
-            drops = dict(self._caller_drops)
-        total = drops["buffer_full"] + drops["not_connected"]
-        if total > self._logged_caller_drops:
-            self._logged_caller_drops = total
-            self._limiter.warn(
-                "caller_drops",
-                "drift-sidecar client dropping events: %d so far"
-                " (buffer_full %d, not_connected %d)",
-                total,
-                drops["buffer_full"],
-                drops["not_connected"],
-            )
-
     def _after_fork(self) -> None:
         # The child inherits the buffer (already owned by the parent) but not the thread.
         if self._closed:
@@ -783,9 +429,6 @@ class Monitor:
             old.close()
         self._thread.start()
 
-
-def _head(pending: collections.deque[_Chunk]) -> list[_Chunk]:
-    return list(itertools.islice(pending, _IOV_MAX))
 
 
 def _rows_are_mappings(col: Any) -> bool:

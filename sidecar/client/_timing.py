@@ -7,10 +7,9 @@ import inspect
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-if TYPE_CHECKING:
-    from sidecar.client._monitor import Monitor
+from sidecar.client._sink import Sink
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _OUTCOME_KEYS = frozenset({"prediction", "probabilities", "confidence", "id", "embedding"})
@@ -34,7 +33,7 @@ class Timed:
 
     def __init__(
         self,
-        monitor: Monitor,
+        monitor: Sink,
         features: Mapping[str, Any] | None,
         id: str | None,
         trace_id: str | int | None,
@@ -51,9 +50,10 @@ class Timed:
         self._t0 = 0.0
 
     def __enter__(self) -> Timed:
-        if self.trace_id is None and self._monitor._trace is not None:
+        trace = self._monitor.trace_id_source
+        if self.trace_id is None and trace is not None:
             # Taken on entry: the span around the block may have ended by the exit.
-            self.trace_id = self._monitor._trace()
+            self.trace_id = trace()
         self._t0 = perf_counter()
         return self
 
@@ -79,7 +79,7 @@ class Timed:
 
 
 def _safe_features(
-    monitor: Monitor,
+    monitor: Sink,
     pick: Callable[..., Mapping[str, Any] | None] | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -89,12 +89,12 @@ def _safe_features(
     try:
         return True, pick(*args, **kwargs)
     except Exception as exc:
-        monitor._note_invalid(f"track(features=...) raised {type(exc).__name__}: {exc}")
+        monitor.note_invalid(f"track(features=...) raised {type(exc).__name__}: {exc}")
         return False, None
 
 
 def _emit(
-    monitor: Monitor,
+    monitor: Sink,
     *,
     features: Mapping[str, Any] | None,
     outcome: Callable[[Any], Mapping[str, Any] | None] | None,
@@ -111,7 +111,7 @@ def _emit(
             if bad:
                 raise KeyError(f"unknown field {bad[0]!r}")
         except Exception as exc:
-            monitor._note_invalid(f"track(outcome=...) raised {type(exc).__name__}: {exc}")
+            monitor.note_invalid(f"track(outcome=...) raised {type(exc).__name__}: {exc}")
             return
     monitor.record(
         features=features,
@@ -129,7 +129,7 @@ class _Call:
 
     def __init__(
         self,
-        monitor: Monitor,
+        monitor: Sink,
         pick: Callable[..., Mapping[str, Any] | None] | None,
         outcome: Callable[[Any], Mapping[str, Any] | None] | None,
         args: tuple[Any, ...],
@@ -138,7 +138,8 @@ class _Call:
         self.monitor = monitor
         self.outcome = outcome
         self.ok, self.feats = _safe_features(monitor, pick, args, kwargs)
-        self.tid = monitor._trace() if monitor._trace is not None else None
+        trace = monitor.trace_id_source
+        self.tid = trace() if trace is not None else None
         self.t0 = perf_counter()
 
     def done(self, result: Any = None, *, failed: bool = False) -> None:
@@ -155,7 +156,7 @@ class _Call:
 
 
 def track_call(
-    monitor: Monitor,
+    monitor: Sink,
     features: Callable[..., Mapping[str, Any] | None] | None,
     outcome: Callable[[Any], Mapping[str, Any] | None] | None,
 ) -> Callable[[_F], _F]:

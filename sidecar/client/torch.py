@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     import torch
@@ -18,8 +18,7 @@ except ImportError as exc:  # pragma: no cover - exercised only where torch is a
         "`pip install 'drift-sidecar[torch]'` (or any torch build for your platform)"
     ) from exc
 
-if TYPE_CHECKING:
-    from sidecar.client._monitor import Monitor
+from sidecar.client._sink import Sink
 
 __all__ = [
     "CudaMemoryReporter",
@@ -31,7 +30,7 @@ __all__ = [
 
 
 def record_batch(
-    monitor: Monitor,
+    monitor: Sink,
     outputs: torch.Tensor,
     *,
     features: Sequence[Mapping[str, Any]] | torch.Tensor | Any | None = None,
@@ -62,7 +61,7 @@ def record_batch(
             elif out.ndim == 2:
                 probs = torch.softmax(out, dim=1) if from_logits else out
             else:
-                monitor._note_invalid(
+                monitor.note_invalid(
                     f"torch.record_batch: outputs must be 1-D or 2-D, got shape {tuple(out.shape)}"
                 )
                 return 0
@@ -85,7 +84,7 @@ def record_batch(
             trace_id=trace_id,
         )
     except Exception as exc:
-        monitor._note_invalid(f"torch.record_batch: {type(exc).__name__}: {exc}")
+        monitor.note_invalid(f"torch.record_batch: {type(exc).__name__}: {exc}")
         return 0
 
 
@@ -95,19 +94,19 @@ def module_memory_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def report_module_memory(monitor: Monitor, module: torch.nn.Module) -> bool:
+def report_module_memory(monitor: Sink, module: torch.nn.Module) -> bool:
     """Report a module's parameter and buffer bytes as `ml_model_memory_bytes`."""
     return monitor.report_model_memory(module_memory_bytes(module))
 
 
-def report_cuda_memory(monitor: Monitor, device: torch.device | int | str | None = None) -> bool:
+def report_cuda_memory(monitor: Sink, device: torch.device | int | str | None = None) -> bool:
     """Report `torch.cuda.memory_allocated(device)`; False (nothing sent) without CUDA."""
     try:
         if not torch.cuda.is_available():
             return False
         return monitor.report_model_memory(int(torch.cuda.memory_allocated(device)))
     except Exception as exc:
-        monitor._note_invalid(f"torch.report_cuda_memory: {type(exc).__name__}: {exc}")
+        monitor.note_invalid(f"torch.report_cuda_memory: {type(exc).__name__}: {exc}")
         return False
 
 
@@ -119,7 +118,7 @@ class CudaMemoryReporter:
 
     def __init__(
         self,
-        monitor: Monitor,
+        monitor: Sink,
         interval_s: float = 15.0,
         device: torch.device | int | str | None = None,
     ) -> None:

@@ -25,8 +25,10 @@ from pathlib import Path
 try:
     import atheris
 except ImportError:
-    sys.exit("atheris is not installed: `pip install atheris` (Linux, CPython 3.8-3.11), "
-             "then run this file again")
+    sys.exit(
+        "atheris is not installed: `pip install atheris` (Linux, CPython 3.8-3.11), "
+        "then run this file again"
+    )
 
 with atheris.instrument_imports():
     import numpy as np
@@ -39,12 +41,15 @@ with atheris.instrument_imports():
     from sidecar.tracker import ModelTracker
 
 CONFIG = {
-    "models": [{
-        "name": "m", "baseline": {"capture": 40},
-        "features": [{"name": "x"}, {"name": "c", "type": "categorical"}],
-        "prediction": {"type": "numeric"},
-        "drift": {"window_size": 64, "min_samples": 10},
-    }],
+    "models": [
+        {
+            "name": "m",
+            "baseline": {"capture": 40},
+            "features": [{"name": "x"}, {"name": "c", "type": "categorical"}],
+            "prediction": {"type": "numeric"},
+            "drift": {"window_size": 64, "min_samples": 10},
+        }
+    ],
 }
 ROOT = Path(tempfile.mkdtemp(prefix="fuzz-state-"))
 PRISTINE: dict[str, bytes] = {}
@@ -68,12 +73,22 @@ def tracker(cfg: Config, spec: ModelSpec) -> ModelTracker:
 def setup() -> None:
     cfg, spec = config()
     rng = np.random.default_rng(1)
-    write_baseline(ROOT / "baselines" / "m.parquet", "m", numeric={"x": rng.normal(size=40)},
-                   categorical={"c": list(rng.choice(["a", "b"], 40))},
-                   prediction=rng.random(40), prediction_kind="numeric", source="capture")
+    write_baseline(
+        ROOT / "baselines" / "m.parquet",
+        "m",
+        numeric={"x": rng.normal(size=40)},
+        categorical={"c": list(rng.choice(["a", "b"], 40))},
+        prediction=rng.random(40),
+        prediction_kind="numeric",
+        source="capture",
+    )
     t = tracker(cfg, spec)
-    lines = [json.dumps({"model": "m", "features": {"x": float(i), "c": "abc"[i % 3]},
-                         "prediction": i / 50}).encode() for i in range(50)]
+    lines = [
+        json.dumps(
+            {"model": "m", "features": {"x": float(i), "c": "abc"[i % 3]}, "prediction": i / 50}
+        ).encode()
+        for i in range(50)
+    ]
     t.ingest(decode_lines(lines, 100).events, now=1e9)
     StateStore(ROOT).write(StateStore(ROOT).collect({"m": t}))
     MANIFEST.update(json.loads((ROOT / "windows" / "m.json").read_text()))

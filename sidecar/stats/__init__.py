@@ -1,0 +1,12 @@
+"""Drift statistics, free of I/O: numpy and scipy only.
+
+No asyncio, aiohttp, pyarrow, structlog or file access here (an import contract in
+pyproject.toml checks it), so each function can be tested and benchmarked on arrays alone.
+
+- `numbers`: finite-or-None and rates, the conventions every result uses.
+- `bins`: the bin rule `(e[i-1], e[i]]` shared by in-process PSI, the fleet bin counters
+  and baseline building, and the quantile bin edges.
+- `reference`: reference statistics of a column and a model's `Baseline`.
+- `ks`, `psi`, `chi2`: the two-sample KS test, the population stability index and the
+  chi-square test; `correction`: multiple-testing adjusted p-values.
+"""
