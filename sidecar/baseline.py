@@ -29,6 +29,7 @@ import numpy as np
 
 from sidecar.errors import BaselineError
 from sidecar.files import write_atomically
+from sidecar.fsutil import umask_file_mode
 from sidecar.stats.numbers import finite_or_none
 from sidecar.stats.reference import (
     PREDICTION_COLUMN,
@@ -169,8 +170,14 @@ def write_baseline(
     psi_bins: int = 10,
     max_categories: int = 50,
     source: str = "file",
+    mode: int | None = None,
 ) -> Baseline:
-    """Compute a baseline, write it atomically as parquet with its statistics, return it."""
+    """Compute a baseline, write it atomically as parquet with its statistics, return it.
+
+    The file gets `mode`, by default what `open()` would give it (0o666 less the umask:
+    0o644 under the usual umask 022), so the non-root user of the image can read a
+    baseline built by someone else. The daemon writes its own captured ones 0o600.
+    """
     import pyarrow as pa  # noqa: PLC0415 - see the module docstring
 
     b = build_baseline(
@@ -200,7 +207,8 @@ def write_baseline(
     table = pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(0)})
     table = table.replace_schema_metadata({METADATA_KEY: _metadata(b, psi_bins, max_categories)})
     target = Path(path)
-    digest = write_atomically(target, lambda fh: _write_parquet(table, fh))
+    file_mode = umask_file_mode() if mode is None else mode
+    digest = write_atomically(target, lambda fh: _write_parquet(table, fh), mode=file_mode)
     return Baseline(
         model=b.model,
         numeric=b.numeric,
@@ -314,19 +322,21 @@ def load_baseline(
     prediction_kind: str | None,
     psi_bins: int = 10,
     max_categories: int = 50,
+    data: bytes | None = None,
 ) -> Baseline:
     """Read a parquet baseline; stored statistics are used when they match the settings.
 
     Raises BaselineError naming the file (and the column) when the file is missing or
     unreadable, lacks a configured column, or holds non-numeric data in a numeric column.
-    A missing `prediction` column only disables prediction drift.
+    A missing `prediction` column only disables prediction drift. `data`, when given, is
+    the file's content already read (captured baselines are read with bounds first).
     """
     import pyarrow as pa  # noqa: PLC0415 - see the module docstring
 
     where = str(path)
     try:
         for _ in range(_READ_ATTEMPTS):
-            with _BaselineFile(path, where) as f:
+            with _BaselineFile(path, where, data) as f:
                 baseline = _load(
                     f,
                     model=model,
@@ -401,20 +411,25 @@ class _BaselineFile:
     place meanwhile.
     """
 
-    def __init__(self, path: str | os.PathLike[str], where: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], where: str, data: bytes | None) -> None:
         import pyarrow as pa  # noqa: PLC0415 - see the module docstring
         import pyarrow.parquet as pq  # noqa: PLC0415
 
         self.where = where
+        self._identity: tuple[int, int] | None = None
         try:
-            self._file = pa.OSFile(os.fspath(path), "r")
+            # `data`: the bytes are already in memory, and cannot change
+            self._file = pa.OSFile(os.fspath(path), "r") if data is None else pa.BufferReader(data)
         except FileNotFoundError as exc:
             raise BaselineError(f"baseline file {where}: not found") from exc
         except OSError as exc:
             raise BaselineError(f"baseline file {where}: cannot be read ({exc})") from exc
         try:
-            self._identity = _identity(self._file.fileno())
-            self.sha256 = self._hash()
+            if data is None:
+                self._identity = _identity(self._file.fileno())
+                self.sha256 = self._hash()
+            else:
+                self.sha256 = hashlib.sha256(data).hexdigest()
             self._file.seek(0)
             self._pf = pq.ParquetFile(self._file)
             self.schema: pa.Schema = self._pf.schema_arrow
@@ -448,7 +463,7 @@ class _BaselineFile:
 
     def unchanged(self) -> bool:
         """Whether the open file still has the size and modification time it had at open."""
-        return _identity(self._file.fileno()) == self._identity
+        return self._identity is None or _identity(self._file.fileno()) == self._identity
 
     def __enter__(self) -> _BaselineFile:
         return self

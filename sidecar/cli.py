@@ -31,7 +31,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     config = load_config(args.file)
     if args.baselines:
-        load_baselines(config)
+        load_baselines(config, captured=False)  # the state folder is the daemon's business
     print(f"{args.file}: OK ({len(config.models)} models)")
     return 0
 

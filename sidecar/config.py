@@ -192,7 +192,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     @property
     def socket_path(self) -> str:
         if self.socket.path:
-            return self.socket.path
+            return str(self.resolve(self.socket.path))
         return default_socket_path()
 
     @property
@@ -210,7 +210,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         return Path.cwd() / ".state"
 
     def resolve(self, path: str) -> Path:
-        """A path from the file, taken relative to the file's folder (as users expect)."""
+        """A path from the file, taken relative to the file's folder (as users expect); the
+        one rule for every path key (`socket.path`, `state_dir`, `baseline.path`). Without a
+        file, relative to the working directory."""
         p = Path(path)
         if self.source and not p.is_absolute():
             return Path(self.source).parent / p

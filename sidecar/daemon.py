@@ -22,9 +22,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sidecar.baseline import load_baseline, write_baseline
-from sidecar.config import Config, ModelSpec, load_config
+from sidecar.config import Config, DriftSettings, ModelSpec, load_config
 from sidecar.drift import DriftParams, check_model
-from sidecar.errors import BaselineError, ConfigError, SidecarError
+from sidecar.errors import BaselineError, ConfigError, SidecarError, StateDirError
+from sidecar.fsutil import FileLock, LockHeld, make_dirs
 from sidecar.gpu import GpuMonitor
 from sidecar.ingest import IngestServer
 from sidecar.memory import arrow_uses_malloc, then_give_back
@@ -32,13 +33,28 @@ from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
 from sidecar.server import make_app
 from sidecar.state import StateStore
-from sidecar.stats.reference import Baseline
-from sidecar.tracker import CaptureData, ModelTracker
+from sidecar.statefiles import (
+    AUTO_MODELS_FILE,
+    DIR_MODE,
+    auto_models_doc,
+    clean_temp_files,
+    legacy_name,
+    load_captured_baseline,
+    prepare_state_dir,
+    read_auto_models,
+)
+from sidecar.stats.reference import Baseline, build_baseline
+from sidecar.tracker import Capture, CaptureData, ModelTracker
 
 log = structlog.get_logger("sidecar.daemon")
 
 SHUTDOWN_GRACE_S = 10.0
 """Leftover tasks get this long after the root tasks stop; well inside a pod's 30 s grace."""
+RELOAD_GAP_S = 0.5
+"""After a reload, signals for this long coalesce into one more: a SIGHUP storm costs at
+most two reloads a second, and drift checks keep their schedule meanwhile."""
+CAPTURED_MODE = 0o600
+"""Captured baselines are the sidecar's own state, read by no one else."""
 
 
 class Daemon:
@@ -61,13 +77,23 @@ class Daemon:
         )
         self.registry.register(self.gpu.collector())
         self.state = StateStore(config.state_path)
+        self._state_lock = FileLock(config.state_path / "lock")
+        self.accepting = False
+        """Whether POST /v1/events takes events: from start until shutdown begins."""
+        self._socket_lost_logged = False
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         """Set once the socket and HTTP listen and every task runs."""
         self._reload = asyncio.Event()
         self._failed: BaseException | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._drift_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._drift_tasks: dict[str, tuple[asyncio.Task[Any], ModelTracker, float]] = {}
+        self._next_check: dict[str, float] = {}
+        """Per model, the loop time its next drift check is due; survives a reload."""
+        self._captures: set[asyncio.Task[Any]] = set()
+        self._unwritten: dict[str, tuple[ModelTracker, dict[str, Any]]] = {}
+        """Captured baselines in use but not yet on disk (the write failed); retried."""
+        self._auto_doc: bytes | None = None
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
 
@@ -78,22 +104,31 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        started = False
         try:
             await self.start()
+            started = True
             self._spawn("reload-watcher", self._reload_watcher())
             if self.config.reload.watch and self.config.source is not None:
                 self._spawn("file-watcher", self._file_watcher(), eternal=True)
             await self._stop.wait()
         finally:
-            await asyncio.shield(self.shutdown())
+            # A start that failed wrote nothing and accepted nothing: it only lets go of
+            # what it took (socket, locks, port), and the error alone is reported.
+            await asyncio.shield(self.shutdown() if started else self._abandon())
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return 1 if self._failed is not None else 0
 
     async def start(self) -> None:
+        # The socket first: a second sidecar on the same path stops here, before it reads
+        # or writes any state.
+        self.ingest.claim()
+        await asyncio.to_thread(self._open_state)
         baselines = await asyncio.to_thread(then_give_back(load_baselines), self.config)
         for name, baseline in baselines.items():
             self.pipeline.trackers[name].install_baseline(baseline)
+        await self._restore_auto_models()
         restored = await asyncio.to_thread(self.state.restore, self.pipeline.trackers)
         await self.ingest.start()
         app = make_app(self.registry, self)
@@ -113,7 +148,8 @@ class Daemon:
         self._spawn("processor", self.ingest.process_forever(), eternal=True)
         self._spawn("gpu", self.gpu.run(), eternal=True)
         self._spawn("snapshots", self._snapshot_loop(), eternal=True)
-        self._start_drift_loops()
+        self._sync_drift_loops()
+        self.accepting = True
         self.started.set()
         log.info(
             "started",
@@ -126,22 +162,112 @@ class Daemon:
         )
 
     async def shutdown(self) -> None:
-        """Stop accepting, drain what was accepted, write state, close."""
+        """Stop accepting (socket and HTTP), drain what was accepted, finish captures,
+        write state, close; every event acknowledged before this is in the state."""
         t0 = time.monotonic()
+        self.accepting = False  # POST /v1/events answers 503 from here on
         with contextlib.suppress(Exception):
             await self.ingest.stop_accepting()
         self.ingest.drain()
-        tasks = [*self._tasks.values(), *self._drift_tasks.values()]
+        tasks = [*self._tasks.values(), *(task for task, _, _ in self._drift_tasks.values())]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+        # A capture that finished (or finishes in the drain above) installs its baseline
+        # before the snapshot, so the window that follows it is written too.
+        if self._captures:
+            await asyncio.wait(list(self._captures), timeout=SHUTDOWN_GRACE_S)
         await self._save_state()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.gpu.aclose()
+        self.ingest.close_socket()
+        self._state_lock.release()
         log.info("stopped", seconds=round(time.monotonic() - t0, 3),
                  accepted=sum(t.accepted for t in self.pipeline.trackers.values()))
+
+    async def _abandon(self) -> None:
+        """Undo a start that failed part way, writing nothing."""
+        self.accepting = False
+        for task in self._tasks.values():
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.ingest.stop_accepting()
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+        with contextlib.suppress(Exception):
+            await self.gpu.aclose()
+        self.ingest.close_socket()
+        self._state_lock.release()
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """/healthz: fails once the socket this daemon listens on is gone or replaced
+        (events can no longer reach it; a restart makes it again)."""
+        problem = self.ingest.socket_problem()
+        if problem is None:
+            return True, {"status": "ok"}
+        if not self._socket_lost_logged:
+            self._socket_lost_logged = True
+            log.error("socket_lost", problem=problem, effect="/healthz fails until restart")
+        return False, {"status": "socket_lost", "detail": problem}
+
+    # ------------------------------------------------------------ state folder
+    def _open_state(self) -> None:
+        """Lock `state_dir`, clean what a killed writer left, and check that writes work.
+
+        Another sidecar holding the lock stops this one (StateDirError): two processes
+        would overwrite each other's snapshots. A folder that cannot be written is not
+        fatal: the daemon runs degraded (state kept in memory, writes retried and counted).
+        """
+        root = self.state.root
+        with contextlib.suppress(OSError):
+            make_dirs(root, DIR_MODE)
+        lock_problem = None
+        try:
+            self._state_lock.acquire()
+        except LockHeld as exc:
+            raise StateDirError(
+                f"state_dir {root}: in use by another drift-sidecar "
+                f"({exc.owner or 'pid unknown'} holds {exc.path})"
+            ) from exc
+        except OSError as exc:
+            lock_problem = f"cannot lock {self._state_lock.path}: {exc.strerror or exc}"
+        problem = prepare_state_dir(root) or lock_problem
+        if self._state_lock.held:
+            removed = clean_temp_files(root)
+            if removed:
+                log.info("state_temp_files_removed", state_dir=str(root), files=removed)
+        if problem is not None:
+            log.error("state_dir_degraded", state_dir=str(root), reason=problem,
+                      effect="windows and captured baselines are kept in memory; every "
+                      "write is retried at each snapshot and counted as a failure")
+
+    async def _restore_auto_models(self) -> None:
+        """Auto-registered models of the last run, with their captured baselines."""
+        auto = self.config.auto_register
+        if not auto.enabled:
+            return
+        specs = await asyncio.to_thread(
+            read_auto_models, self.state.root, capture=auto.capture,
+            max_models=auto.max_models, max_features=auto.max_features,
+        )
+        specs = [s for s in specs if s.name not in self.pipeline.trackers]
+        if not specs:
+            return
+        def load() -> dict[str, Baseline | None]:
+            return {s.name: captured_baseline(self.config, s, self.state) for s in specs}
+
+        baselines = await asyncio.to_thread(load)
+        for spec in specs:
+            t = ModelTracker(spec, self.config.drift, auto_registered=True,
+                             on_capture=self._on_capture)
+            baseline = baselines.get(spec.name)
+            if baseline is not None:
+                t.install_baseline(baseline)
+            self.pipeline.trackers[spec.name] = t
+        log.info("auto_registered_restored", models=[s.name for s in specs])
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -166,22 +292,41 @@ class Daemon:
             self._stop.set()
 
     # ------------------------------------------------------------ drift
-    def _start_drift_loops(self) -> None:
-        for task in self._drift_tasks.values():
-            task.cancel()
-        self._drift_tasks = {}
-        for name, tracker in self.pipeline.trackers.items():
-            self._start_drift_loop(name, tracker)
+    def _sync_drift_loops(self) -> None:
+        """One drift loop per model. A loop whose tracker and interval are unchanged keeps
+        running; a replaced one starts at the old loop's next due time (or sooner, when the
+        interval shrank), so reloads never push a check back."""
+        now = asyncio.get_running_loop().time()
+        trackers = self.pipeline.trackers
+        for name in list(self._drift_tasks):
+            if name not in trackers:
+                self._drift_tasks.pop(name)[0].cancel()
+                self._next_check.pop(name, None)
+        for name, tracker in trackers.items():
+            interval = tracker.drift.interval_s
+            current = self._drift_tasks.get(name)
+            if current is not None:
+                task, running, running_interval = current
+                if running is tracker and running_interval == interval and not task.done():
+                    continue
+                task.cancel()
+            due = min(self._next_check.get(name, now + interval), now + interval)
+            self._next_check[name] = due
+            task = asyncio.create_task(self._drift_loop(tracker), name=f"drift:{name}")
+            task.add_done_callback(functools.partial(self._drift_done, name))
+            self._drift_tasks[name] = (task, tracker, interval)
 
-    def _start_drift_loop(self, name: str, tracker: ModelTracker) -> None:
-        task = asyncio.create_task(self._drift_loop(tracker), name=f"drift:{name}")
-        task.add_done_callback(lambda t: self._task_done(f"drift:{name}", t, True))
-        self._drift_tasks[name] = task
+    def _drift_done(self, name: str, task: asyncio.Task[Any]) -> None:
+        self._task_done(f"drift:{name}", task, True)
 
     async def _drift_loop(self, tracker: ModelTracker) -> None:
+        loop = asyncio.get_running_loop()
+        name = tracker.name
         while True:
-            await asyncio.sleep(tracker.drift.interval_s)
+            due = self._next_check.get(name, loop.time() + tracker.drift.interval_s)
+            await asyncio.sleep(max(0.0, due - loop.time()))
             await self.check(tracker)
+            self._next_check[name] = loop.time() + tracker.drift.interval_s
 
     async def check(self, tracker: ModelTracker) -> None:
         """One drift check: snapshot on the loop, statistics in a worker thread."""
@@ -210,21 +355,79 @@ class Daemon:
             log.info("drift_detected", model=tracker.name, features=drifted)
 
     def _on_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
-        self._spawn(f"capture:{tracker.name}", self._finish_capture(tracker, data))
+        # Not a supervised task: a failed capture is logged and captured again, it never
+        # stops the daemon; shutdown waits for it, so its baseline is in the final state.
+        task = asyncio.create_task(self._finish_capture(tracker, data),
+                                   name=f"capture:{tracker.name}")
+        self._captures.add(task)
+        task.add_done_callback(self._capture_done)
+
+    def _capture_done(self, task: asyncio.Task[Any]) -> None:
+        self._captures.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
 
     async def _finish_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
+        """Write the captured baseline and start comparing against it. A write that fails
+        (full disk, read-only folder) still installs the baseline from memory and retries
+        the write at each snapshot; a capture that cannot become a baseline at all is
+        logged, counted and captured again."""
         path = self.state.captured_baseline_path(tracker.name)
         d = tracker.drift
-        baseline = await asyncio.to_thread(
-            write_baseline, path, tracker.name,
-            numeric=data.numeric, categorical=data.categorical,
-            prediction=data.prediction, prediction_kind=tracker.pred_kind,
-            psi_bins=d.psi_bins, max_categories=d.max_categories,
-        )
+        columns: dict[str, Any] = {
+            "numeric": data.numeric, "categorical": data.categorical,
+            "prediction": data.prediction, "prediction_kind": tracker.pred_kind,
+            "psi_bins": d.psi_bins, "max_categories": d.max_categories, "source": "capture",
+        }
+        try:
+            baseline = await asyncio.to_thread(
+                write_baseline, path, tracker.name, mode=CAPTURED_MODE, **columns)
+        except Exception as exc:
+            self.health.baseline_writes["failure"] += 1
+            log.error("baseline_write_failed", model=tracker.name, path=str(path),
+                      error=repr(exc)[:300], action="using it from memory; the write is "
+                      "retried at each snapshot")
+            try:
+                baseline = await asyncio.to_thread(build_baseline, tracker.name, **columns)
+            except Exception as exc2:
+                self.health.capture_failures[tracker.name] += 1
+                log.error("baseline_capture_failed", model=tracker.name,
+                          error=repr(exc2)[:300], action="capturing again")
+                if tracker.spec.baseline.capture is not None and tracker.baseline is None:
+                    tracker.capture = Capture(tracker.spec.baseline.capture)
+                return
+            self._unwritten[tracker.name] = (tracker, columns)
+        else:
+            self.health.baseline_writes["success"] += 1
         baseline = dataclasses.replace(baseline, source="capture")
         tracker.install_baseline(baseline, backfill=True)
         log.info("baseline_captured", model=tracker.name, rows=baseline.rows,
-                 path=str(path), sha256=baseline.sha256)
+                 path=str(path), sha256=baseline.sha256 or None)
+        if self.started.is_set() and self.accepting:
+            self._sync_drift_loops()  # an auto-registered model gets its loop now
+
+    async def _write_unwritten(self) -> None:
+        """Retry captured baselines whose write failed; on success the baseline in use
+        gets the file's sha256, so its windows can be restored after a restart."""
+        for name, (tracker, columns) in list(self._unwritten.items()):
+            if self.pipeline.trackers.get(name) is not tracker or tracker.baseline is None:
+                del self._unwritten[name]  # replaced by a reload meanwhile
+                continue
+            path = self.state.captured_baseline_path(name)
+            try:
+                written = await asyncio.to_thread(
+                    write_baseline, path, name, mode=CAPTURED_MODE, **columns)
+            except Exception as exc:
+                self.health.baseline_writes["failure"] += 1
+                log.warning("baseline_write_failed", model=name, path=str(path),
+                            error=repr(exc)[:300], action="retried at the next snapshot")
+                continue
+            self.health.baseline_writes["success"] += 1
+            del self._unwritten[name]
+            if self.pipeline.trackers.get(name) is tracker and tracker.baseline is not None:
+                tracker.baseline = dataclasses.replace(
+                    tracker.baseline, sha256=written.sha256, path=written.path)
+            log.info("baseline_written", model=name, path=str(path), sha256=written.sha256)
 
     def _on_stats(self, model: str, nbytes: int, ts: float) -> None:
         self.gpu.report_model_memory(model, nbytes, ts)
@@ -235,15 +438,33 @@ class Daemon:
             await self._save_state()
 
     async def _save_state(self) -> None:
-        """Copy on the loop (trackers are only touched there), write in a thread."""
+        """Copy on the loop (trackers are only touched there), write in a thread. A failure
+        (full disk, read-only folder) is logged and counted, and the next snapshot tries
+        again; it never stops the daemon."""
+        await self._write_unwritten()
         try:
             snaps = self.state.collect(self.pipeline.trackers)
+            auto = self._auto_models_doc()
             await asyncio.to_thread(self.state.write, snaps)
+            if auto is not None:
+                await asyncio.to_thread(self.state.write_file, AUTO_MODELS_FILE, auto)
+                self._auto_doc = auto
         except Exception as exc:
             self.health.snapshots["failure"] += 1
-            log.error("state_save_failed", error=repr(exc), exc_info=exc)
+            log.error("state_save_failed", error=repr(exc)[:300])
         else:
             self.health.snapshots["success"] += 1
+
+    def _auto_models_doc(self) -> bytes | None:
+        """The auto-registered models' list, when it changed since it was last written."""
+        if not self.config.auto_register.enabled:
+            return None  # left as it is: turning auto-registration back on restores them
+        specs = [t.spec for t in self.pipeline.trackers.values() if t.auto_registered]
+        doc = auto_models_doc(specs)
+        if doc == self._auto_doc or (not specs and self._auto_doc is None
+                                     and not (self.state.root / AUTO_MODELS_FILE).exists()):
+            return None
+        return doc
 
     # ------------------------------------------------------------ reload
     async def _reload_watcher(self) -> None:
@@ -251,6 +472,9 @@ class Daemon:
             await self._reload.wait()
             self._reload.clear()
             await self.reload()
+            # Signals that arrive during a reload or just after it make one more reload,
+            # not one each.
+            await asyncio.sleep(RELOAD_GAP_S)
 
     async def _file_watcher(self) -> None:
         """`reload.watch`: a changed config file (mtime, size or inode) acts like SIGHUP;
@@ -276,36 +500,55 @@ class Daemon:
             _check_immutable(self.config, new)
         except SidecarError as exc:
             self.health.reloads["failure"] += 1
+            self.health.last_reload_ok = False
             log.error("reload_refused", error=str(exc), kept=self.config.source)
             return False
-        self._apply(new, baselines)
+        rebuilt, retuned = self._apply(new, baselines)
         self.health.reloads["success"] += 1
-        log.info("reloaded", config=new.source, models=sorted(self.pipeline.trackers))
+        self.health.last_reload_ok = True
+        log.info("reloaded", config=new.source, models=sorted(self.pipeline.trackers),
+                 rebuilt=rebuilt, retuned=retuned)
         return True
 
-    def _apply(self, new: Config, baselines: dict[str, Baseline]) -> None:
+    def _apply(self, new: Config, baselines: dict[str, Baseline]) -> tuple[list[str], list[str]]:
+        """Swap in a checked config; returns the models rebuilt and those only retuned.
+
+        A model keeps its tracker (window, counters, histograms, per-bin counts, capture)
+        unless what the tracker is built from changed: features, prediction type, classes,
+        baseline source or content, window size, PSI bins or category cap. Thresholds,
+        p-value, correction, min_samples, interval, max_age_s and version apply in place.
+        """
         old_trackers = self.pipeline.trackers
         trackers: dict[str, ModelTracker] = {}
+        rebuilt: list[str] = []
+        retuned: list[str] = []
         for spec in new.models:
             old = old_trackers.get(spec.name)
+            drift = new.drift_for(spec)
             baseline = baselines.get(spec.name)
-            if old is not None and old.spec == spec and new.drift_for(spec) == old.drift and (
-                baseline is None or old.baseline is None
-                or baseline.sha256 == old.baseline.sha256
-            ):
-                trackers[spec.name] = old  # unchanged: keep window, counters and capture
+            if old is not None and not old.auto_registered and _same_structure(
+                old, spec, drift
+            ) and (baseline is None or old.baseline is None
+                   or baseline.sha256 == old.baseline.sha256):
+                if old.spec != spec or old.drift != drift:
+                    old.spec, old.drift = spec, drift
+                    old.window.max_age_s = drift.max_age_s
+                    retuned.append(spec.name)
+                trackers[spec.name] = old
                 continue
-            t = ModelTracker(spec, new.drift_for(spec), on_capture=self._on_capture)
+            t = ModelTracker(spec, drift, on_capture=self._on_capture)
             if baseline is not None:
                 t.install_baseline(baseline)
             trackers[spec.name] = t
+            rebuilt.append(spec.name)
         for name, t in old_trackers.items():
             if t.auto_registered and name not in trackers and new.auto_register.enabled:
                 trackers[name] = t
         self.config = new
         self.pipeline.config = new
         self.pipeline.trackers = trackers
-        self._start_drift_loops()
+        self._sync_drift_loops()
+        return rebuilt, retuned
 
     # ------------------------------------------------------------ API state
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -343,55 +586,68 @@ class Daemon:
         return {"models": models}
 
 
-def load_baselines(config: Config) -> dict[str, Baseline]:
-    """Every file baseline of the config, and captured ones already in the state folder."""
+def load_baselines(config: Config, *, captured: bool = True) -> dict[str, Baseline]:
+    """Every file baseline of the config, and (with `captured`) the captured ones already
+    in the state folder. A file baseline that fails raises BaselineError; a captured one
+    that fails is set aside and captured again (see `captured_baseline`)."""
     out: dict[str, Baseline] = {}
     store = StateStore(config.state_path)
     for spec in config.models:
-        path = _baseline_path(config, spec, store)
-        if path is None:
+        if spec.baseline.path is None:
+            if captured and (b := captured_baseline(config, spec, store)) is not None:
+                out[spec.name] = b
             continue
-        d = config.drift_for(spec)
-        load = functools.partial(
-            load_baseline, path, spec.name,
-            numeric_names=[f.name for f in spec.features if f.type == "numeric"],
-            categorical_names=[f.name for f in spec.features if f.type == "categorical"],
-            prediction_kind=spec.prediction.type if spec.prediction else None,
-            psi_bins=d.psi_bins, max_categories=d.max_categories,
-        )
-        if spec.baseline.path is not None:
-            out[spec.name] = load()
-            if spec.prediction is not None and out[spec.name].prediction is None:
-                log.warning("prediction_drift_off", model=spec.name, baseline=str(path),
-                            reason="the baseline has no `prediction` column")
-            continue
-        captured = _load_captured(path, spec.name, load)
-        if captured is not None:
-            out[spec.name] = dataclasses.replace(captured, source="capture")
-    return out
-
-
-def _load_captured(path: Path, model: str, load: Callable[[], Baseline]) -> Baseline | None:
-    """A captured baseline that no longer loads is set aside and captured again, instead of
-    keeping the daemon from starting: the state folder is the sidecar's own, not the user's."""
-    try:
-        return load()
-    except BaselineError as exc:
-        aside = path.with_name(path.name + f".corrupt-{int(time.time())}")
-        path.replace(aside)
-        log.warning("state_discarded", model=model, reason=str(exc), moved_to=str(aside),
-                    action="capturing the baseline again")
-        return None
-
-
-def _baseline_path(config: Config, spec: ModelSpec, store: StateStore) -> Path | None:
-    if spec.baseline.path is not None:
         path = config.resolve(spec.baseline.path)
         if not path.exists():
             raise BaselineError(f"baseline file {path} for model {spec.name!r} does not exist")
-        return path
-    captured = store.captured_baseline_path(spec.name)
-    return captured if captured.exists() else None
+        out[spec.name] = _loader(config, spec, path)(None)
+        if spec.prediction is not None and out[spec.name].prediction is None:
+            log.warning("prediction_drift_off", model=spec.name, baseline=str(path),
+                        reason="the baseline has no `prediction` column")
+    return out
+
+
+def captured_baseline(config: Config, spec: ModelSpec, store: StateStore) -> Baseline | None:
+    """The model's captured baseline from the state folder, or None. Never raises: the
+    state folder is the sidecar's own, so a file that does not load is set aside and the
+    baseline captured again, instead of keeping the daemon from starting."""
+    path = store.captured_baseline_path(spec.name)
+    legacy = path.with_name(f"{legacy_name(spec.name)}.parquet")
+    use_legacy = not os.path.lexists(path) and legacy != path and os.path.lexists(legacy)
+    target = legacy if use_legacy else path
+    rows = spec.baseline.capture or config.auto_register.capture
+    b = load_captured_baseline(
+        target, spec.name, _loader(config, spec, target), max_rows=rows,
+        columns=len(spec.features) + 1, legacy=use_legacy,
+    )
+    return dataclasses.replace(b, source="capture") if b is not None else None
+
+
+def _loader(config: Config, spec: ModelSpec, path: Path) -> Callable[[bytes | None], Baseline]:
+    """Loads `spec`'s baseline at `path`, from the bytes given or (None) from the file."""
+    d = config.drift_for(spec)
+
+    def load(data: bytes | None) -> Baseline:
+        return load_baseline(
+            path, spec.name,
+            numeric_names=[f.name for f in spec.features if f.type == "numeric"],
+            categorical_names=[f.name for f in spec.features if f.type == "categorical"],
+            prediction_kind=spec.prediction.type if spec.prediction else None,
+            psi_bins=d.psi_bins, max_categories=d.max_categories, data=data,
+        )
+
+    return load
+
+
+def _same_structure(t: ModelTracker, spec: ModelSpec, drift: DriftSettings) -> bool:
+    """Whether a tracker built for `spec` and `drift` would have the same shape as `t`."""
+    old, was = t.spec, t.drift
+    return (
+        old.features == spec.features and old.prediction == spec.prediction
+        and old.max_classes == spec.max_classes and old.baseline == spec.baseline
+        and (was.window_size, was.psi_bins, was.max_categories)
+        == (drift.window_size, drift.psi_bins, drift.max_categories)
+    )
 
 
 def _file_identity(path: str) -> tuple[int, int, int] | None:
@@ -409,6 +665,8 @@ def _check_immutable(old: Config, new: Config) -> None:
         problems.append("socket.path: cannot change on reload; restart the sidecar")
     if (old.http.host, old.http.port) != (new.http.host, new.http.port):
         problems.append("http: host and port cannot change on reload; restart the sidecar")
+    if old.state_path != new.state_path:
+        problems.append("state_dir: cannot change on reload; restart the sidecar")
     if problems:
         raise ConfigError(problems, new.source or "<config>")
 

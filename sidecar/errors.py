@@ -1,5 +1,9 @@
 """The few exceptions the sidecar raises; only the command line turns them into exits."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class SidecarError(Exception):
     """Base of every error the sidecar raises on purpose."""
@@ -24,4 +28,21 @@ class GpuError(SidecarError):
 
 
 class StateError(SidecarError):
-    """A state snapshot is corrupt, of another format version, or for another baseline."""
+    """A state snapshot is corrupt, of another format version, or for another baseline.
+
+    `bad_file` names a file that must not be trusted (tampered, not a regular file, too
+    large): it is set aside rather than read again or overwritten.
+    """
+
+    def __init__(self, message: str, bad_file: Path | None = None) -> None:
+        super().__init__(message)
+        self.bad_file = bad_file
+
+
+class SocketError(SidecarError):
+    """The socket path cannot be used: in use by another process, not a socket, or its
+    folder cannot be created. The message is one line and names the path."""
+
+
+class StateDirError(SidecarError):
+    """`state_dir` is in use by another running sidecar."""

@@ -8,19 +8,15 @@ and the client library drops on its side, so the sidecar's memory stays bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import stat
 from collections import deque
-from pathlib import Path
 
 import structlog
 
 from sidecar.config import Config, SocketSettings
-from sidecar.errors import ConfigError
 from sidecar.events import decode_lines
 from sidecar.metrics import Health
 from sidecar.pipeline import Pipeline
+from sidecar.sockfile import OwnedSocket
 
 log = structlog.get_logger("sidecar.ingest")
 
@@ -168,6 +164,7 @@ class IngestServer:
         self.path = config.socket_path
         self.queue = FrameQueue(config.socket.queue_max_bytes, health)
         self._server: asyncio.AbstractServer | None = None
+        self._owned: OwnedSocket | None = None
         self._conns: set[EventProtocol] = set()
 
     @property
@@ -195,23 +192,32 @@ class IngestServer:
         self.queue.forget(proto)
         self.health.connections = len(self._conns)
 
+    def claim(self) -> None:
+        """Take the socket path: lock, checks, bind (see `sidecar.sockfile`). SocketError
+        when it cannot be used; nothing at the path is removed unless it is a stale socket."""
+        if self._owned is None:
+            self._owned = OwnedSocket(self.path, self.config.socket_mode)
+            try:
+                self._owned.claim()
+            except BaseException:
+                self._owned = None
+                raise
+
     async def start(self) -> None:
-        path = Path(self.path)
-        _prepare_socket_dir(path)
-        if path.exists() or path.is_symlink():
-            if not stat.S_ISSOCK(path.lstat().st_mode):
-                raise ConfigError([f"socket.path: {path} exists and is not a socket"])
-            path.unlink()  # a stale socket from a previous run
+        """Serve connections on the claimed socket (claimed here if it was not yet)."""
+        self.claim()
+        assert self._owned is not None and self._owned.sock is not None
         loop = asyncio.get_running_loop()
-        # Create the socket with no permissions, then open it up to the configured mode, so
-        # there is no moment where it is wider than asked.
-        old = os.umask(0o777)
-        try:
-            self._server = await loop.create_unix_server(lambda: EventProtocol(self), str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, self.config.socket_mode)
-        log.info("socket_listening", path=str(path), mode=oct(self.config.socket_mode))
+        # Passing the bound socket, not the path: asyncio would otherwise unlink whatever
+        # socket is at the path first, a live one included.
+        self._server = await loop.create_unix_server(
+            lambda: EventProtocol(self), sock=self._owned.sock
+        )
+        log.info("socket_listening", path=self.path, mode=oct(self.config.socket_mode))
+
+    def socket_problem(self) -> str | None:
+        """None while the socket file is the one this process listens on."""
+        return self._owned.problem() if self._owned is not None else None
 
     async def stop_accepting(self) -> None:
         if self._server is not None:
@@ -224,8 +230,12 @@ class IngestServer:
         # connection_lost runs from the loop: let it queue each last unterminated line before
         # the caller drains.
         await asyncio.sleep(0)
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.path).unlink()
+
+    def close_socket(self) -> None:
+        """Remove the socket file if it is still ours, and give up the lock."""
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
 
     async def process_forever(self) -> None:
         """The processor: an eternal task; ends only by cancellation."""
@@ -250,7 +260,3 @@ class IngestServer:
             self.process_pending()
 
 
-def _prepare_socket_dir(path: Path) -> None:
-    parent = path.parent
-    if not parent.exists():
-        parent.mkdir(parents=True, mode=0o750)

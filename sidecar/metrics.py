@@ -52,6 +52,10 @@ class Health:
     check_sums: dict[str, float] = field(default_factory=dict)
     check_errors: Counter[str] = field(default_factory=Counter)
     snapshots: Counter[str] = field(default_factory=Counter)
+    baseline_writes: Counter[str] = field(default_factory=Counter)
+    last_reload_ok: bool = True
+    """False from a refused reload until one is applied (the old config keeps running)."""
+    capture_failures: Counter[str] = field(default_factory=Counter)
 
     def observe_check(self, model: str, seconds: float) -> None:
         counts = self.check_counts.setdefault(model, np.zeros(len(CHECK_BUCKETS) + 1, np.int64))
@@ -534,6 +538,31 @@ class SidecarCollector(Collector):
         for k in ("success", "failure"):
             snaps.add_metric([k], h.snapshots[k])
         yield snaps
+        yield from _state_writes(h)
+
+
+def _state_writes(h: Health) -> Iterator[Metric]:
+    """The last reload's outcome; captured baselines written, and captures that failed."""
+    yield GaugeMetricFamily(
+        "drift_sidecar_config_last_reload_successful",
+        "1 unless the last reload was refused (the config running is then the older one)",
+        value=1.0 if h.last_reload_ok else 0.0,
+    )
+    writes = CounterMetricFamily(
+        "drift_sidecar_baseline_writes",
+        "Captured baselines written to state_dir, by result (failures are retried)",
+        labels=["result"],
+    )
+    for k in ("success", "failure"):
+        writes.add_metric([k], h.baseline_writes[k])
+    yield writes
+    failed = CounterMetricFamily(
+        "drift_sidecar_baseline_capture_failures",
+        "Captures that could not become a baseline (captured again)", labels=["model_name"],
+    )
+    for model, c in sorted(h.capture_failures.items()):
+        failed.add_metric([model], c)
+    yield failed
 
 
 __all__ = ["Health", "SidecarCollector"]

@@ -27,6 +27,15 @@ class DaemonView(Protocol):
     @property
     def pipeline(self) -> Pipeline: ...
 
+    @property
+    def accepting(self) -> bool:
+        """Whether POST /v1/events takes events (false once shutdown has begun)."""
+        ...
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the daemon can still receive events (its socket is in place)."""
+        ...
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether every model has a baseline, and each model's baseline status."""
         ...
@@ -61,7 +70,8 @@ class Api:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        alive, detail = self.state.liveness()
+        return web.json_response(detail, status=200 if alive else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, detail = self.state.readiness()
@@ -79,6 +89,8 @@ class Api:
             return web.json_response(
                 {"error": "POST /v1/events is disabled (http.ingest_enabled: false)"}, status=403
             )
+        if not self.state.accepting:
+            return self._closed()
         limit = config.http.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._too_large(limit)
@@ -87,6 +99,8 @@ class Api:
             body += chunk
             if len(body) > limit:
                 return self._too_large(limit)
+        if not self.state.accepting:  # shutdown began while the body was read
+            return self._closed()
         decoded = decode_body(bytes(body), config.socket.max_batch_events)
         rejected_before = sum(self.state.health.rejected.values())
         accepted = self.state.pipeline.handle(decoded, "http")
@@ -102,6 +116,11 @@ class Api:
             },
             status=status,
         )
+
+    def _closed(self) -> web.Response:
+        # Shutting down: the final snapshot may already be written, so accepting now
+        # could acknowledge events that are then lost. The client retries elsewhere.
+        return web.json_response({"error": "shutting down"}, status=503)
 
     def _too_large(self, limit: int) -> web.Response:
         self.state.pipeline.reject("body_too_large", f"body over {limit} bytes")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ import structlog
 
 from sidecar.errors import StateError
 from sidecar.files import write_atomically
+from sidecar.fsutil import read_regular, set_aside
+from sidecar.statefiles import MAX_JSON_BYTES, decode_json, legacy_name, read_npz, state_name
 from sidecar.tracker import ModelTracker, Vocab
 from sidecar.windows import WindowSnapshot
 
@@ -44,11 +47,8 @@ _SHA_PREFIX = 16
 
 
 def safe_name(model: str) -> str:
-    """A file name for a model; names from events may hold anything."""
-    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", model)[:80]
-    if clean != model:
-        clean += "-" + hashlib.sha256(model.encode()).hexdigest()[:8]
-    return clean
+    """A file name for a model; names from events may hold anything (see `state_name`)."""
+    return state_name(model)
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ class StateStore:
             raise StateError(f"{self.manifest_path(model)}: no valid `arrays` file name")
         return self.root / "windows" / name
 
+    def write_file(self, name: str, data: bytes) -> None:
+        """Write one file of the state folder's top level, atomically."""
+        write_atomically(self.root / name, lambda fh: fh.write(data), dir_mode=0o750)
+
     # ---------------------------------------------------------------- save
     def save(self, trackers: Mapping[str, ModelTracker]) -> int:
         """Collect and write in one call; only for callers on the event loop's thread."""
@@ -87,10 +91,21 @@ class StateStore:
         return [collect_one(t) for t in list(trackers.values()) if t.baseline is not None]
 
     def write(self, snapshots: list[Snapshot]) -> int:
-        """Write collected snapshots; returns how many were written."""
+        """Write collected snapshots; returns how many were written. One model's failure
+        (a full disk, a read-only folder) does not stop the others: the first error is
+        raised once all were tried."""
+        first: Exception | None = None
+        written = 0
         for snap in snapshots:
-            self.write_one(snap)
-        return len(snapshots)
+            try:
+                self.write_one(snap)
+            except Exception as exc:
+                first = first or exc
+            else:
+                written += 1
+        if first is not None:
+            raise first
+        return written
 
     def write_one(self, snap: Snapshot) -> None:
         buf = io.BytesIO()
@@ -105,44 +120,62 @@ class StateStore:
         text = json.dumps(manifest).encode()
         write_atomically(self.manifest_path(snap.model), lambda fh: fh.write(text), dir_mode=0o750)
         stale = re.compile(re.escape(stem) + rf"\.[0-9a-f]{{{_SHA_PREFIX}}}\.npz")
-        for old in folder.iterdir():
-            if old.name != arrays_name and stale.fullmatch(old.name):
-                old.unlink(missing_ok=True)
+        with os.scandir(folder) as entries:
+            for old in entries:
+                # Only regular files of this model's own arrays pattern; a set-aside file
+                # (`.corrupt-...`) or anything else in the folder is left alone.
+                if (old.name != arrays_name and stale.fullmatch(old.name)
+                        and old.is_file(follow_symlinks=False)):
+                    Path(old.path).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- restore
     def restore(self, trackers: Mapping[str, ModelTracker]) -> list[str]:
-        """Refill trackers from their snapshots; returns the models restored."""
+        """Refill trackers from their snapshots; returns the models restored. Never raises:
+        a snapshot that cannot be used is discarded (and set aside when it cannot be
+        trusted), and the model starts empty."""
         restored = []
         for name, t in trackers.items():
             man = self.manifest_path(name)
-            if not man.exists():
-                continue
+            legacy = self.root / "windows" / f"{legacy_name(name)}.json"
+            if not os.path.lexists(man):
+                if legacy == man or not os.path.lexists(legacy):
+                    continue
+                man = legacy  # written by an earlier version: used if it names this model
             try:
                 rows = self.restore_one(t, man)
             except StateError as exc:
-                log.warning("state_discarded", model=name, reason=str(exc))
+                # An earlier version's file is only ever read, never moved.
+                is_legacy = man != self.manifest_path(name)
+                self._discard(name, str(exc), exc.bad_file, keep=is_legacy)
+                continue
+            except Exception as exc:  # a defect, not the file: still start, and say so
+                log.error("state_discarded", model=name, reason=repr(exc)[:300], exc_info=exc)
                 continue
             log.info("state_restored", model=name, rows=rows)
             restored.append(name)
         return restored
 
+    def _discard(self, model: str, reason: str, bad: Path | None, keep: bool) -> None:
+        aside = set_aside(bad) if bad is not None and not keep else None
+        log.warning("state_discarded", model=model, reason=reason,
+                    **({"moved_to": str(aside)} if aside is not None else {}))
+
     def restore_one(self, t: ModelTracker, man: Path) -> int:
-        """Check the whole snapshot, then install it; returns the window rows restored."""
-        try:
-            manifest = json.loads(man.read_text())
-        except (OSError, ValueError) as exc:
-            raise StateError(f"{man}: unreadable ({exc})") from exc
+        """Check the whole snapshot, then install it; returns the window rows restored.
+
+        Files are read only as regular files of bounded size (no symlink, FIFO or device),
+        and every array's shape is checked against its bytes before anything is allocated.
+        """
+        manifest = decode_json(read_regular(man, MAX_JSON_BYTES), man)
         if not isinstance(manifest, dict):
-            raise StateError(f"{man}: not a manifest object")
+            raise StateError(f"{man}: not a manifest object", bad_file=man)
         if manifest.get("format") != FORMAT_VERSION:
             raise StateError(f"{man}: format {manifest.get('format')!r}, expected {FORMAT_VERSION}")
-        npz = self.arrays_path(t.name, manifest)
-        try:
-            data = npz.read_bytes()
-        except OSError as exc:
-            raise StateError(f"{npz}: unreadable ({exc.strerror or exc})") from exc
-        if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
-            raise StateError(f"{npz}: checksum mismatch")
+        if manifest.get("model") != t.name:
+            raise StateError(f"{man}: the snapshot of another model")
+        rows = manifest.get("rows")
+        if type(rows) is not int or not 0 <= rows <= 4 * t.window.capacity:
+            raise StateError(f"{man}: rows {rows!r:.40} out of range", bad_file=man)
         if t.baseline is None or manifest.get("baseline_sha256") != t.baseline.sha256:
             raise StateError("baseline changed since the snapshot")
         layout = [list(t.numeric_names), list(t.categorical_names), t.pred_kind]
@@ -150,17 +183,33 @@ class StateStore:
                  manifest.get("prediction_kind")]
         if layout != saved:
             raise StateError("feature layout changed since the snapshot")
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise StateError(f"{npz}: unreadable arrays ({exc})") from exc
+        npz = self.arrays_path(t.name, manifest)
+        data = read_regular(npz, _max_arrays_bytes(t, rows))
+        if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
+            raise StateError(f"{npz}: checksum mismatch", bad_file=npz)
+        arrays = read_npz(data, _array_names(t), npz)
         try:
             plan = _plan(t, manifest, arrays)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise StateError(f"{npz}: does not fit the model ({exc!r})") from exc
         _install(t, plan)
         return plan.window.size
+
+
+def _array_names(t: ModelTracker) -> set[str]:
+    names = {"numeric", "categorical", "predictions", "confidence", "received", "pred_bins"}
+    names.update(f"num_bins_{j}" for j in range(len(t.numeric_names)))
+    names.update(f"cat_bins_{j}" for j in range(len(t.categorical_names)))
+    return names
+
+
+def _max_arrays_bytes(t: ModelTracker, rows: int) -> int:
+    """What the arrays of `rows` window rows can weigh, at 8 bytes a value, plus headers."""
+    per_row = 8 * (len(t.numeric_names) + len(t.categorical_names) + 3)
+    cap = 4 * t.drift.max_categories + 1
+    bins = sum(len(b) for b in t.num_bins) + cap * (len(t.categorical_names) + 1) + 64 * (
+        len(t.numeric_names) + 1)
+    return rows * per_row + 8 * bins + 4096 * (len(_array_names(t)) + 1)
 
 
 def collect_one(t: ModelTracker) -> Snapshot:

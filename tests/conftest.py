@@ -1,6 +1,11 @@
+"""Shared fixtures; the helpers themselves are in harness.py.
+
+`scripts/test -m "not slow"` is the quick local run: it leaves out the tests marked
+`slow` (bench smoke, demo, Prometheus end to end). CI runs everything.
+"""
+
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +21,15 @@ from harness import DaemonProcess, kill_quietly, start_daemon
 
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
+    """Each test starts and ends with structlog's defaults, whatever another configured."""
+    structlog.reset_defaults()
     yield
     structlog.reset_defaults()
 
 
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start daemons with harness.start_daemon, each in its own folder; killed at the end."""
     started: list[DaemonProcess] = []
 
     def make(extra: dict[str, Any] | None = None, **kw: Any) -> DaemonProcess:
@@ -34,7 +42,3 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for d in started:
         kill_quietly(d)
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,4 +1,9 @@
-"""Start the real daemon as a subprocess on a temporary config, and talk to it for real."""
+"""Start the real daemon as a subprocess on a temporary config, and talk to it for real.
+
+The one place for the tests' shared plumbing: `free_port`, `wait_for` (poll a condition
+with a deadline; the tests never sleep to wait), `run_cli` (every `drift-sidecar`
+subprocess) and `start_daemon` (through the `daemon_factory` fixture of conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,22 +35,33 @@ class GiveUp(Exception):
     """Raised by a predicate when waiting longer cannot help (the process died)."""
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 15.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> Any:
+    """Poll until predicate() is truthy and return its value; fail with `what` after
+    `timeout` seconds. An exception from predicate() means "not yet" (the last one is in
+    the failure message), except GiveUp, which ends the wait at once. In a coroutine,
+    `await asyncio.to_thread(wait_for, ...)` keeps the event loop running meanwhile."""
     deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
+    last_error = "None"
     while time.monotonic() < deadline:
         try:
             value = predicate()
         except GiveUp:
             raise
         except Exception as exc:  # not ready yet: connection refused, missing series...
-            last_exc = exc
+            # Only its text: the exception, kept, would hold this frame through its
+            # traceback, and an HTTP error's open response would then wait for the
+            # cyclic GC (a ResourceWarning) instead of closing now.
+            last_error = repr(exc)
             value = None
         if value:
             return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc!r}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_error}")
 
 
 @dataclass
@@ -156,21 +172,54 @@ def write_config(tmp: Path, extra: dict[str, Any] | None = None) -> tuple[Path, 
     return path, cfg
 
 
+def run_cli(
+    args: Sequence[str],
+    log_path: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    launcher: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """Start `drift-sidecar ARGS` with stdout and stderr in `log_path`; `env` is added to
+    this process's environment; `launcher` replaces `python -m sidecar.cli` (a command
+    that calls sidecar.cli.main on the arguments after its own)."""
+    command = [*(launcher or (sys.executable, "-m", "sidecar.cli")), *args]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env={**os.environ, **env} if env else None,
+        )
+
+
 def start_daemon(
-    tmp: Path, extra: dict[str, Any] | None = None, config_path: Path | None = None,
+    tmp: Path,
+    extra: dict[str, Any] | None = None,
+    config_path: Path | None = None,
     wait_ready: bool = False,
+    *,
+    wait_up: bool = True,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    launcher: Sequence[str] = (),
+    socket_path: str | None = None,
 ) -> DaemonProcess:
+    """`drift-sidecar run` on a config written by write_config (or on `config_path`),
+    started in `tmp` (or `cwd`). Returns once /healthz answers and the socket exists, then
+    also /readyz if `wait_ready`; at once if not `wait_up` (for a daemon that must refuse
+    to start). `socket_path` is where the socket is expected when the config does not say."""
     if config_path is None:
         config_path, cfg = write_config(tmp, extra)
     else:
         cfg = yaml.safe_load(config_path.read_text())
     log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar.cli", "run", "--config", str(config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-        )
-    d = DaemonProcess(proc, config_path, cfg["socket"]["path"], cfg["http"]["port"], log_path)
+    proc = run_cli(["run", "--config", str(config_path)], log_path, cwd or tmp, env, launcher)
+    d = DaemonProcess(
+        proc, config_path, socket_path or cfg["socket"]["path"], cfg["http"]["port"], log_path
+    )
+    if not wait_up:
+        return d
 
     def up() -> bool:
         if proc.poll() is not None:
@@ -178,7 +227,7 @@ def start_daemon(
         return d.get("/healthz")[0] == 200 and os.path.exists(d.socket_path)
 
     try:
-        wait_for(up, 20, "daemon /healthz")
+        wait_for(up, 20, f"daemon /healthz and its socket {d.socket_path}")
         if wait_ready:
             wait_for(lambda: d.get("/readyz")[0] == 200, 20, "daemon /readyz")
     except BaseException:
@@ -191,3 +240,24 @@ def kill_quietly(d: DaemonProcess) -> None:
     if d.proc.poll() is None:
         d.proc.kill()
         d.proc.wait(timeout=10)
+
+
+def run_to_exit(config_path: Path, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """`drift-sidecar run` on a config that must not start: its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", "run", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=config_path.parent,
+        check=False,
+    )
+
+
+def umask_launcher(umask: int) -> tuple[str, ...]:
+    """A `launcher` for start_daemon: the command line, with the process umask set first."""
+    code = (
+        f"import os, sys; os.umask({umask}); "
+        "from sidecar.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    return (sys.executable, "-c", code)

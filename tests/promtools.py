@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness import GiveUp, free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIGS = REPO / "configs" / "prometheus"
@@ -40,6 +40,10 @@ Series = dict[str, Any]
 
 class PrometheusError(Exception):
     """Prometheus refused a query or could not be started."""
+
+
+class PrometheusExited(PrometheusError, GiveUp):
+    """The server process is gone: waiting for it any longer cannot help."""
 
 
 def in_ci() -> bool:
@@ -247,14 +251,6 @@ def base_metric(name: str, known: dict[str, str]) -> str | None:
 # --- a throwaway Prometheus ------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class PrometheusHandle:
     """A Prometheus server started by start_prometheus; stop() it (or use `with`)."""
@@ -297,20 +293,18 @@ class PrometheusHandle:
         timeout: float = 30.0,
         poll_s: float = 0.2,
     ) -> list[Series]:
-        """Poll `expr` until predicate(result) holds; return that result or raise TimeoutError."""
-        deadline = time.monotonic() + timeout
-        last: list[Series] | str = "no answer yet"
-        while True:
-            try:
-                last = self.query(expr)
-                if predicate(last):
-                    return last
-            except PrometheusError as exc:
-                last = str(exc)
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{expr!r} did not satisfy the condition in {timeout}s: {last}")
+        """Poll `expr` until predicate(result) holds and return that result; the failure
+        after `timeout` seconds shows the last result or query error."""
+
+        def answer() -> tuple[list[Series]]:
             self._check_alive()
-            time.sleep(poll_s)
+            result = self.query(expr)
+            if not predicate(result):
+                raise AssertionError(f"not yet: {result}")
+            return (result,)  # truthy even when the awaited result is empty
+
+        found: tuple[list[Series]] = wait_for(answer, timeout, repr(expr), interval=poll_s)
+        return found[0]
 
     def targets(self) -> list[dict[str, Any]]:
         """Active scrape targets (the API's activeTargets)."""
@@ -327,7 +321,7 @@ class PrometheusHandle:
 
     def _check_alive(self) -> None:
         if self.process.poll() is not None:
-            raise PrometheusError(
+            raise PrometheusExited(
                 f"prometheus exited with {self.process.returncode}:\n{self.log()[-4000:]}"
             )
 
@@ -426,22 +420,18 @@ def start_prometheus(
     handle = PrometheusHandle(
         url=f"http://127.0.0.1:{port}", process=process, workdir=workdir, log_path=log_path
     )
-    deadline = time.monotonic() + timeout
+
+    def ready() -> bool:
+        handle._check_alive()
+        with urllib.request.urlopen(f"{handle.url}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)
+
     try:
-        while True:
-            handle._check_alive()
-            try:
-                with urllib.request.urlopen(f"{handle.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return handle
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() >= deadline:
-                log_tail = handle.log()[-4000:]
-                raise PrometheusError(
-                    f"prometheus not ready on {handle.url} after {timeout}s:\n{log_tail}"
-                )
-            time.sleep(0.1)
+        wait_for(ready, timeout, f"prometheus ready on {handle.url}", interval=0.1)
+    except AssertionError as exc:
+        handle.stop()
+        raise PrometheusError(f"{exc}:\n{handle.log()[-4000:]}") from exc
     except BaseException:
         handle.stop()
         raise
+    return handle

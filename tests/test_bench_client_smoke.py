@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.timeout(180)
 def test_client_bench_quick(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ def run_bench(script: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.slow
 def test_ingest_bench_counts_every_event_on_all_three_servers(tmp_path: Path) -> None:
     doc = run_bench("bench/ingest_bench.py", tmp_path)
     cases = {c["case"]: c for c in doc["cases"]}
@@ -52,6 +53,7 @@ def test_ingest_bench_counts_every_event_on_all_three_servers(tmp_path: Path) ->
             rel=1e-9)
 
 
+@pytest.mark.slow
 def test_scrape_bench_sees_every_drift_and_bin_series(tmp_path: Path) -> None:
     doc = run_bench("bench/scrape_bench.py", tmp_path, "--scrapes", "2")
     (size,) = doc["sizes"]
@@ -63,6 +65,7 @@ def test_scrape_bench_sees_every_drift_and_bin_series(tmp_path: Path) -> None:
         assert size[fmt]["seconds"]["n"] == 2
 
 
+@pytest.mark.slow
 def test_memory_bench_grows_with_the_window(tmp_path: Path) -> None:
     doc = run_bench("bench/memory_bench.py", tmp_path)
     cells = doc["cells"]
@@ -73,6 +76,7 @@ def test_memory_bench_grows_with_the_window(tmp_path: Path) -> None:
         assert c["window_arrays_kib"] == c["window"] * (c["features"] + 3) * 8 / 1024
 
 
+@pytest.mark.slow
 def test_startup_bench_times_all_three_variants(tmp_path: Path) -> None:
     doc = run_bench("bench/startup_bench.py", tmp_path, "--rows", "2000", "--features", "5")
     assert set(doc["seconds"]) == {"stored statistics", "no stored statistics", "no baseline"}

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_soak_quick(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"

@@ -11,26 +11,19 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
+from harness import wait_for
 
 from sidecar.client import DROP_REASONS, Monitor
 from sidecar.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 class NdjsonServer:
@@ -50,9 +43,11 @@ class NdjsonServer:
         self._listener.bind(path)
         self._listener.listen(16)
         self._stopped = False
+        # Listed before it starts: stop() takes the first thread for the accept thread, and a
+        # client that connects at once would otherwise list its reader thread first.
         t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
         self._threads.append(t)
+        t.start()
 
     def _accept(self) -> None:
         while True:
@@ -159,7 +154,7 @@ def test_exact_counts_when_nothing_is_dropped(server: NdjsonServer) -> None:
         assert s.buffered == 0
         assert s.pending == 0
         assert s.connected
-    wait_until(lambda: server.count == 4200, what="4200 events at the server")
+    wait_for(lambda: server.count == 4200, what="4200 events at the server")
     assert [e["id"] for e in server.events[:3000]] == [str(i) for i in range(3000)]
     assert all(e["model"] == "fraud" and e["version"] == "1.0.0" for e in server.events)
     # Batched: one JSON array per line, many events each (lines end early only when the
@@ -184,7 +179,7 @@ def test_event_fields_follow_protocol_v1(server: NdjsonServer) -> None:
         )
         m.record(probabilities={"cat": 0.9, "dog": 0.1}, prediction="cat", trace_id="AB" * 16)
         assert m.flush(5)
-    wait_until(lambda: server.count == 2)
+    wait_for(lambda: server.count == 2)
     first, second = server.events
     assert first == {
         "model": "m",
@@ -222,7 +217,7 @@ def test_record_batch_columns_and_class_names(server: NdjsonServer) -> None:
         assert n == 3
         assert m.record_batch(predictions=[1, 2], features=[{"x": 1}, {"x": 2}]) == 2
         assert m.flush(5)
-    wait_until(lambda: server.count == 5)
+    wait_for(lambda: server.count == 5)
     e = server.events
     assert [x["prediction"] for x in e[:3]] == ["yes", "no", "no"]
     assert e[0]["probabilities"] == {"no": 0.2, "yes": 0.8}
@@ -269,7 +264,7 @@ def test_wrong_types_are_dropped_counted_and_logged_once(
         assert m.report_model_memory("lots") is False  # type: ignore[arg-type]
         assert m.flush(5)
         s = m.stats
-    wait_until(lambda: server.count == 1)
+    wait_for(lambda: server.count == 1)
     assert server.events[0]["features"] == {"x": 1.0}
     n_bad = 3 * len(bad_calls) + 3 + 2 + 1 + 2 + 2
     assert s.dropped["invalid_input"] == n_bad
@@ -281,7 +276,7 @@ def test_wrong_types_are_dropped_counted_and_logged_once(
 def test_sidecar_down_buffers_up_to_the_cap_then_counts_drops(sock_path: str) -> None:
     m = Monitor(sock_path, model="m", buffer_size=100, reconnect_backoff=(0.01, 0.05))
     try:
-        wait_until(lambda: m.stats.connect_failures > 0, what="a failed connect")
+        wait_for(lambda: m.stats.connect_failures > 0, what="a failed connect")
         results = [m.record(prediction=float(i)) for i in range(250)]
         assert results.count(True) == 100
         s = m.stats
@@ -292,7 +287,7 @@ def test_sidecar_down_buffers_up_to_the_cap_then_counts_drops(sock_path: str) ->
         srv = NdjsonServer(sock_path)
         try:
             assert m.flush(10)
-            wait_until(lambda: srv.count == 100, what="the buffered events")
+            wait_for(lambda: srv.count == 100, what="the buffered events")
             assert [e["prediction"] for e in srv.events] == [float(i) for i in range(100)]
             s = m.stats
             assert s.sent + s.dropped_total == 250
@@ -307,23 +302,23 @@ def test_sidecar_restarted_mid_stream(sock_path: str) -> None:
     m = Monitor(sock_path, model="m", buffer_size=500, reconnect_backoff=(0.01, 0.1))
     recorded = 0
     try:
-        wait_until(lambda: m.stats.connected)
+        wait_for(lambda: m.stats.connected)
         for _ in range(5):
             for i in range(400):
                 recorded += 1
                 m.record({"x": float(i)}, prediction=1.0)
             assert m.flush(10)
-        wait_until(lambda: first.count == 2000)
+        wait_for(lambda: first.count == 2000)
     finally:
         first.stop()
-    wait_until(lambda: not m.stats.connected, what="the client to notice")
+    wait_for(lambda: not m.stats.connected, what="the client to notice")
     for i in range(1500):  # more than the buffer holds while nobody listens
         recorded += 1
         m.record({"x": float(i)}, prediction=2.0)
     assert m.stats.dropped["not_connected"] == 1000
     second = NdjsonServer(sock_path)
     try:
-        wait_until(lambda: m.stats.connected, what="the reconnect")
+        wait_for(lambda: m.stats.connected, what="the reconnect")
         assert m.flush(10)  # the 500 kept while the sidecar was away
         for _ in range(4):
             for i in range(250):
@@ -333,7 +328,7 @@ def test_sidecar_restarted_mid_stream(sock_path: str) -> None:
         s = m.stats
         assert s.reconnects == 1
         assert s.sent + s.dropped_total == recorded
-        wait_until(lambda: second.count == s.sent - 2000)
+        wait_for(lambda: second.count == s.sent - 2000)
         preds = [e["prediction"] for e in second.events]
         assert preds.count(2.0) == 500
         assert preds.count(3.0) == 1000
@@ -354,13 +349,13 @@ def test_peer_that_goes_away_while_writing(sock_path: str) -> None:
     payload = {f"f{i}": float(i) for i in range(50)}
     calls = 5000
     try:
-        wait_until(lambda: m.stats.connected)
+        wait_for(lambda: m.stats.connected)
         for _ in range(calls):
             m.record(payload)
         # The kernel buffer is full and the client holds encoded lines it cannot write.
-        wait_until(lambda: m.stats.pending_bytes >= 200 * 1024, what="pending lines")
+        wait_for(lambda: m.stats.pending_bytes >= 200 * 1024, what="pending lines")
         srv.stop()
-        wait_until(lambda: not m.stats.connected, what="the client to notice")
+        wait_for(lambda: not m.stats.connected, what="the client to notice")
         sent_before = m.stats.sent
     finally:
         srv.stop()
@@ -372,7 +367,7 @@ def test_peer_that_goes_away_while_writing(sock_path: str) -> None:
         assert s.dropped["buffer_full"] > 0
         # Whole lines not yet started are resent on the new connection; a half-written one
         # cannot be, and its events count as send_failed.
-        wait_until(lambda: srv2.count == s.sent - sent_before, what="the resent lines")
+        wait_for(lambda: srv2.count == s.sent - sent_before, what="the resent lines")
         assert srv2.count > 0
         assert s.dropped["send_failed"] <= 256
     finally:
@@ -388,7 +383,7 @@ def test_record_never_blocks_when_the_reader_stops_reading(sock_path: str) -> No
     durations = np.empty(n)
     clock = time.perf_counter
     try:
-        wait_until(lambda: m.stats.connected)
+        wait_for(lambda: m.stats.connected)
         gc.collect()  # start from a clean heap so collections during the loop stay small
         for i in range(n):
             t0 = clock()
@@ -433,7 +428,7 @@ def test_concurrent_threads(server: NdjsonServer) -> None:
             t.join()
         assert m.flush(20)
         assert m.stats.sent == threads_n * per_thread
-    wait_until(lambda: server.count == threads_n * per_thread)
+    wait_for(lambda: server.count == threads_n * per_thread)
     ids = [e["id"] for e in server.events]
     assert len(set(ids)) == threads_n * per_thread
     for k in range(threads_n):  # each thread's events stay in its own order
@@ -458,7 +453,7 @@ def test_usable_from_asyncio(server: NdjsonServer) -> None:
         assert m.flush(5)
     finally:
         m.close(1)
-    wait_until(lambda: server.count == 400)
+    wait_for(lambda: server.count == 400)
     tracked = [e for e in server.events if e["prediction"] >= 0 and "latency_s" in e]
     assert len(tracked) == 200
     assert {e["prediction"] for e in tracked} == {float(i) * 2 for i in range(200)}
@@ -476,7 +471,7 @@ def test_timed_records_latency_and_errors(server: NdjsonServer) -> None:
             rec.prediction = 1 / 0
         assert rec.latency_s is not None
         assert m.flush(5)
-    wait_until(lambda: server.count == 2)
+    wait_for(lambda: server.count == 2)
     ok, bad = server.events
     assert ok["id"] == "ok"
     assert ok["prediction"] == 1
@@ -520,7 +515,7 @@ def test_track_sync_and_async_record_errors_and_reraise(server: NdjsonServer) ->
         assert m.stats.dropped["invalid_input"] == 1
     finally:
         m.close(1)
-    wait_until(lambda: server.count == 4)
+    wait_for(lambda: server.count == 4)
     e = server.events
     assert e[0]["prediction"] == 2.0
     assert e[0]["confidence"] == 0.5
@@ -551,7 +546,7 @@ def test_trace_id_taken_from_the_current_otel_span(server: NdjsonServer) -> None
         m.record(id="outside")
         assert m.flush(5)
         assert quiet.flush(5)
-    wait_until(lambda: server.count == 8)
+    wait_for(lambda: server.count == 8)
     by_id = {e["id"]: e.get("trace_id") for e in server.events}
     assert by_id == {
         "plain": expected,
@@ -572,7 +567,7 @@ def test_model_memory_stats_event_is_sent_and_resent_after_reconnect(sock_path: 
         assert m.report_model_memory(1024)
         assert m.report_model_memory(np.int64(2048))
         assert m.flush(5)
-        wait_until(lambda: len(first.stats) >= 1)
+        wait_for(lambda: len(first.stats) >= 1)
         assert first.stats[-1] == {
             "kind": "stats",
             "model": "m",
@@ -581,10 +576,10 @@ def test_model_memory_stats_event_is_sent_and_resent_after_reconnect(sock_path: 
         }
     finally:
         first.stop()
-    wait_until(lambda: not m.stats.connected)
+    wait_for(lambda: not m.stats.connected)
     second = NdjsonServer(sock_path)
     try:
-        wait_until(lambda: len(second.stats) == 1, what="the gauge resent")
+        wait_for(lambda: len(second.stats) == 1, what="the gauge resent")
         assert second.stats[0]["model_memory_bytes"] == 2048
         assert m.stats.sent == 0  # stats lines are not prediction events
     finally:
@@ -601,7 +596,7 @@ def test_oversized_lines_are_split_and_oversized_events_dropped(server: NdjsonSe
         s = m.stats
     assert s.dropped["too_large"] == 1
     assert s.sent == 100
-    wait_until(lambda: server.count == 100)
+    wait_for(lambda: server.count == 100)
     assert server.lines >= 100 * 120 // 4096
 
 
@@ -626,16 +621,19 @@ def test_forked_worker_gets_its_own_connection_and_sends_only_its_events(
                 m.close(timeout=5)
             finally:
                 os._exit(0 if ok else 1)
-        deadline = time.monotonic() + 30
-        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                raise AssertionError("forked child did not finish")
-            time.sleep(0.01)
+        try:
+            done = wait_for(
+                lambda: (r := os.waitpid(pid, os.WNOHANG))[0] and r,
+                30,
+                "the forked child to finish",
+            )
+        except AssertionError:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise
         assert os.waitstatus_to_exitcode(done[1]) == 0, "the child could not send its events"
         assert m.flush(5)
-    wait_until(lambda: server.count == 12, what="12 events at the server")
+    wait_for(lambda: server.count == 12, what="12 events at the server")
     ids = sorted(e["id"] for e in server.events)
     assert ids == sorted([f"parent-{i}" for i in range(3)]
                          + [f"parent-late-{i}" for i in range(4)]

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_client import NdjsonServer, wait_until
+from harness import wait_for
+from test_client import NdjsonServer
 
 from sidecar.client import Monitor
 from sidecar.client._encode import Batch
@@ -54,7 +55,7 @@ def test_logits_become_class_confidence_and_probabilities(server: NdjsonServer) 
         x.zero_()  # the caller may reuse its buffers at once
         assert n == 3
         assert m.flush(5)
-    wait_until(lambda: server.count == 3)
+    wait_for(lambda: server.count == 3)
     events = server.events
     assert [e["prediction"] for e in events] == ["cat", "dog", "owl"]
     for row, e in enumerate(events):
@@ -78,7 +79,7 @@ def test_probabilities_without_class_names_and_dict_features(server: NdjsonServe
         )
         assert n == 2
         assert m.flush(5)
-    wait_until(lambda: server.count == 2)
+    wait_for(lambda: server.count == 2)
     a, b = server.events
     assert (a["prediction"], a["confidence"], a["probabilities"]) == (1, 0.75, [0.25, 0.75])
     assert b["prediction"] == 0
@@ -94,7 +95,7 @@ def test_binary_outputs_and_numpy_features(server: NdjsonServer) -> None:
             == 3
         )
         assert m.flush(5)
-    wait_until(lambda: server.count == 3)
+    wait_for(lambda: server.count == 3)
     e = server.events
     assert [x["prediction"] for x in e] == [0, 1, 0]  # ties go to the first class
     assert e[1]["confidence"] == pytest.approx(1 / (1 + math.exp(-2.0)), rel=1e-6)
@@ -136,7 +137,7 @@ def test_rows_become_events_on_the_flusher_thread_not_the_callers(
                                 feature_names=["a", "b", "c", "d"]) == 256
             assert threading.get_ident() not in expanded_on
         assert m.flush(5)
-    wait_until(lambda: server.count == 3 * 256)
+    wait_for(lambda: server.count == 3 * 256)
     assert len(expanded_on) == 3  # each batch converted once, none on the caller's thread
     assert threading.get_ident() not in expanded_on
 
@@ -152,7 +153,7 @@ def test_memory_reports(server: NdjsonServer) -> None:
         assert reporter.active is torch.cuda.is_available()
         reporter.stop()
         assert m.flush(5)
-    wait_until(lambda: len(server.stats) >= 1)
+    wait_for(lambda: len(server.stats) >= 1)
     assert server.stats[0]["model_memory_bytes"] == expected
     if torch.cuda.is_available():
         assert server.stats[-1]["model_memory_bytes"] == torch.cuda.memory_allocated()

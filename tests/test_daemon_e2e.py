@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from harness import parse_metrics, wait_for
+from harness import free_port, parse_metrics, wait_for
 
 MODEL = {
     "name": "fraud",
@@ -237,45 +237,41 @@ def test_bad_event_flood_does_not_flood_the_log(daemon_factory):
     assert 1 <= len(warnings) <= 3
 
 
-def test_embedded_defaults_auto_register(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from harness import free_port
-
+def test_embedded_defaults_auto_register(tmp_path, daemon_factory):
     # `run` with no file: socket in the working folder, models registered from traffic.
     port = free_port()
     cfg_free = tmp_path / "work"
     cfg_free.mkdir()
-    env = {**os.environ, "XDG_RUNTIME_DIR": ""}
     # Only the port must differ from the default to run beside other tests.
     (cfg_free / "only-port.yaml").write_text(f"http: {{port: {port}}}\n"
                                              "auto_register: {enabled: true, capture: 5}\n"
                                              "gpu: {enabled: auto}\n")
-    with (tmp_path / "log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sidecar.cli", "run", "--config",
-                                 "only-port.yaml"], cwd=cfg_free, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        sock_path = cfg_free / "drift-sidecar.sock"
-        wait_for(sock_path.exists, 20, "default socket")
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(sock_path))
-            s.sendall(b"".join((json.dumps({"model": "m", "features": {"x": i, "c": "a"},
-                                            "prediction": 1.0}) + "\n").encode()
-                               for i in range(20)))
-        import urllib.request
+    sock_path = cfg_free / "drift-sidecar.sock"
+    # Returns once /healthz answers and the socket is where the defaults say.
+    d = daemon_factory(
+        config_path=cfg_free / "only-port.yaml",
+        cwd=cfg_free,
+        env={"XDG_RUNTIME_DIR": ""},
+        socket_path=str(sock_path),
+    )
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock_path))
+        s.sendall(
+            b"".join(
+                (
+                    json.dumps({"model": "m", "features": {"x": i, "c": "a"}, "prediction": 1.0})
+                    + "\n"
+                ).encode()
+                for i in range(20)
+            )
+        )
 
-        def scrape():
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
-                return parse_metrics(r.read().decode())
-
-        m = wait_for(lambda: (m := scrape()).value("drift_sidecar_baseline_ready",
-                                                   model_name="m") == 1 and m, 15, "capture")
-        assert m.value("ml_feature_missing_total", model_name="m", feature_name="c") == 0
-        assert m.value("drift_sidecar_gpu_available") == 0
-        assert (cfg_free / ".state" / "baselines" / "m.parquet").exists()
-    finally:
-        proc.terminate()
-        assert proc.wait(15) == 0
+    m = wait_for(
+        lambda: (m := d.scrape()).value("drift_sidecar_baseline_ready", model_name="m") == 1 and m,
+        15,
+        "capture",
+    )
+    assert m.value("ml_feature_missing_total", model_name="m", feature_name="c") == 0
+    assert m.value("drift_sidecar_gpu_available") == 0
+    assert (cfg_free / ".state" / "baselines" / "m.parquet").exists()
+    assert d.stop(timeout=15) == 0

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import urllib.request
 
-from harness import free_port, parse_metrics, wait_for
+import pytest
+from harness import free_port, parse_metrics, run_cli, wait_for
 
 
+@pytest.mark.slow
 def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
     port = free_port()
-    with (tmp_path / "demo.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar.cli", "demo", "--duration", "12", "--drift-after",
-             "2", "--port", str(port), "--rate", "1000"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )
+    proc = run_cli(
+        ["demo", "--duration", "12", "--drift-after", "2", "--port", str(port), "--rate", "1000"],
+        tmp_path / "demo.log",
+        tmp_path,
+    )
     try:
         def drifted():
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:

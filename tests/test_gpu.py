@@ -5,22 +5,20 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib.util
-import json
 import os
-import socket as socketlib
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pynvml
 import pytest
-import structlog
 from fake_nvml import FakeGpu, FakeNvml
+from harness import DaemonProcess, wait_for
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
@@ -49,13 +47,6 @@ GPU_METRICS = (
     "ml_gpu_sm_clock_hertz",
     "ml_gpu_last_xid",
 )
-
-
-@pytest.fixture(autouse=True)
-def _reset_structlog() -> Iterator[None]:
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 class Clock:
@@ -367,14 +358,6 @@ async def _run_briefly(monitor: GpuMonitor) -> None:
         await asyncio.wait_for(task, timeout=2)
 
 
-async def _wait_for(condition: object, timeout: float = 5.0) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)
-
-
 def test_run_polls_every_interval_and_returns_promptly_when_cancelled() -> None:
     g0, _ = two_gpus()
     nvml = FakeNvml([g0])
@@ -382,7 +365,9 @@ def test_run_polls_every_interval_and_returns_promptly_when_cancelled() -> None:
 
     async def scenario() -> None:
         task = asyncio.create_task(monitor.run())
-        await _wait_for(lambda: nvml.calls.count("nvmlDeviceGetUtilizationRates") >= 3)
+        await asyncio.to_thread(
+            wait_for, lambda: nvml.calls.count("nvmlDeviceGetUtilizationRates") >= 3, 5.0
+        )
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=1)
@@ -414,7 +399,7 @@ def test_a_hung_nvml_call_never_blocks_the_loop_or_cancellation() -> None:
 
     async def scenario() -> float:
         task = asyncio.create_task(monitor.run())
-        await _wait_for(nvml.entered.is_set)
+        await asyncio.to_thread(wait_for, nvml.entered.is_set, 5.0)
         ticks = 0
         for _ in range(20):  # the loop keeps turning while NVML hangs
             await asyncio.sleep(0)
@@ -446,7 +431,9 @@ def test_unexpected_poll_errors_are_counted_and_the_loop_goes_on() -> None:
 
         async def scenario() -> None:
             task = asyncio.create_task(monitor.run())
-            await _wait_for(lambda: (errors(registry, "unexpected") or 0) >= 3)
+            await asyncio.to_thread(
+                wait_for, lambda: (errors(registry, "unexpected") or 0) >= 3, 5.0
+            )
             assert not task.done()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -728,93 +715,57 @@ def test_gpu_check_compares_a_scrape_with_nvidia_smi() -> None:
 # -- the real daemon on this machine ---------------------------------------------------------
 
 
-def _daemon_config(tmp: Path, port: int, enabled: str) -> Path:
-    cfg = tmp / "sidecar.yaml"
-    cfg.write_text(
-        f"socket: {{path: {tmp / 'events.sock'}}}\n"
-        f"http: {{host: 127.0.0.1, port: {port}}}\n"
-        f"state_dir: {tmp / 'state'}\n"
-        "models:\n"
-        "  - name: fraud\n"
-        "    baseline: {capture: 1000}\n"
-        "    features: [{name: amount, type: numeric}]\n"
-        "    prediction: {type: numeric}\n"
-        f"gpu: {{enabled: {enabled}, interval_s: 1}}\n"
-    )
-    return cfg
+def _daemon_config(enabled: str | bool) -> dict[str, Any]:
+    return {
+        "models": [
+            {
+                "name": "fraud",
+                "baseline": {"capture": 1000},
+                "features": [{"name": "amount", "type": "numeric"}],
+                "prediction": {"type": "numeric"},
+            }
+        ],
+        "gpu": {"enabled": enabled, "interval_s": 1},
+    }
 
 
-def _daemon(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sidecar.cli", "run", "--config", str(cfg)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cfg.parent,
-        )
-
-
-def _scrape(port: int, path: str = "/metrics") -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-        return str(resp.read().decode())
-
-
-def _wait(predicate: object, timeout: float = 20.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass  # not listening yet
-        assert time.monotonic() < deadline, "daemon condition not met before the deadline"
-        time.sleep(0.02)
+def _scrape(d: DaemonProcess, path: str = "/metrics") -> str:
+    status, body = d.get(path)
+    assert status == 200, body
+    return body.decode()
 
 
 @pytest.mark.skipif(_nvml_library_loadable(), reason="needs a machine without an NVIDIA driver")
-def test_daemon_without_gpu_stays_healthy_and_reports_unavailable(tmp_path: Path) -> None:
-    port = _free_port()
-    log = tmp_path / "daemon.log"
-    proc = _daemon(_daemon_config(tmp_path, port, "auto"), log)
-    try:
-        _wait(lambda: "drift_sidecar_gpu_available" in _scrape(port))
-        with socketlib.socket(socketlib.AF_UNIX) as s:
-            s.connect(str(tmp_path / "events.sock"))
-            event = {"kind": "stats", "model": "fraud", "model_memory_bytes": 12345}
-            s.sendall(json.dumps(event).encode() + b"\n")
-        _wait(lambda: "ml_model_memory_bytes" in _scrape(port))
-        text = _scrape(port)
-        values = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text)
-            for s in fam.samples
-        }
-        assert values[("drift_sidecar_gpu_available", ())] == 0
-        assert values[("ml_model_memory_bytes", (("model_name", "fraud"),))] == 12345
-        assert "ml_gpu_" not in text
-        assert _scrape(port, "/healthz")
-        assert proc.poll() is None
-    finally:
-        proc.terminate()
-        code = proc.wait(timeout=20)
+def test_daemon_without_gpu_stays_healthy_and_reports_unavailable(
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    d = daemon_factory(_daemon_config("auto"))
+    wait_for(lambda: "drift_sidecar_gpu_available" in _scrape(d), 20)
+    event = {"kind": "stats", "model": "fraud", "model_memory_bytes": 12345}
+    d.send([event])
+    wait_for(lambda: "ml_model_memory_bytes" in _scrape(d), 20)
+    text = _scrape(d)
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert values[("drift_sidecar_gpu_available", ())] == 0
+    assert values[("ml_model_memory_bytes", (("model_name", "fraud"),))] == 12345
+    assert "ml_gpu_" not in text
+    assert _scrape(d, "/healthz")
+    assert d.proc.poll() is None
+    code = d.stop(timeout=20)
     assert code == 0
-    lines = log.read_text().splitlines()
+    lines = d.logs().splitlines()
     assert sum("gpu_unavailable" in line for line in lines) == 1
 
 
 @pytest.mark.skipif(_nvml_library_loadable(), reason="needs a machine without an NVIDIA driver")
-def test_daemon_with_gpu_required_refuses_to_start(tmp_path: Path) -> None:
-    log = tmp_path / "daemon.log"
-    proc = _daemon(_daemon_config(tmp_path, _free_port(), "true"), log)
-    code = proc.wait(timeout=30)
+def test_daemon_with_gpu_required_refuses_to_start(
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    d = daemon_factory(_daemon_config(True), wait_up=False)
+    code = d.proc.wait(timeout=30)
     assert code != 0
-    assert "gpu.enabled is true" in log.read_text()
-
-
-def _free_port() -> int:
-    with socketlib.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    assert "gpu.enabled is true" in d.logs()

@@ -13,7 +13,6 @@ import random
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from harness import DaemonProcess, kill_quietly, wait_for, write_config
+from harness import DaemonProcess, wait_for
 
 from sidecar.baseline import write_baseline
 
@@ -524,7 +523,7 @@ import sys, time
 from pathlib import Path
 import sidecar.daemon
 real = sidecar.daemon.check_model
-started, release, config = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+started, release = Path(sys.argv[1]), Path(sys.argv[2])
 def stalled(*args, **kwargs):
     started.touch()
     while not release.exists():
@@ -532,23 +531,18 @@ def stalled(*args, **kwargs):
     return real(*args, **kwargs)
 sidecar.daemon.check_model = stalled
 from sidecar.cli import main
-sys.exit(main(["run", "--config", config]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
-def test_a_stalled_drift_check_stalls_neither_ingest_nor_scrapes(tmp_path):
+def test_a_stalled_drift_check_stalls_neither_ingest_nor_scrapes(daemon_factory, tmp_path):
     base = make_baseline(tmp_path / "fraud.parquet")
-    config_path, cfg = write_config(tmp_path, {"models": [model(base, interval_s=0.05)]})
     started, release = tmp_path / "check-started", tmp_path / "check-release"
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _STALL_LAUNCHER, str(started), str(release),
-             str(config_path)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )
-    d = DaemonProcess(proc, config_path, cfg["socket"]["path"], cfg["http"]["port"], log_path)
+    d = daemon_factory(
+        {"models": [model(base, interval_s=0.05)]},
+        launcher=[sys.executable, "-c", _STALL_LAUNCHER, str(started), str(release)],
+    )
     try:
-        wait_for(lambda: d.get("/healthz")[0] == 200, 20, "daemon up")
         d.send([[event(i) for i in range(50)]])
         wait_for(started.exists, 10, "a drift check to start")
         t_stall = time.monotonic()
@@ -575,7 +569,6 @@ def test_a_stalled_drift_check_stalls_neither_ingest_nor_scrapes(tmp_path):
         assert d.stop(signal.SIGTERM) == 0
     finally:
         release.touch()
-        kill_quietly(d)
 
 
 # ------------------------------------------------------------------------ permissions
@@ -585,7 +578,7 @@ def test_socket_mode_and_parent_directory_permissions(daemon_factory):
     assert stat.S_ISSOCK(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o660
     parent = stat.S_IMODE(os.stat(Path(d.socket_path).parent).st_mode)
-    assert parent == 0o750 & ~_umask()
+    assert parent == 0o750  # exactly, whatever the umask (tests/test_socket_ownership.py)
 
     d2 = daemon_factory({"socket": {"mode": "0o600"}})
     assert stat.S_IMODE(os.stat(d2.socket_path).st_mode) == 0o600
@@ -594,9 +587,3 @@ def test_socket_mode_and_parent_directory_permissions(daemon_factory):
     from sidecar.config import Config
 
     assert Config().http.host == "127.0.0.1"
-
-
-def _umask() -> int:
-    old = os.umask(0)
-    os.umask(old)
-    return old

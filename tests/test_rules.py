@@ -257,6 +257,7 @@ def exposition() -> Iterator[str]:
 
 
 @pytest.mark.prometheus
+@pytest.mark.slow
 def test_rules_load_and_compute_fleet_psi_in_prometheus(tmp_path: Path, exposition: str) -> None:
     with start_prometheus(tmp_path, [exposition], [ALERTS_FILE, RECORDING_FILE]) as prom:
         prom.wait_for_targets_up(1, timeout=20)
