@@ -169,8 +169,9 @@ class _TrackerLabels:
         self.drift_for: ModelDriftResult | None = None
         self.drift_blocks: dict[str, Block] = {}
 
-    def histogram(self, t: ModelTracker) -> Block:
-        """This scrape's histogram lines: every feature's cumulative buckets, count, sum."""
+    def histogram(self, t: ModelTracker, no_sum: np.ndarray | None = None) -> Block:
+        """This scrape's histogram lines: every feature's cumulative buckets, count, sum;
+        without the count and sum of the features where `no_sum` is set."""
         values = np.empty(self.hist_len)
         if self.hist_len:
             flat = np.concatenate(t.feature_counts)
@@ -180,7 +181,11 @@ class _TrackerLabels:
             values[self.bucket_pos] = within
             values[self.count_pos] = within[self.bucket_ends]
             values[self.sum_pos] = t.feature_sums
-        return Block(self.hist, values)
+        keep = None
+        if no_sum is not None and no_sum.any():
+            keep = np.ones(self.hist_len, dtype=bool)
+            keep[self.count_pos[no_sum]] = keep[self.sum_pos[no_sum]] = False
+        return Block(self.hist, values, keep)
 
     def for_baseline(self, t: ModelTracker) -> None:
         b = t.baseline
@@ -324,6 +329,7 @@ class SidecarCollector(Collector):
             if t.pred_count or t.pred_kind == "numeric":
                 val.add_metric([t.name], t.pred_count, t.pred_sum)
             tl = self._labels_of(t)
+            # a feature whose count and sum OpenMetrics cannot take goes as `no_sum` here
             fval.add(tl.histogram(t))
             miss.add(Block(tl.missing, t.missing))
         yield from (req, lat, conf, val, fval, miss)

@@ -261,3 +261,34 @@ def test_render_lets_the_loop_run_and_gives_the_same_bytes(
         1 for _ in sidecar.exposition.pieces(families, om_exposition.generate_latest, True)
     )
     assert ticks >= n_pieces - 1 > 10
+
+
+def test_a_histogram_can_leave_out_the_count_and_sum_of_some_features() -> None:
+    """For OpenMetrics, which forbids a negative sum: the buckets stay, le="+Inf" counts."""
+    from sidecar.metrics import _TrackerLabels
+
+    # the plain model: default buckets (no negative bound), positive values
+    _, t = hostile_trackers(5, lambda rng, n: rng.random(n))
+    tl = _TrackerLabels(t)
+    no_sum = np.array([True, False])
+    full, cut = tl.histogram(t).samples(), tl.histogram(t, no_sum).samples()
+    hidden = {name for name, hide in zip(t.numeric_names, no_sum, strict=True) if hide}
+    gone = {
+        (s.name, s.labels["feature_name"])
+        for s in full
+        if s.name != "ml_feature_value_bucket" and s.labels["feature_name"] in hidden
+    }
+    assert len(gone) == 2 * len(hidden) == 2
+    assert [s for s in full if (s.name, s.labels["feature_name"]) not in gone] == cut
+    family = CachedFamily("ml_feature_value", "Feature value distribution", "histogram")
+    family.add(tl.histogram(t, no_sum))
+    text = render_now([family], om_exposition.generate_latest, True).decode()
+    assert parsed(text, True) == parsed(om_exposition.generate_latest(_One(family)).decode(), True)
+
+
+class _One:
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> list[Metric]:
+        return [self.family]
