@@ -30,10 +30,12 @@ _MAX_INDEX_TABLE = 1 << 16  # class indices below this are looked up in a table
 
 
 class Vocab:
-    """A capped string-to-code table; values past the cap share the overflow code."""
+    """A capped string-to-code table; values past the cap share the overflow code, and so
+    do values longer than `max_bytes` of UTF-8 (they would become label values)."""
 
-    def __init__(self, cap: int, seed: Sequence[str] = ()) -> None:
+    def __init__(self, cap: int, seed: Sequence[str] = (), max_bytes: int = 128) -> None:
         self.cap = cap
+        self.max_bytes = max_bytes
         self.index: dict[str, int] = {}
         self.values: list[str] = []
         for s in seed:
@@ -49,6 +51,8 @@ class Vocab:
             return c
         if len(self.values) >= self.cap:
             return self.cap
+        if len(value) * 4 > self.max_bytes and len(value.encode()) > self.max_bytes:
+            return self.cap  # never indexed: each sighting pays this check, but only these
         c = len(self.values)
         self.index[value] = c
         self.values.append(value)
@@ -102,6 +106,7 @@ class ModelTracker:
         *,
         auto_registered: bool = False,
         on_capture: Callable[[ModelTracker, CaptureData], None] | None = None,
+        max_label_bytes: int = 128,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -117,11 +122,12 @@ class ModelTracker:
         self._num_get = itemgetter(*self.numeric_names) if self.numeric_names else None
         self.pred_kind = spec.prediction.type if spec.prediction else None
         cat_cap = 4 * drift.max_categories
-        self.cat_vocab = [Vocab(cat_cap) for _ in categorical]
-        self.pred_vocab = Vocab(cat_cap) if self.pred_kind == "categorical" else None
-        self.class_vocab = Vocab(spec.max_classes)
+        lb = max_label_bytes
+        self.cat_vocab = [Vocab(cat_cap, max_bytes=lb) for _ in categorical]
+        self.pred_vocab = Vocab(cat_cap, max_bytes=lb) if self.pred_kind == "categorical" else None
+        self.class_vocab = Vocab(spec.max_classes, max_bytes=lb)
         self._class_by_index = np.empty(0, dtype=np.int64)  # class code by class index, or -1
-        self.version_vocab = Vocab(8, [spec.version])
+        self.version_vocab = Vocab(8, [spec.version], max_bytes=lb)
 
         self.requests: Counter[tuple[int, str]] = Counter()
         self.latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
@@ -133,12 +139,19 @@ class ModelTracker:
         self.conf_sums = np.zeros(spec.max_classes + 1)
         self.pred_count = 0
         self.pred_sum = 0.0
+        self.pred_negative = False
+        """A negative prediction was seen: the sum is no longer a counter (see metrics)."""
         self.feature_buckets = [
             np.asarray(f.buckets, dtype=np.float64) if f.buckets else FEATURE_BUCKETS
             for f in numeric
         ]
         self.feature_counts = [np.zeros(len(b) + 1, dtype=np.int64) for b in self.feature_buckets]
         self.feature_sums = np.zeros(len(numeric))
+        self.feature_negative = np.array(
+            [bool((b < 0).any()) for b in self.feature_buckets], dtype=bool
+        )
+        """Per numeric feature: a negative value (or bucket bound) was seen, so its sum is not
+        a counter and OpenMetrics forbids exposing it."""
         self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
         self.unknown_features = 0
         self.accepted = 0
@@ -212,6 +225,8 @@ class ModelTracker:
         # search of every value in the edges (NaN sorts last, past every finite edge).
         ordered = np.sort(num.T, axis=1)
         self.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
+        if ordered.shape[1]:
+            self.feature_negative |= ordered[:, 0] < 0  # sorted: the first is the least
         self._count_features(ordered, n_finite)
 
         received = np.full(n, now)
@@ -380,6 +395,8 @@ class ModelTracker:
             v = preds[np.isfinite(preds)]
             self.pred_count += int(v.size)
             self.pred_sum += float(v.sum())
+            if v.size and not self.pred_negative:
+                self.pred_negative = bool(v.min() < 0)
 
     def _count_features(self, ordered: np.ndarray, n_finite: np.ndarray) -> None:
         for j, buckets in enumerate(self.feature_buckets):

@@ -30,7 +30,7 @@ def test_example_config_has_every_key_and_loads():
 
     for struct in (c.SocketSettings, c.HttpSettings, c.DriftSettings, c.GpuSettings,
                    c.AutoRegisterSettings, c.StateSettings, c.ReloadSettings, c.LogSettings,
-                   c.ModelSpec):
+                   c.LimitsSettings, c.ModelSpec):
         for f in msgspec.structs.fields(struct):
             assert f"{f.name}:" in text, f"{struct.__name__}.{f.name} missing from the example"
 
@@ -40,7 +40,22 @@ def test_defaults_need_no_file():
     assert cfg.http.host == "127.0.0.1" and cfg.http.port == 9108
     assert cfg.auto_register.enabled
     assert cfg.drift.correction == "bonferroni"
-    assert parse_config({}).models == []
+    assert parse_config({"auto_register": {"enabled": True}}).models == []
+
+
+def test_a_file_that_would_refuse_every_event_is_refused(tmp_path):
+    """No model and no auto-registration: every event would be `unknown_model`."""
+    for raw in ({}, {"models": []}, {"auto_register": {"enabled": False}}):
+        with pytest.raises(ConfigError) as err:
+            parse_config(raw)
+        assert [p.split(":")[0] for p in err.value.problems] == ["models"]
+        assert "auto_register.enabled" in err.value.problems[0]
+    path = tmp_path / "empty.yaml"
+    path.write_text("http: {port: 9200}\n")
+    proc = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "models:" in proc.stderr and "auto_register.enabled" in proc.stderr
 
 
 def test_every_bad_key_is_named_by_its_path(tmp_path):
@@ -93,9 +108,10 @@ def test_semantic_problems_name_the_key(raw, path):
 
 
 def test_yaml_octal_spellings_of_the_socket_mode():
-    assert parse_config({"socket": {"mode": 0o600}}).socket_mode == 0o600
-    assert parse_config({"socket": {"mode": "0o640"}}).socket_mode == 0o640
-    assert parse_config({"socket": {"mode": "660"}}).socket_mode == 0o660
+    auto = {"auto_register": {"enabled": True}}
+    assert parse_config({"socket": {"mode": 0o600}, **auto}).socket_mode == 0o600
+    assert parse_config({"socket": {"mode": "0o640"}, **auto}).socket_mode == 0o640
+    assert parse_config({"socket": {"mode": "660"}, **auto}).socket_mode == 0o660
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path):
