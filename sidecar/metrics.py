@@ -33,6 +33,12 @@ from sidecar.exposition import Block, CachedFamily, Lines
 from sidecar.stats.reference import Baseline
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
 
+DROP_REASONS = ("internal_error", "http_busy", "http_timeout")
+"""Why events the daemon received were not processed (`drift_sidecar_events_dropped_total`):
+an unexpected error while processing them (a defect, logged with its traceback), or a
+`POST /v1/events` body refused with 503 (in-flight bodies at http.max_inflight_body_bytes) or
+408 (not received within http.body_timeout_s), counted once per body as its events are never
+read. The socket never drops: a full queue pauses its readers instead."""
 CHECK_BUCKETS = np.array([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 
 
@@ -45,6 +51,7 @@ class Health:
     dropped: Counter[str] = field(default_factory=Counter)
     connections: int = 0
     connections_refused: int = 0
+    http_connections_shed: Counter[str] = field(default_factory=Counter)
     queue_depth: int = 0
     queue_bytes: int = 0
     reloads: Counter[str] = field(default_factory=Counter)
@@ -326,11 +333,18 @@ class SidecarCollector(Collector):
                     _buckets(CONFIDENCE_BUCKETS, t.conf_counts[code]),
                     float(t.conf_sums[code]),
                 )
+            # OpenMetrics makes a sum a counter: never negative, never decreasing. Once a
+            # negative value is seen the sum stops being exposed; a histogram then keeps
+            # only its buckets (its `_count` goes with its `_sum`; `le="+Inf"` is the count).
             if t.pred_count or t.pred_kind == "numeric":
-                val.add_metric([t.name], t.pred_count, t.pred_sum)
+                if t.pred_negative:
+                    val.samples.append(
+                        Sample("ml_prediction_value_count", {"model_name": t.name}, t.pred_count)
+                    )
+                else:
+                    val.add_metric([t.name], t.pred_count, t.pred_sum)
             tl = self._labels_of(t)
-            # a feature whose count and sum OpenMetrics cannot take goes as `no_sum` here
-            fval.add(tl.histogram(t))
+            fval.add(tl.histogram(t, t.feature_negative))
             miss.add(Block(tl.missing, t.missing))
         yield from (req, lat, conf, val, fval, miss)
 
@@ -469,7 +483,7 @@ class SidecarCollector(Collector):
             "drift_sidecar_events_dropped", "Events dropped unprocessed, by reason",
             labels=["reason"],
         )
-        for k in sorted({"queue_full", *h.dropped}):
+        for k in sorted({*DROP_REASONS, *h.dropped}):
             drop.add_metric([k], h.dropped[k])
         yield drop
         acc = CounterMetricFamily(
@@ -518,6 +532,14 @@ class SidecarCollector(Collector):
             "drift_sidecar_connections_refused", "Connections over socket.max_connections",
             value=h.connections_refused,
         )
+        shed = CounterMetricFamily(
+            "drift_sidecar_http_connections_shed",
+            "HTTP connections closed over http.max_connections: the oldest idle one, or the "
+            "new one when every connection is busy", labels=["reason"],
+        )
+        for k in sorted({"idle_closed", "refused", *h.http_connections_shed}):
+            shed.add_metric([k], h.http_connections_shed[k])
+        yield shed
         rel = CounterMetricFamily(
             "drift_sidecar_config_reloads", "Config reloads, by result", labels=["result"]
         )
