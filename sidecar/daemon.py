@@ -31,7 +31,7 @@ from sidecar.ingest import IngestServer
 from sidecar.memory import arrow_uses_malloc, then_give_back
 from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
-from sidecar.server import make_app
+from sidecar.server import CONNECTIONS, LimitedTCPSite, make_app
 from sidecar.state import StateStore
 from sidecar.statefiles import (
     AUTO_MODELS_FILE,
@@ -132,9 +132,13 @@ class Daemon:
         restored = await asyncio.to_thread(self.state.restore, self.pipeline.trackers)
         await self.ingest.start()
         app = make_app(self.registry, self)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None,
+            keepalive_timeout=self.config.http.idle_timeout_s,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
+        site = LimitedTCPSite(self._runner, self.config.http.host, self.config.http.port,
+                              app[CONNECTIONS])
         try:
             await site.start()
         except OSError as exc:
@@ -142,9 +146,7 @@ class Daemon:
                 [f"http: cannot listen on {self.config.http.host}:{self.config.http.port}: "
                  f"{exc.strerror or exc}"], self.config.source or "<embedded defaults>",
             ) from exc
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+        self.http_port = site.bound_port
         self._spawn("processor", self.ingest.process_forever(), eternal=True)
         self._spawn("gpu", self.gpu.run(), eternal=True)
         self._spawn("snapshots", self._snapshot_loop(), eternal=True)
@@ -333,14 +335,16 @@ class Daemon:
         if tracker.baseline is None:
             return
         now = time.time()
-        window = tracker.drift_window(tracker.window_snapshot(now))
         d = tracker.drift
         params = DriftParams(
             min_samples=d.min_samples, psi_threshold=d.psi_threshold,
             p_value=d.p_value, correction=d.correction,
         )
         t0 = time.perf_counter()
+        # Any failure, in the window copy as in the statistics, costs this one check of this
+        # one model: counted, logged, and the loop tries again at the next interval.
         try:
+            window = tracker.drift_window(tracker.window_snapshot(now))
             result = await asyncio.to_thread(
                 then_give_back(check_model), tracker.baseline, window, params, now
             )
@@ -536,7 +540,8 @@ class Daemon:
                     retuned.append(spec.name)
                 trackers[spec.name] = old
                 continue
-            t = ModelTracker(spec, drift, on_capture=self._on_capture)
+            t = ModelTracker(spec, drift, on_capture=self._on_capture,
+                             max_label_bytes=new.limits.max_label_bytes)
             if baseline is not None:
                 t.install_baseline(baseline)
             trackers[spec.name] = t

@@ -8,6 +8,7 @@ and the client library drops on its side, so the sidecar's memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 import structlog
@@ -21,6 +22,7 @@ from sidecar.sockfile import OwnedSocket
 log = structlog.get_logger("sidecar.ingest")
 
 _CHUNK_BYTES = 1 << 20  # lines decoded per processor step: amortizes, yet keeps the loop fair
+_ERROR_LOG_PERIOD_S = 10.0
 
 
 class FrameQueue:
@@ -166,6 +168,7 @@ class IngestServer:
         self._server: asyncio.AbstractServer | None = None
         self._owned: OwnedSocket | None = None
         self._conns: set[EventProtocol] = set()
+        self._last_error_log = -_ERROR_LOG_PERIOD_S
 
     @property
     def limits(self) -> SocketSettings:
@@ -251,8 +254,26 @@ class IngestServer:
             return 0
         limits = self.limits
         self.queue.max_bytes = limits.queue_max_bytes
-        decoded = decode_lines(lines, limits.max_batch_events)
-        return self.pipeline.handle(decoded, "socket")
+        try:
+            decoded = decode_lines(lines, limits.max_batch_events)
+        except Exception as exc:  # a defect; the processor must outlive it
+            self._dropped(len(lines), "lines", exc)
+            return 0
+        try:
+            return self.pipeline.handle(decoded, "socket")
+        except Exception as exc:
+            self._dropped(len(decoded.events) + len(decoded.rejections), "events", exc)
+            return 0
+
+    def _dropped(self, n: int, unit: str, exc: Exception) -> None:
+        """An unexpected error cost this chunk: count it and log it with its traceback
+        (rate-limited), and keep processing the next one."""
+        self.health.dropped["internal_error"] += n
+        now = time.monotonic()
+        if now - self._last_error_log >= _ERROR_LOG_PERIOD_S:
+            self._last_error_log = now
+            log.error("events_dropped", reason="internal_error", count=n, unit=unit,
+                      transport="socket", error=repr(exc), exc_info=exc)
 
     def drain(self) -> None:
         """Process everything already queued (shutdown)."""
