@@ -17,7 +17,7 @@ import numpy as np
 
 from sidecar.config import DriftSettings, ModelSpec
 from sidecar.drift import ModelDriftResult, WindowData
-from sidecar.events import Event, Rejection
+from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.stats.bins import OTHER, sorted_bin_counts
 from sidecar.stats.reference import Baseline, CategoricalReference, NumericReference, category_key
 from sidecar.windows import RollingWindow, WindowSnapshot
@@ -174,6 +174,12 @@ class ModelTracker:
         self.latest: ModelDriftResult | None = None
         """The last drift check's result."""
 
+    def set_label_limit(self, max_bytes: int) -> None:
+        """limits.max_label_bytes for values not seen yet (a reload may change it)."""
+        for vocab in (*self.cat_vocab, self.pred_vocab, self.class_vocab, self.version_vocab):
+            if vocab is not None:
+                vocab.max_bytes = max_bytes
+
     # ---------------------------------------------------------------- ingest
     def ingest(self, events: list[Event], now: float) -> list[Rejection]:
         """Fold a batch of this model's events into every counter and the window."""
@@ -195,13 +201,6 @@ class ModelTracker:
             num, _, all_present = self._numeric_matrix(feats)
             preds, _ = self._prediction_array(events)
         n = len(events)
-        self.accepted += n
-
-        if feats:
-            total = sum(map(len, filter(None, feats)))
-            if not (all_present and not self.categorical_names and total == n * len(self._known)):
-                known = sum(len(f.keys() & self._known) for f in feats if f)
-                self.unknown_features += total - known
 
         finite = np.isfinite(num)
         all_finite = bool(finite.all())
@@ -210,6 +209,28 @@ class ModelTracker:
         else:
             num[~finite] = np.nan
             n_finite = finite.sum(axis=0)
+        # One sort per column serves the range check, the value histograms and the baseline
+        # bins: each bucket count is then a search of a few edges in the sorted column,
+        # instead of a search of every value in the edges (NaN sorts last).
+        ordered = np.sort(num.T, axis=1)
+        if ordered.size and _beyond_range(ordered, n_finite):
+            # Only a numeric string ("1e308") gets here: numbers are checked by the decoder.
+            huge = set(np.flatnonzero((np.abs(num) > MAX_ABS_VALUE).any(axis=1)).tolist())
+            for i in sorted(huge):
+                rejections.append(Rejection(
+                    "out_of_range",
+                    f"event {events[i].id or i}: a feature beyond ±{MAX_ABS_VALUE:g}",
+                ))
+            kept = [ev for i, ev in enumerate(events) if i not in huge]
+            return rejections + (self.ingest(kept, now) if kept else [])
+        self.accepted += n
+
+        if feats:
+            total = sum(map(len, filter(None, feats)))
+            if not (all_present and not self.categorical_names and total == n * len(self._known)):
+                known = sum(len(f.keys() & self._known) for f in feats if f)
+                self.unknown_features += total - known
+
         cat = self._categorical_codes(feats)
         self.missing[: len(self.numeric_names)] += n - n_finite
         if cat.shape[1]:
@@ -220,10 +241,6 @@ class ModelTracker:
         conf = self._confidence(events)
         self._count_confidence(events, preds, conf)
         self._count_predictions(preds)
-        # One sort per column serves both the value histograms and the baseline bins: each
-        # bucket count is then a search of a few edges in the sorted column, instead of a
-        # search of every value in the edges (NaN sorts last, past every finite edge).
-        ordered = np.sort(num.T, axis=1)
         self.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
         if ordered.shape[1]:
             self.feature_negative |= ordered[:, 0] < 0  # sorted: the first is the least
@@ -545,3 +562,11 @@ def _predicted_class(ev: Event) -> str:
             return max(probs, key=probs.__getitem__)
         return str(max(range(len(probs)), key=probs.__getitem__))
     return "none"  # a regression value is not a class: one label, not one per value
+
+
+def _beyond_range(ordered: np.ndarray, n_finite: np.ndarray) -> bool:
+    """Whether a sorted column (NaN last) holds a value beyond ±MAX_ABS_VALUE: its first and
+    its last finite value tell."""
+    low = ordered[:, 0]
+    high = ordered[np.arange(ordered.shape[0]), np.maximum(n_finite - 1, 0)]
+    return bool((low < -MAX_ABS_VALUE).any() or (high > MAX_ABS_VALUE).any())

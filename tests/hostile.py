@@ -86,6 +86,9 @@ def class1_lines(model: str, auto_model: str) -> list[tuple[bytes, str | None]]:
         (render(ev(latency_s=Tok(b"1e308"))), "out_of_range"),
         (render(ev(prediction=Tok(b"-1e308"))), "out_of_range"),
         (render(ev(features={"amount": Tok(b"1e400")})), "out_of_range"),
+        # Numeric strings for numeric features: the model, not the decoder, judges them.
+        (render(ev(features={"amount": "1e308", "age": "12.5"})), "out_of_range"),
+        (render(ev(features={"amount": "-1e101"})), "out_of_range"),
         # Strings where numbers go, with NaN elsewhere on the line or not.
         (render(ev(latency_s="0.5", features={"amount": nan})), "wrong_type"),
         (render(ev(latency_s="0.5")), "wrong_type"),
@@ -107,6 +110,11 @@ def class1_lines(model: str, auto_model: str) -> list[tuple[bytes, str | None]]:
                  "prediction": "yes", "probabilities": {"yes": 0.9, "no": 0.1}}), None),
     ]
     return out
+
+
+def judged_by_the_model(line: bytes) -> bool:
+    """Lines the decoder accepts and the model's tracker rejects (numeric strings)."""
+    return b'"amount": "' in line
 
 
 def class1_expected(lines: list[tuple[bytes, str | None]]) -> tuple[int, dict[str, int]]:
@@ -139,6 +147,10 @@ numbers = st.one_of(
 )
 hostile_numbers = st.one_of(numbers, st.sampled_from(NON_FINITE + HUGE),
                             st.floats(allow_nan=False, allow_infinity=False))
+numeric_strings = st.one_of(
+    st.sampled_from(["1e308", "-1e200", "1e101", "12.5", "-3", "inf", "-inf", "NaN", "1e400"]),
+    st.floats(allow_nan=False).map(repr),
+)
 any_value = st.one_of(
     hostile_numbers, label_like, st.booleans(), st.none(),
     st.lists(hostile_numbers, max_size=3), st.dictionaries(label_like, hostile_numbers, max_size=3),
@@ -152,7 +164,8 @@ def hostile_event(models: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     feature_values = st.dictionaries(
         st.one_of(st.sampled_from(["amount", "age", "country", "x", "c", "prediction"]),
                   label_like),
-        st.one_of(hostile_numbers, label_like, st.booleans(), st.none()), max_size=5,
+        st.one_of(hostile_numbers, label_like, st.booleans(), st.none(), numeric_strings),
+        max_size=5,
     )
     return st.fixed_dictionaries(
         {"model": model},
