@@ -552,6 +552,8 @@ class Daemon:
         self.config = new
         self.pipeline.config = new
         self.pipeline.trackers = trackers
+        for t in trackers.values():  # kept trackers too: new values obey the new limit
+            t.set_label_limit(new.limits.max_label_bytes)
         self._sync_drift_loops()
         return rebuilt, retuned
 
@@ -672,6 +674,8 @@ def _check_immutable(old: Config, new: Config) -> None:
         problems.append("http: host and port cannot change on reload; restart the sidecar")
     if old.state_path != new.state_path:
         problems.append("state_dir: cannot change on reload; restart the sidecar")
+    if old.http.idle_timeout_s != new.http.idle_timeout_s:
+        problems.append("http.idle_timeout_s: cannot change on reload; restart the sidecar")
     if problems:
         raise ConfigError(problems, new.source or "<config>")
 

@@ -81,6 +81,10 @@ class Connections:
     def __init__(self, state: DaemonView) -> None:
         self.state = state
         self.busy: set[Any] = set()  # request.protocol of the requests in a handler
+        # Every connection from its accept to its close, oldest first. Counted here rather
+        # than from aiohttp's own list, which learns of an accepted connection a loop
+        # iteration later: a burst of accepts would overshoot the cap.
+        self.open: dict[_Counted, None] = {}
 
     @web.middleware
     async def middleware(
@@ -97,17 +101,66 @@ class Connections:
     def admit(self, server: web.Server) -> asyncio.BaseProtocol:
         """The protocol factory of the listening socket."""
         health = self.state.health
-        conns: list[RequestHandler] = server.connections  # oldest first
-        if len(conns) >= self.state.config.http.max_connections:
-            idle = next((h for h in conns if h not in self.busy), None)
+        limit = self.state.config.http.max_connections
+        if len(self.open) >= limit:
+            idle = next((c for c in self.open if c.handler not in self.busy), None)
             if idle is None:
                 health.http_connections_shed["refused"] += 1
                 log.warning("http_connection_refused", reason="every connection is busy",
-                            limit=self.state.config.http.max_connections)
+                            limit=limit)
                 return _Refused()
-            idle.force_close()
+            idle.close()
             health.http_connections_shed["idle_closed"] += 1
-        return server()
+        counted = _Counted(server(), self)
+        self.open[counted] = None
+        return counted
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's connection handler, with its opening and closing known to `Connections`."""
+
+    def __init__(self, handler: RequestHandler, owner: Connections) -> None:
+        self.handler = handler
+        self.owner = owner
+        self.made = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Close at once; one accepted in the same burst and not yet started is aborted as
+        it starts, without ever reaching aiohttp."""
+        self.closed = True
+        self.owner.open.pop(self, None)  # its slot is free from now
+        if self.made:
+            self.handler.force_close()  # closes the transport; connection_lost follows
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.closed:
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()
+            return
+        self.made = True
+        self.handler.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.open.pop(self, None)
+        if self.made:
+            self.handler.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.made:
+            self.handler.data_received(data)
+
+    def eof_received(self) -> None:
+        if self.made:
+            self.handler.eof_received()
+
+    def pause_writing(self) -> None:
+        if self.made:
+            self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.made:
+            self.handler.resume_writing()
 
 
 class _Refused(asyncio.Protocol):

@@ -142,3 +142,31 @@ def test_check_config_command(tmp_path):
     res = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(broken)],
                          capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "not valid YAML" in res.stderr
+
+
+def test_configured_names_must_fit_the_label_limit_and_be_utf8():
+    long = "f" * 129
+    raw = {"limits": {"max_label_bytes": 128}, "models": [{
+        "name": "m" * 129, "version": "v" * 200, "baseline": {"capture": 10},
+        "features": [{"name": long}, {"name": "ok\udfff"}, {"name": "é" * 64}],
+    }]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    paths = sorted(p.split(":")[0] for p in err.value.problems)
+    assert paths == ["models[0].features[0].name", "models[0].features[1].name",
+                     "models[0].name", "models[0].version"]
+    assert any("not valid UTF-8" in p for p in err.value.problems)
+    raw["limits"] = {"max_label_bytes": 4}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert any(p.startswith("limits.max_label_bytes:") for p in err.value.problems)
+
+
+def test_http_limits_are_checked():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"auto_register": {"enabled": True},
+                      "http": {"max_connections": 0, "idle_timeout_s": 0, "body_timeout_s": -1,
+                               "max_body_bytes": 100, "max_inflight_body_bytes": 50}})
+    assert sorted(p.split(":")[0] for p in err.value.problems) == [
+        "http.body_timeout_s", "http.idle_timeout_s", "http.max_connections",
+        "http.max_inflight_body_bytes"]
