@@ -22,13 +22,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client.parser import text_string_to_metric_families
-from promtools import run_promtool
+from promtools import METRICS_DOC, base_metric, documented_metrics, run_promtool
 
 from sidecar.baseline import write_baseline
 from sidecar.config import parse_config
 from sidecar.drift import DriftParams, check_model
-from sidecar.events import decode_lines
-from sidecar.metrics import Health, SidecarCollector
+from sidecar.events import REASONS, decode_lines
+from sidecar.metrics import DROP_REASONS, Health, SidecarCollector
 from sidecar.pipeline import Pipeline
 from sidecar.tracker import CaptureData, ModelTracker
 
@@ -177,3 +177,26 @@ def test_long_labels_are_bounded_in_the_scrape(tmp_path: Path, size: int) -> Non
     assert "L" * (LABEL_LIMIT + 1) not in text
     assert "__other__" in text
     assert set(sidecar.pipeline.trackers["auto-a"].feature_names) == {"x", "c"}
+
+
+def test_every_exposed_series_and_reason_is_documented(tmp_path: Path) -> None:
+    sidecar = Sidecar(tmp_path)
+    hostile = [line for line, _ in class1_lines("fraud", "auto-a")]
+    good = [render({"model": m, "features": {"amount": 0.1 * i, "age": 5.0, "country": "de",
+                                             "x": 0.5, "c": "k"},
+                    "prediction": 0.1 * i if m != "churn" else "no", "latency_s": 0.01,
+                    "trace_id": "cd" * 16, "confidence": 0.5})
+            for i in range(8) for m in ("fraud", "churn", "auto-a")]
+    sidecar.feed(hostile + good, 1.7e9)
+    sidecar.check(1.7e9 + 1)
+    sidecar.health.observe_check("fraud", 0.01)
+    sidecar.health.check_errors["fraud"] += 1
+    known = documented_metrics()
+    text = assert_valid_exposition(sidecar.registry, promtool=False)
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert len(names) > 50
+    undocumented = {n for n in names if base_metric(n, known) is None}
+    assert not undocumented
+    doc = METRICS_DOC.read_text()
+    for reason in (*REASONS, *DROP_REASONS, "idle_closed", "refused"):
+        assert f"- `{reason}`: " in doc or f"`{reason}` (" in doc, reason
