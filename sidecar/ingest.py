@@ -8,7 +8,6 @@ and the client library drops on its side, so the sidecar's memory stays bounded.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 
 import structlog
@@ -22,7 +21,6 @@ from sidecar.sockfile import OwnedSocket
 log = structlog.get_logger("sidecar.ingest")
 
 _CHUNK_BYTES = 1 << 20  # lines decoded per processor step: amortizes, yet keeps the loop fair
-_ERROR_LOG_PERIOD_S = 10.0
 
 
 class FrameQueue:
@@ -168,7 +166,6 @@ class IngestServer:
         self._server: asyncio.AbstractServer | None = None
         self._owned: OwnedSocket | None = None
         self._conns: set[EventProtocol] = set()
-        self._last_error_log = -_ERROR_LOG_PERIOD_S
 
     @property
     def limits(self) -> SocketSettings:
@@ -269,11 +266,10 @@ class IngestServer:
         """An unexpected error cost this chunk: count it and log it with its traceback
         (rate-limited), and keep processing the next one."""
         self.health.dropped["internal_error"] += n
-        now = time.monotonic()
-        if now - self._last_error_log >= _ERROR_LOG_PERIOD_S:
-            self._last_error_log = now
-            log.error("events_dropped", reason="internal_error", count=n, unit=unit,
-                      transport="socket", error=repr(exc), exc_info=exc)
+        self.pipeline.rejection_log.event(
+            "events_dropped", "internal_error:socket", level="error", reason="internal_error",
+            count=n, unit=unit, transport="socket", error=repr(exc), exc_info=exc,
+        )
 
     def drain(self) -> None:
         """Process everything already queued (shutdown)."""

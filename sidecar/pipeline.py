@@ -39,11 +39,11 @@ class RateLimitedLog:
         """An `event_rejected` line, at most one per reason per period."""
         self.event("event_rejected", reason, reason=reason, detail=detail[:300], **kw)
 
-    def event(self, event: str, key: str, **fields: Any) -> None:
-        """A warning named `event`, at most one per (`event`, `key`) per period."""
+    def event(self, event: str, key: str, level: str = "warning", **fields: Any) -> None:
+        """A log line named `event`, at most one per (`event`, `key`) per period."""
         suppressed = self._limiter.admit(f"{event}:{key}")
         if suppressed is not None:
-            log.warning(event, suppressed_since_last=suppressed, **fields)
+            getattr(log, level)(event, suppressed_since_last=suppressed, **fields)
 
 
 class Pipeline:

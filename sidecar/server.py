@@ -106,8 +106,10 @@ class Connections:
             idle = next((c for c in self.open if c.handler not in self.busy), None)
             if idle is None:
                 health.http_connections_shed["refused"] += 1
-                log.warning("http_connection_refused", reason="every connection is busy",
-                            limit=limit)
+                self.state.pipeline.rejection_log.event(  # rate-limited: a flood would
+                    "http_connection_refused", "busy",     # otherwise fill the log
+                    reason="every connection is busy in a handler", limit=limit,
+                )
                 return _Refused()
             idle.close()
             health.http_connections_shed["idle_closed"] += 1
@@ -279,11 +281,14 @@ class Api:
         except Exception as exc:  # a defect: answer, count and keep serving
             n = len(decoded.events) + len(decoded.rejections)
             self.state.health.dropped["internal_error"] += n
-            log.error("events_dropped", reason="internal_error", events=n, transport="http",
-                      error=repr(exc), exc_info=exc)
+            self.state.pipeline.rejection_log.event(
+                "events_dropped", "internal_error:http", level="error", reason="internal_error",
+                count=n, transport="http", error=repr(exc), exc_info=exc,
+            )
             return web.json_response(
-                {"error": "internal error while processing the events; none was kept",
-                 "dropped": n}, status=500,
+                {"error": "internal error while processing the events; they are counted as "
+                          "dropped (drift_sidecar_events_dropped_total)", "dropped": n},
+                status=500,
             )
         status = 200 if not errors else (202 if accepted else 400)
         return web.json_response(
@@ -306,7 +311,8 @@ class Api:
 
     def _busy(self, limit: int) -> web.Response:
         self.state.health.dropped["http_busy"] += 1
-        log.warning("http_body_refused", reason="http_busy", max_inflight_body_bytes=limit)
+        self.state.pipeline.rejection_log.event(
+            "http_body_refused", "http_busy", reason="http_busy", max_inflight_body_bytes=limit)
         return web.json_response(
             {"error": f"busy: request bodies in flight reached {limit} bytes "
                       "(http.max_inflight_body_bytes); retry"},
@@ -315,7 +321,8 @@ class Api:
 
     def _timed_out(self, seconds: float) -> web.Response:
         self.state.health.dropped["http_timeout"] += 1
-        log.warning("http_body_refused", reason="http_timeout", body_timeout_s=seconds)
+        self.state.pipeline.rejection_log.event(
+            "http_body_refused", "http_timeout", reason="http_timeout", body_timeout_s=seconds)
         resp = web.json_response(
             {"error": f"body not received within {seconds} s (http.body_timeout_s)"},
             status=408,
