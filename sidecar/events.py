@@ -78,6 +78,8 @@ _DecodeFailure = msgspec.DecodeError | UnicodeDecodeError | RecursionError
 # A JSON string (escapes included); what lies between two of them is the rest of the line.
 _STRING = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")', re.DOTALL)
 _NON_FINITE = re.compile(rb"-?Infinity|NaN")
+
+
 @dataclass(slots=True)
 class Rejection:
     reason: str

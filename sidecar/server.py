@@ -88,7 +88,8 @@ class Connections:
 
     @web.middleware
     async def middleware(
-        self, request: web.Request,
+        self,
+        request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         proto = request.protocol
@@ -107,8 +108,10 @@ class Connections:
             if idle is None:
                 health.http_connections_shed["refused"] += 1
                 self.state.pipeline.rejection_log.event(  # rate-limited: a flood would
-                    "http_connection_refused", "busy",     # otherwise fill the log
-                    reason="every connection is busy in a handler", limit=limit,
+                    "http_connection_refused",
+                    "busy",  # otherwise fill the log
+                    reason="every connection is busy in a handler",
+                    limit=limit,
                 )
                 return _Refused()
             idle.close()
@@ -174,8 +177,9 @@ class _Refused(asyncio.Protocol):
 class LimitedTCPSite(web.BaseSite):
     """A TCP site whose connections go through `Connections.admit`."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int,
-                 connections: Connections) -> None:
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, connections: Connections
+    ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
@@ -192,8 +196,11 @@ class LimitedTCPSite(web.BaseSite):
         assert server is not None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: self._connections.admit(server), self._host, self._port,
-            backlog=self._backlog, reuse_address=True,
+            lambda: self._connections.admit(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
         )
         if self._server.sockets:
             self.bound_port = self._server.sockets[0].getsockname()[1]
@@ -282,12 +289,21 @@ class Api:
             n = len(decoded.events) + len(decoded.rejections)
             self.state.health.dropped["internal_error"] += n
             self.state.pipeline.rejection_log.event(
-                "events_dropped", "internal_error:http", level="error", reason="internal_error",
-                count=n, transport="http", error=repr(exc), exc_info=exc,
+                "events_dropped",
+                "internal_error:http",
+                level="error",
+                reason="internal_error",
+                count=n,
+                transport="http",
+                error=repr(exc),
+                exc_info=exc,
             )
             return web.json_response(
-                {"error": "internal error while processing the events; they are counted as "
-                          "dropped (drift_sidecar_events_dropped_total)", "dropped": n},
+                {
+                    "error": "internal error while processing the events; they are counted as "
+                    "dropped (drift_sidecar_events_dropped_total)",
+                    "dropped": n,
+                },
                 status=500,
             )
         status = 200 if not errors else (202 if accepted else 400)
@@ -312,17 +328,22 @@ class Api:
     def _busy(self, limit: int) -> web.Response:
         self.state.health.dropped["http_busy"] += 1
         self.state.pipeline.rejection_log.event(
-            "http_body_refused", "http_busy", reason="http_busy", max_inflight_body_bytes=limit)
+            "http_body_refused", "http_busy", reason="http_busy", max_inflight_body_bytes=limit
+        )
         return web.json_response(
-            {"error": f"busy: request bodies in flight reached {limit} bytes "
-                      "(http.max_inflight_body_bytes); retry"},
-            status=503, headers={"Retry-After": "1"},
+            {
+                "error": f"busy: request bodies in flight reached {limit} bytes "
+                "(http.max_inflight_body_bytes); retry"
+            },
+            status=503,
+            headers={"Retry-After": "1"},
         )
 
     def _timed_out(self, seconds: float) -> web.Response:
         self.state.health.dropped["http_timeout"] += 1
         self.state.pipeline.rejection_log.event(
-            "http_body_refused", "http_timeout", reason="http_timeout", body_timeout_s=seconds)
+            "http_body_refused", "http_timeout", reason="http_timeout", body_timeout_s=seconds
+        )
         resp = web.json_response(
             {"error": f"body not received within {seconds} s (http.body_timeout_s)"},
             status=408,

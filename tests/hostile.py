@@ -30,8 +30,15 @@ class Tok:
 
 NON_FINITE = [Tok(b"NaN"), Tok(b"Infinity"), Tok(b"-Infinity")]
 """What Python's json.dumps writes for nan and inf: each reads as null."""
-HUGE = [Tok(b"1e400"), Tok(b"-1e999"), Tok(b"1" + b"0" * 400), Tok(b"1e308"), Tok(b"-1e308"),
-        Tok(b"1.7976931348623157e308"), Tok(b"1e101")]
+HUGE = [
+    Tok(b"1e400"),
+    Tok(b"-1e999"),
+    Tok(b"1" + b"0" * 400),
+    Tok(b"1e308"),
+    Tok(b"-1e308"),
+    Tok(b"1.7976931348623157e308"),
+    Tok(b"1e101"),
+]
 """Numbers beyond MAX_ABS_VALUE (or a double): out_of_range where a number is expected."""
 
 
@@ -63,8 +70,13 @@ def class1_lines(model: str, auto_model: str) -> list[tuple[bytes, str | None]]:
     nan, inf, ninf = NON_FINITE
 
     def ev(**kw: Any) -> dict[str, Any]:
-        return {"model": model, "features": {"amount": 0.5, "age": 40.0, "country": "de"},
-                "prediction": 0.25, "latency_s": 0.02, **kw}
+        return {
+            "model": model,
+            "features": {"amount": 0.5, "age": 40.0, "country": "de"},
+            "prediction": 0.25,
+            "latency_s": 0.02,
+            **kw,
+        }
 
     out: list[tuple[bytes, str | None]] = [
         # A lone surrogate: invalid whether or not the line also holds NaN.
@@ -94,20 +106,39 @@ def class1_lines(model: str, auto_model: str) -> list[tuple[bytes, str | None]]:
         (render(ev(latency_s="0.5")), "wrong_type"),
         (render(ev(confidence="0.5", features={"age": nan})), "wrong_type"),
         (render(ev(ts="1700000000", prediction=nan)), "wrong_type"),
-        (render([ev(latency_s="0.5"), {"model": model, "features": {"amount": nan}}]),
-         "wrong_type"),  # and the second event of the batch is accepted
+        (
+            render([ev(latency_s="0.5"), {"model": model, "features": {"amount": nan}}]),
+            "wrong_type",
+        ),  # and the second event of the batch is accepted
         # Probabilities outside [0, 1]: no confidence of 7.5 or -2.
         (render(ev(probabilities=[7.5, 0.1])), "out_of_range"),
         (render(ev(probabilities={"a": -2.0, "b": 0.5})), "out_of_range"),
         (render(ev(probabilities=[0.2, nan])), "wrong_type"),
         # Negative values: valid, and they must not make the OpenMetrics output invalid.
-        (render(ev(features={"amount": -3.0, "age": -1.0, "country": "fr"}, prediction=-2.5)),
-         None),
+        (
+            render(ev(features={"amount": -3.0, "age": -1.0, "country": "fr"}, prediction=-2.5)),
+            None,
+        ),
         # Auto-registration: a feature named like a baseline column, and a NaN value.
-        (render({"model": auto_model, "version": "1",
-                 "features": {"prediction": 1.0, "confidence": 0.5, "": 1.0, "x": 0.5,
-                              "y": nan, "c": "k"},
-                 "prediction": "yes", "probabilities": {"yes": 0.9, "no": 0.1}}), None),
+        (
+            render(
+                {
+                    "model": auto_model,
+                    "version": "1",
+                    "features": {
+                        "prediction": 1.0,
+                        "confidence": 0.5,
+                        "": 1.0,
+                        "x": 0.5,
+                        "y": nan,
+                        "c": "k",
+                    },
+                    "prediction": "yes",
+                    "probabilities": {"yes": 0.9, "no": 0.1},
+                }
+            ),
+            None,
+        ),
     ]
     return out
 
@@ -137,23 +168,42 @@ def _text(max_size: int = 8) -> st.SearchStrategy[str]:
 
 label_like = st.one_of(
     _text(),
-    st.sampled_from(["a\nb", 'q"uote', "back\\slash", "tab\tcr\r", "nul\x00", "é€😀",
-                     "__other__", "le", "prediction", ""]),
+    st.sampled_from(
+        [
+            "a\nb",
+            'q"uote',
+            "back\\slash",
+            "tab\tcr\r",
+            "nul\x00",
+            "é€😀",
+            "__other__",
+            "le",
+            "prediction",
+            "",
+        ]
+    ),
     st.integers(200, 3_000).map(lambda n: "L" * n),  # longer than max_label_bytes
 )
 numbers = st.one_of(
-    st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE), st.integers(-(2**53), 2**53),
-    st.floats(-1.0, 1.0), st.sampled_from([0.0, -0.0, 1.0, -1.0, 5e-324]),
+    st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE),
+    st.integers(-(2**53), 2**53),
+    st.floats(-1.0, 1.0),
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 5e-324]),
 )
-hostile_numbers = st.one_of(numbers, st.sampled_from(NON_FINITE + HUGE),
-                            st.floats(allow_nan=False, allow_infinity=False))
+hostile_numbers = st.one_of(
+    numbers, st.sampled_from(NON_FINITE + HUGE), st.floats(allow_nan=False, allow_infinity=False)
+)
 numeric_strings = st.one_of(
     st.sampled_from(["1e308", "-1e200", "1e101", "12.5", "-3", "inf", "-inf", "NaN", "1e400"]),
     st.floats(allow_nan=False).map(repr),
 )
 any_value = st.one_of(
-    hostile_numbers, label_like, st.booleans(), st.none(),
-    st.lists(hostile_numbers, max_size=3), st.dictionaries(label_like, hostile_numbers, max_size=3),
+    hostile_numbers,
+    label_like,
+    st.booleans(),
+    st.none(),
+    st.lists(hostile_numbers, max_size=3),
+    st.dictionaries(label_like, hostile_numbers, max_size=3),
     numbers.map(str),
 )
 
@@ -162,8 +212,9 @@ def hostile_event(models: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     """Events for `models` (or odd names) whose every field may be hostile."""
     model = st.one_of(st.sampled_from(models), label_like)
     feature_values = st.dictionaries(
-        st.one_of(st.sampled_from(["amount", "age", "country", "x", "c", "prediction"]),
-                  label_like),
+        st.one_of(
+            st.sampled_from(["amount", "age", "country", "x", "c", "prediction"]), label_like
+        ),
         st.one_of(hostile_numbers, label_like, st.booleans(), st.none(), numeric_strings),
         max_size=5,
     )
@@ -175,15 +226,20 @@ def hostile_event(models: list[str]) -> st.SearchStrategy[dict[str, Any]]:
             "prediction": st.one_of(hostile_numbers, label_like, any_value),
             "probabilities": st.one_of(
                 st.lists(st.one_of(st.floats(0, 1), hostile_numbers), max_size=4),
-                st.dictionaries(label_like, st.one_of(st.floats(0, 1), hostile_numbers),
-                                max_size=4),
-                any_value),
+                st.dictionaries(
+                    label_like, st.one_of(st.floats(0, 1), hostile_numbers), max_size=4
+                ),
+                any_value,
+            ),
             "confidence": st.one_of(st.floats(0, 1), hostile_numbers, any_value),
             "latency_s": st.one_of(st.floats(0, 10), hostile_numbers, any_value),
             "status": st.sampled_from(["success", "error", "maybe"]),
             "ts": st.one_of(st.floats(0, MAX_TS), hostile_numbers, any_value),
-            "trace_id": st.one_of(st.just(TRACE), st.text("0123456789abcdefABCDEF", min_size=32,
-                                                          max_size=32), label_like),
+            "trace_id": st.one_of(
+                st.just(TRACE),
+                st.text("0123456789abcdefABCDEF", min_size=32, max_size=32),
+                label_like,
+            ),
             "id": label_like,
             "kind": st.sampled_from(["prediction", "stats", "other"]),
             "model_memory_bytes": st.one_of(st.integers(0, 2**70), hostile_numbers),
@@ -194,18 +250,24 @@ def hostile_event(models: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 
 def good_event(models: list[str], categorical: bool) -> st.SearchStrategy[dict[str, Any]]:
     """Plain valid events, so that captures complete and drift checks have data."""
-    return st.fixed_dictionaries({
-        "model": st.sampled_from(models),
-        "features": st.fixed_dictionaries({
-            "amount": st.floats(-5, 5), "age": st.floats(18, 90),
-            "country": st.sampled_from(["de", "fr", "it"]), "x": st.floats(-1, 1),
-            "c": st.sampled_from(["k", "l"]),
-        }),
-        "prediction": st.sampled_from(["yes", "no"]) if categorical else st.floats(-2, 2),
-        "latency_s": st.floats(0, 2),
-        "trace_id": st.just(TRACE),
-        "ts": st.floats(1.6e9, 1.8e9),
-    })
+    return st.fixed_dictionaries(
+        {
+            "model": st.sampled_from(models),
+            "features": st.fixed_dictionaries(
+                {
+                    "amount": st.floats(-5, 5),
+                    "age": st.floats(18, 90),
+                    "country": st.sampled_from(["de", "fr", "it"]),
+                    "x": st.floats(-1, 1),
+                    "c": st.sampled_from(["k", "l"]),
+                }
+            ),
+            "prediction": st.sampled_from(["yes", "no"]) if categorical else st.floats(-2, 2),
+            "latency_s": st.floats(0, 2),
+            "trace_id": st.just(TRACE),
+            "ts": st.floats(1.6e9, 1.8e9),
+        }
+    )
 
 
 def finite_or_none(x: float | None) -> bool:

@@ -33,20 +33,35 @@ from sidecar.pipeline import Pipeline
 from sidecar.tracker import CaptureData, ModelTracker
 
 LABEL_LIMIT = 64
-CONFIG = parse_config({
-    "models": [
-        {"name": "fraud", "version": "1", "baseline": {"capture": 6},
-         "features": [{"name": "amount"}, {"name": "age", "buckets": [-10, 0, 10]},
-                      {"name": "country", "type": "categorical"}],
-         "prediction": {"type": "numeric"}, "max_classes": 4},
-        {"name": "churn", "version": "2", "baseline": {"capture": 6},
-         "features": [{"name": "amount"}, {"name": "country", "type": "categorical"}],
-         "prediction": {"type": "categorical"}, "max_classes": 4},
-    ],
-    "auto_register": {"enabled": True, "max_models": 3, "capture": 6, "max_features": 4},
-    "drift": {"min_samples": 3, "window_size": 40, "max_categories": 3, "psi_bins": 4},
-    "limits": {"max_label_bytes": LABEL_LIMIT},
-})
+CONFIG = parse_config(
+    {
+        "models": [
+            {
+                "name": "fraud",
+                "version": "1",
+                "baseline": {"capture": 6},
+                "features": [
+                    {"name": "amount"},
+                    {"name": "age", "buckets": [-10, 0, 10]},
+                    {"name": "country", "type": "categorical"},
+                ],
+                "prediction": {"type": "numeric"},
+                "max_classes": 4,
+            },
+            {
+                "name": "churn",
+                "version": "2",
+                "baseline": {"capture": 6},
+                "features": [{"name": "amount"}, {"name": "country", "type": "categorical"}],
+                "prediction": {"type": "categorical"},
+                "max_classes": 4,
+            },
+        ],
+        "auto_register": {"enabled": True, "max_models": 3, "capture": 6, "max_features": 4},
+        "drift": {"min_samples": 3, "window_size": 40, "max_categories": 3, "psi_bins": 4},
+        "limits": {"max_label_bytes": LABEL_LIMIT},
+    }
+)
 MODELS = ["fraud", "churn", "auto-a", "auto-b"]
 
 
@@ -57,20 +72,27 @@ class Sidecar:
         self.state = state
         self.health = Health()
         self.captures: list[tuple[ModelTracker, CaptureData]] = []
-        self.pipeline = Pipeline(CONFIG, self.health,
-                                 on_capture=lambda t, d: self.captures.append((t, d)))
+        self.pipeline = Pipeline(
+            CONFIG, self.health, on_capture=lambda t, d: self.captures.append((t, d))
+        )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
-            SidecarCollector(lambda: list(self.pipeline.trackers.values()), self.health))
+            SidecarCollector(lambda: list(self.pipeline.trackers.values()), self.health)
+        )
 
     def feed(self, lines: list[bytes], now: float) -> None:
         self.pipeline.handle(decode_lines(lines, 50), "socket", now=now)
         for t, data in self.captures:  # as the daemon finishes a capture
             d = t.drift
             baseline = write_baseline(
-                self.state / f"{len(self.captures)}-{abs(hash(t.name))}.parquet", t.name,
-                numeric=data.numeric, categorical=data.categorical, prediction=data.prediction,
-                prediction_kind=t.pred_kind, psi_bins=d.psi_bins, max_categories=d.max_categories,
+                self.state / f"{len(self.captures)}-{abs(hash(t.name))}.parquet",
+                t.name,
+                numeric=data.numeric,
+                categorical=data.categorical,
+                prediction=data.prediction,
+                prediction_kind=t.pred_kind,
+                psi_bins=d.psi_bins,
+                max_categories=d.max_categories,
             )
             t.install_baseline(baseline, backfill=True)
         self.captures.clear()
@@ -79,10 +101,15 @@ class Sidecar:
         for t in self.pipeline.trackers.values():
             if t.baseline is not None:
                 d = t.drift
-                params = DriftParams(min_samples=d.min_samples, psi_threshold=d.psi_threshold,
-                                     p_value=d.p_value, correction=d.correction)
-                t.latest = check_model(t.baseline, t.drift_window(t.window_snapshot(now)),
-                                       params, now)
+                params = DriftParams(
+                    min_samples=d.min_samples,
+                    psi_threshold=d.psi_threshold,
+                    p_value=d.p_value,
+                    correction=d.correction,
+                )
+                t.latest = check_model(
+                    t.baseline, t.drift_window(t.window_snapshot(now)), params, now
+                )
 
 
 def assert_valid_exposition(registry: CollectorRegistry, promtool: bool = True) -> str:
@@ -97,8 +124,7 @@ def assert_valid_exposition(registry: CollectorRegistry, promtool: bool = True) 
             if s.name.endswith(("_total", "_count", "_sum", "_bucket")):
                 assert math.isfinite(s.value) and s.value >= 0, s
             if s.exemplar is not None:
-                assert s.exemplar.timestamp is not None and math.isfinite(
-                    s.exemplar.timestamp), s
+                assert s.exemplar.timestamp is not None and math.isfinite(s.exemplar.timestamp), s
                 assert math.isfinite(s.exemplar.value), s
             for value in s.labels.values():
                 assert len(value.encode()) <= LABEL_LIMIT, s
@@ -117,8 +143,11 @@ lines = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(st.lists(lines, min_size=1, max_size=12), min_size=1, max_size=4))
 def test_anything_accepted_scrapes_as_valid_text_and_openmetrics(chunks: list[list[bytes]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,11 +166,19 @@ def test_class1_inputs_and_negative_values_scrape_as_valid_text_and_openmetrics(
 ) -> None:
     sidecar = Sidecar(tmp_path)
     hostile = [line for line, _ in class1_lines("fraud", "auto-a")]
-    good = [render({"model": m, "features": {"amount": -1.0 - i, "age": -5.0, "country": "de",
-                                             "x": -0.5, "c": "k"},
-                    "prediction": -0.5 * i if m != "churn" else "no", "latency_s": 0.01,
-                    "trace_id": "cd" * 16})
-            for i in range(8) for m in ("fraud", "churn", "auto-a")]
+    good = [
+        render(
+            {
+                "model": m,
+                "features": {"amount": -1.0 - i, "age": -5.0, "country": "de", "x": -0.5, "c": "k"},
+                "prediction": -0.5 * i if m != "churn" else "no",
+                "latency_s": 0.01,
+                "trace_id": "cd" * 16,
+            }
+        )
+        for i in range(8)
+        for m in ("fraud", "churn", "auto-a")
+    ]
     sidecar.feed(hostile + good, 1.7e9)
     sidecar.check(1.7e9 + 1)
     text = assert_valid_exposition(sidecar.registry)
@@ -162,12 +199,25 @@ def test_long_labels_are_bounded_in_the_scrape(tmp_path: Path, size: int) -> Non
     long = "L" * size
     events = [
         {"model": long, "features": {"x": 1.0}},  # label_too_long
-        {"model": "auto-a", "version": long, "features": {long: 1.0, "x": 2.0, "c": long},
-         "prediction": long, "probabilities": {long: 0.9, "b": 0.1}},
-        {"model": "churn", "version": long, "features": {"amount": 1.0, "country": long},
-         "prediction": long, "probabilities": {long: 0.9}},
-        {"model": "fraud", "features": {"amount": 1.0, "country": long[:100_000]},
-         "probabilities": {long[:100_000]: 0.7, "x": 0.3}},
+        {
+            "model": "auto-a",
+            "version": long,
+            "features": {long: 1.0, "x": 2.0, "c": long},
+            "prediction": long,
+            "probabilities": {long: 0.9, "b": 0.1},
+        },
+        {
+            "model": "churn",
+            "version": long,
+            "features": {"amount": 1.0, "country": long},
+            "prediction": long,
+            "probabilities": {long: 0.9},
+        },
+        {
+            "model": "fraud",
+            "features": {"amount": 1.0, "country": long[:100_000]},
+            "probabilities": {long[:100_000]: 0.7, "x": 0.3},
+        },
     ]
     for i in range(8):
         sidecar.feed([json.dumps(e).encode() for e in events], 1.7e9 + i)
@@ -182,11 +232,20 @@ def test_long_labels_are_bounded_in_the_scrape(tmp_path: Path, size: int) -> Non
 def test_every_exposed_series_and_reason_is_documented(tmp_path: Path) -> None:
     sidecar = Sidecar(tmp_path)
     hostile = [line for line, _ in class1_lines("fraud", "auto-a")]
-    good = [render({"model": m, "features": {"amount": 0.1 * i, "age": 5.0, "country": "de",
-                                             "x": 0.5, "c": "k"},
-                    "prediction": 0.1 * i if m != "churn" else "no", "latency_s": 0.01,
-                    "trace_id": "cd" * 16, "confidence": 0.5})
-            for i in range(8) for m in ("fraud", "churn", "auto-a")]
+    good = [
+        render(
+            {
+                "model": m,
+                "features": {"amount": 0.1 * i, "age": 5.0, "country": "de", "x": 0.5, "c": "k"},
+                "prediction": 0.1 * i if m != "churn" else "no",
+                "latency_s": 0.01,
+                "trace_id": "cd" * 16,
+                "confidence": 0.5,
+            }
+        )
+        for i in range(8)
+        for m in ("fraud", "churn", "auto-a")
+    ]
     sidecar.feed(hostile + good, 1.7e9)
     sidecar.check(1.7e9 + 1)
     sidecar.health.observe_check("fraud", 0.01)

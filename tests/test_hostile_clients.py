@@ -30,16 +30,30 @@ FEATURES = [{"name": "amount"}, {"name": "age"}, {"name": "country", "type": "ca
 
 
 def captured_model(name: str = "fraud", capture: int = 20, **drift: Any) -> dict[str, Any]:
-    return {"name": name, "version": "1.0.0", "baseline": {"capture": capture},
-            "features": FEATURES, "prediction": {"type": "numeric"},
-            "drift": {"interval_s": 0.2, "min_samples": 5, **drift}}
+    return {
+        "name": name,
+        "version": "1.0.0",
+        "baseline": {"capture": capture},
+        "features": FEATURES,
+        "prediction": {"type": "numeric"},
+        "drift": {"interval_s": 0.2, "min_samples": 5, **drift},
+    }
 
 
 def good(model: str, i: int) -> dict[str, Any]:
-    return {"model": model, "features": {"amount": (i % 7) - 3.0, "age": 20.0 + i % 50,
-                                         "country": "de" if i % 2 else "fr",
-                                         "x": i % 3 - 1.0, "c": "k"},
-            "prediction": 0.1 * (i % 9) - 0.4, "latency_s": 0.01, "trace_id": TRACE}
+    return {
+        "model": model,
+        "features": {
+            "amount": (i % 7) - 3.0,
+            "age": 20.0 + i % 50,
+            "country": "de" if i % 2 else "fr",
+            "x": i % 3 - 1.0,
+            "c": "k",
+        },
+        "prediction": 0.1 * (i % 9) - 0.4,
+        "latency_s": 0.01,
+        "trace_id": TRACE,
+    }
 
 
 def valid_scrape(d: DaemonProcess) -> str:
@@ -61,8 +75,11 @@ def valid_scrape(d: DaemonProcess) -> str:
 
 def rejected(text: str) -> dict[str, float]:
     m = parse_metrics(text)
-    return {dict(lab)["reason"]: v for lab, v in
-            m.series("drift_sidecar_events_rejected_total").items() if v}
+    return {
+        dict(lab)["reason"]: v
+        for lab, v in m.series("drift_sidecar_events_rejected_total").items()
+        if v
+    }
 
 
 def post(d: DaemonProcess, lines: list[bytes]) -> tuple[int, Any]:
@@ -73,11 +90,14 @@ def launch(tmp_path: Path, extra: dict[str, Any], patch: str) -> DaemonProcess:
     """The daemon with one fault put in by `patch` (Python run before the CLI)."""
     config_path, cfg = write_config(tmp_path, extra)
     log_path = tmp_path / "daemon.log"
-    code = f"import sys\n{patch}\nfrom sidecar.cli import main\n" \
-           f"sys.exit(main(['run', '--config', {str(config_path)!r}]))\n"
+    code = (
+        f"import sys\n{patch}\nfrom sidecar.cli import main\n"
+        f"sys.exit(main(['run', '--config', {str(config_path)!r}]))\n"
+    )
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log,
-                                stderr=subprocess.STDOUT, cwd=tmp_path)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
     d = DaemonProcess(proc, config_path, cfg["socket"]["path"], cfg["http"]["port"], log_path)
     wait_for(lambda: proc.poll() is None and d.get("/healthz")[0] == 200, 20, "daemon up")
     return d
@@ -96,11 +116,13 @@ def log_records(d: DaemonProcess, event: str) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------ class 1
 def test_class1_events_leave_metrics_valid_and_the_daemon_running(daemon_factory):
-    d = daemon_factory({
-        "models": [captured_model()],
-        "auto_register": {"enabled": True, "capture": 20},
-        "drift": {"interval_s": 0.2, "min_samples": 5},
-    })
+    d = daemon_factory(
+        {
+            "models": [captured_model()],
+            "auto_register": {"enabled": True, "capture": 20},
+            "drift": {"interval_s": 0.2, "min_samples": 5},
+        }
+    )
     lines = class1_lines("fraud", "auto")
     accepted, expected = class1_expected(lines)
     d.send([line for line, _ in lines])
@@ -112,19 +134,29 @@ def test_class1_events_leave_metrics_valid_and_the_daemon_running(daemon_factory
         named[e["reason"]] = named.get(e["reason"], 0) + 1
     assert len(answer["errors"]) == 20
     assert all(n <= expected[r] for r, n in named.items())
-    m = wait_for(lambda: (m := d.scrape()).value(
-        "drift_sidecar_events_accepted_total", model_name="auto") == 2 and m, 15, "accepted")
+    m = wait_for(
+        lambda: (
+            (m := d.scrape()).value("drift_sidecar_events_accepted_total", model_name="auto") == 2
+            and m
+        ),
+        15,
+        "accepted",
+    )
     assert rejected(m.text) == {r: 2 * n for r, n in expected.items()}
-    assert m.value("drift_sidecar_events_accepted_total", model_name="fraud") == 2 * (
-        accepted - 1)
+    assert m.value("drift_sidecar_events_accepted_total", model_name="fraud") == 2 * (accepted - 1)
     valid_scrape(d)
     # Captures finish, with a feature named `prediction` offered to auto-registration, and
     # drift checks run; the scrape stays valid through all of it.
     d.send([[good(model, i) for i in range(40)] for model in ("fraud", "auto")])
     wait_for(lambda: d.get("/readyz")[0] == 200, 20, "both baselines captured")
-    wait_for(lambda: all(d.scrape().value("ml_drift_last_check_timestamp_seconds",
-                                          model_name=m) for m in ("fraud", "auto")),
-             20, "a drift check of each model")
+    wait_for(
+        lambda: all(
+            d.scrape().value("ml_drift_last_check_timestamp_seconds", model_name=m)
+            for m in ("fraud", "auto")
+        ),
+        20,
+        "a drift check of each model",
+    )
     text = valid_scrape(d)
     assert 'feature_name="prediction"' not in text
     assert 'ml_feature_value_sum{feature_name="amount",model_name="fraud"}' not in text
@@ -144,10 +176,12 @@ ModelTracker.drift_window = drift_window
 
 
 def test_a_failing_drift_check_is_counted_and_the_daemon_keeps_serving(tmp_path):
-    d = launch(tmp_path, {"models": [captured_model("good", 10), captured_model("bad", 10)]},
-               _FAIL_WINDOW)
+    d = launch(
+        tmp_path, {"models": [captured_model("good", 10), captured_model("bad", 10)]}, _FAIL_WINDOW
+    )
     try:
         d.send([[good(m, i) for i in range(30)] for m in ("good", "bad")])
+
         def checked() -> Any:
             m = d.scrape()
             errors = m.value("drift_sidecar_drift_check_errors_total", model_name="bad")
@@ -157,8 +191,13 @@ def test_a_failing_drift_check_is_counted_and_the_daemon_keeps_serving(tmp_path)
         m = wait_for(checked, 20, "three failed checks of model bad, and one of model good")
         first = m.value("ml_drift_last_check_timestamp_seconds", model_name="good")
         assert m.value("ml_drift_last_check_timestamp_seconds", model_name="bad") is None
-        wait_for(lambda: d.scrape().value("ml_drift_last_check_timestamp_seconds",
-                                          model_name="good") > first, 10, "good still checked")
+        wait_for(
+            lambda: (
+                d.scrape().value("ml_drift_last_check_timestamp_seconds", model_name="good") > first
+            ),
+            10,
+            "good still checked",
+        )
         d.send([good("bad", 100)])
         d.wait_metric("drift_sidecar_events_accepted_total", 31, model_name="bad")
         assert log_records(d, "drift_check_failed")[0]["model"] == "bad"
@@ -180,8 +219,11 @@ ModelTracker.ingest = ingest
 
 
 def test_an_internal_error_costs_only_its_events_and_is_counted_as_dropped(tmp_path):
-    d = launch(tmp_path, {"models": [captured_model("good", 10**6),
-                                     captured_model("poison", 10**6)]}, _FAIL_INGEST)
+    d = launch(
+        tmp_path,
+        {"models": [captured_model("good", 10**6), captured_model("poison", 10**6)]},
+        _FAIL_INGEST,
+    )
     try:
         d.send([[good("poison", i) for i in range(3)]])
         d.wait_metric("drift_sidecar_events_dropped_total", 3, reason="internal_error")
@@ -198,30 +240,58 @@ def test_an_internal_error_costs_only_its_events_and_is_counted_as_dropped(tmp_p
 
 # ------------------------------------------------------------------ class 2
 def test_long_label_values_leave_the_scrape_small(daemon_factory):
-    d = daemon_factory({
-        "models": [{"name": "churn", "version": "3", "baseline": {"capture": 10**6},
+    d = daemon_factory(
+        {
+            "models": [
+                {
+                    "name": "churn",
+                    "version": "3",
+                    "baseline": {"capture": 10**6},
                     "features": [{"name": "plan", "type": "categorical"}],
-                    "prediction": {"type": "categorical"}}],
-        "auto_register": {"enabled": True},
-    })
+                    "prediction": {"type": "categorical"},
+                }
+            ],
+            "auto_register": {"enabled": True},
+        }
+    )
     before = len(d.get("/metrics")[1])
     huge_model, klass = "M" * 400_000, "C" * 100_000
-    d.send([
-        {"model": huge_model, "features": {"x": 1}},
-        *[{"model": "churn", "version": f"{i}" + klass, "features": {"plan": f"{i}" + klass},
-           "prediction": f"{i}" + klass, "probabilities": {f"{i}" + klass: 0.9}}
-          for i in range(12)],
-        {"model": "auto", "version": klass, "features": {klass: 1.0, "x": 2.0},
-         "prediction": klass},
-    ])
+    d.send(
+        [
+            {"model": huge_model, "features": {"x": 1}},
+            *[
+                {
+                    "model": "churn",
+                    "version": f"{i}" + klass,
+                    "features": {"plan": f"{i}" + klass},
+                    "prediction": f"{i}" + klass,
+                    "probabilities": {f"{i}" + klass: 0.9},
+                }
+                for i in range(12)
+            ],
+            {
+                "model": "auto",
+                "version": klass,
+                "features": {klass: 1.0, "x": 2.0},
+                "prediction": klass,
+            },
+        ]
+    )
     m = d.wait_metric("drift_sidecar_events_accepted_total", 12, model_name="churn")
     d.wait_metric("drift_sidecar_events_accepted_total", 1, model_name="auto")
     text = valid_scrape(d)
     assert m.value("drift_sidecar_events_rejected_total", reason="label_too_long") == 1
     assert len(text) < before + 16_000, len(text) - before
     assert "CCCCCCCCCC" not in text and "MMMMMMMMMM" not in text
-    assert m.value("ml_prediction_requests_total", model_name="churn",
-                   model_version="__other__", status="success") == 12
+    assert (
+        m.value(
+            "ml_prediction_requests_total",
+            model_name="churn",
+            model_version="__other__",
+            status="success",
+        )
+        == 12
+    )
     assert 'predicted_class="__other__"' in text
 
 
@@ -278,9 +348,16 @@ def _rss_bytes(pid: int) -> int:
 
 def test_stalled_bodies_hold_bounded_memory_and_get_a_clear_answer(daemon_factory):
     mib = 1 << 20
-    d = daemon_factory({"models": [captured_model()],
-                        "http": {"max_body_bytes": 8 * mib, "max_inflight_body_bytes": 32 * mib,
-                                 "body_timeout_s": 4}})
+    d = daemon_factory(
+        {
+            "models": [captured_model()],
+            "http": {
+                "max_body_bytes": 8 * mib,
+                "max_inflight_body_bytes": 32 * mib,
+                "body_timeout_s": 4,
+            },
+        }
+    )
     rss_before = _rss_bytes(d.proc.pid)
     n = 60
     answers: list[bytes] = [b""] * n
@@ -288,8 +365,10 @@ def test_stalled_bodies_hold_bounded_memory_and_get_a_clear_answer(daemon_factor
 
     def stalled(i: int) -> None:
         with socket.create_connection(("127.0.0.1", d.port), timeout=60) as s:
-            s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                      b"\r\nContent-Length: %d\r\n\r\n" % (8 * mib))
+            s.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: %d\r\n\r\n" % (8 * mib)
+            )
             s.sendall(b" " * mib)  # an eighth of the body, then nothing
             sent.wait(60)
             got = b""
@@ -304,9 +383,15 @@ def test_stalled_bodies_hold_bounded_memory_and_get_a_clear_answer(daemon_factor
     for t in threads:
         t.start()
     sent.wait(60)
-    busy = wait_for(lambda: (v := d.scrape().value(
-        "drift_sidecar_events_dropped_total", reason="http_busy")) == n - 4 and v, 30,
-        "all but four bodies refused at once")
+    busy = wait_for(
+        lambda: (
+            (v := d.scrape().value("drift_sidecar_events_dropped_total", reason="http_busy"))
+            == n - 4
+            and v
+        ),
+        30,
+        "all but four bodies refused at once",
+    )
     assert busy == n - 4  # 32 MiB of budget holds four declared 8 MiB bodies
     assert d.get("/healthz")[0] == 200
     assert _rss_bytes(d.proc.pid) - rss_before < 64 * mib
@@ -323,14 +408,17 @@ def test_stalled_bodies_hold_bounded_memory_and_get_a_clear_answer(daemon_factor
 
 # ------------------------------------------------------------------ class 8
 def test_answers_and_logs_name_what_was_refused_and_why(daemon_factory):
-    d = daemon_factory({"models": [captured_model()],
-                        "auto_register": {"enabled": True, "max_models": 1}})
-    body = b"\n".join([
-        json.dumps({"model": "ghost-1", "features": {"a": 1}}).encode(),
-        json.dumps({"model": "ghost-2", "features": {"a": 1}}).encode(),
-        json.dumps({"model": "fraud", "features": {"amount": "twelve"}}).encode(),
-        json.dumps({"model": "fraud", "features": {"amout": 1.0, "age": 30}}).encode(),
-    ])
+    d = daemon_factory(
+        {"models": [captured_model()], "auto_register": {"enabled": True, "max_models": 1}}
+    )
+    body = b"\n".join(
+        [
+            json.dumps({"model": "ghost-1", "features": {"a": 1}}).encode(),
+            json.dumps({"model": "ghost-2", "features": {"a": 1}}).encode(),
+            json.dumps({"model": "fraud", "features": {"amount": "twelve"}}).encode(),
+            json.dumps({"model": "fraud", "features": {"amout": 1.0, "age": 30}}).encode(),
+        ]
+    )
     status, answer = d.post("/v1/events", body)
     assert status == 202
     assert answer["accepted"] == 2  # ghost-1 (auto-registered) and the misspelt one

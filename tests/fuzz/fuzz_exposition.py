@@ -20,8 +20,10 @@ from pathlib import Path
 try:
     import atheris
 except ImportError:
-    sys.exit("atheris is not installed: `pip install atheris` (Linux, CPython 3.8-3.11), "
-             "then run this file again")
+    sys.exit(
+        "atheris is not installed: `pip install atheris` (Linux, CPython 3.8-3.11), "
+        "then run this file again"
+    )
 
 with atheris.instrument_imports():
     from prometheus_client import CollectorRegistry, generate_latest
@@ -36,20 +38,33 @@ with atheris.instrument_imports():
     from sidecar.pipeline import Pipeline
     from sidecar.tracker import CaptureData, ModelTracker
 
-CONFIG = parse_config({
-    "models": [
-        {"name": "m", "baseline": {"capture": 3},
-         "features": [{"name": "a"}, {"name": "b", "buckets": [-1, 0, 1]},
-                      {"name": "c", "type": "categorical"}],
-         "prediction": {"type": "numeric"}, "max_classes": 3},
-        {"name": "k", "baseline": {"capture": 3},
-         "features": [{"name": "a"}, {"name": "c", "type": "categorical"}],
-         "prediction": {"type": "categorical"}, "max_classes": 3},
-    ],
-    "auto_register": {"enabled": True, "max_models": 2, "capture": 3, "max_features": 3},
-    "drift": {"max_categories": 3, "psi_bins": 3},
-    "limits": {"max_label_bytes": 32},
-})
+CONFIG = parse_config(
+    {
+        "models": [
+            {
+                "name": "m",
+                "baseline": {"capture": 3},
+                "features": [
+                    {"name": "a"},
+                    {"name": "b", "buckets": [-1, 0, 1]},
+                    {"name": "c", "type": "categorical"},
+                ],
+                "prediction": {"type": "numeric"},
+                "max_classes": 3,
+            },
+            {
+                "name": "k",
+                "baseline": {"capture": 3},
+                "features": [{"name": "a"}, {"name": "c", "type": "categorical"}],
+                "prediction": {"type": "categorical"},
+                "max_classes": 3,
+            },
+        ],
+        "auto_register": {"enabled": True, "max_models": 2, "capture": 3, "max_features": 3},
+        "drift": {"max_categories": 3, "psi_bins": 3},
+        "limits": {"max_label_bytes": 32},
+    }
+)
 STATE = Path(tempfile.mkdtemp(prefix="fuzz-exposition-"))
 
 
@@ -62,9 +77,14 @@ def test_one_input(data: bytes) -> None:
     pipeline.handle(decode_lines(data.split(b"\n"), 16), "socket", now=1.7e9)
     for i, (t, d) in enumerate(captures):
         baseline = write_baseline(
-            STATE / f"{i}.parquet", t.name, numeric=d.numeric, categorical=d.categorical,
-            prediction=d.prediction, prediction_kind=t.pred_kind,
-            psi_bins=t.drift.psi_bins, max_categories=t.drift.max_categories,
+            STATE / f"{i}.parquet",
+            t.name,
+            numeric=d.numeric,
+            categorical=d.categorical,
+            prediction=d.prediction,
+            prediction_kind=t.pred_kind,
+            psi_bins=t.drift.psi_bins,
+            max_categories=t.drift.max_categories,
         )
         t.install_baseline(baseline, backfill=True)
     list(text_string_to_metric_families(generate_latest(registry).decode("utf-8")))
