@@ -77,7 +77,6 @@ _DecodeFailure = msgspec.DecodeError | UnicodeDecodeError | RecursionError
 
 # A JSON string (escapes included); what lies between two of them is the rest of the line.
 _STRING = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")', re.DOTALL)
-_NON_FINITE = re.compile(rb"-?Infinity|NaN")
 
 
 @dataclass(slots=True)
@@ -135,7 +134,9 @@ def non_finite_as_null(line: bytes) -> bytes:
     between = b'"'.join(parts[0::2])
     if b"NaN" not in between and b"Infinity" not in between:
         return line
-    pieces = _NON_FINITE.sub(b"null", between).split(b'"')
+    # "-Infinity" before "Infinity", as a regex would match it; bytes.replace is C-fast
+    rewritten = between.replace(b"-Infinity", b"null").replace(b"Infinity", b"null")
+    pieces = rewritten.replace(b"NaN", b"null").split(b'"')
     if len(pieces) != len(parts[0::2]):
         return line  # an unterminated string: not JSON either way, leave it to the decoder
     parts[0::2] = pieces
