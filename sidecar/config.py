@@ -410,6 +410,16 @@ def _semantic_problems(cfg: Config) -> list[str]:
     return p
 
 
+def label_fits(value: str, limit: int) -> bool:
+    """Whether `value` is valid UTF-8 of at most `limit` bytes (limits.max_label_bytes)."""
+    if len(value) * 4 <= limit and value.isascii():
+        return True  # the common case, without encoding
+    try:
+        return len(value.encode()) <= limit
+    except UnicodeEncodeError:
+        return False
+
+
 def _label_problems(value: str, at: str, limit: int) -> list[str]:
     """A configured name becomes a label value: valid UTF-8, within limits.max_label_bytes."""
     try:

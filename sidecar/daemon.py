@@ -22,7 +22,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sidecar.baseline import load_baseline, write_baseline
-from sidecar.config import Config, DriftSettings, ModelSpec, load_config
+from sidecar.config import (
+    RESERVED_FEATURE_NAMES,
+    Config,
+    DriftSettings,
+    ModelSpec,
+    label_fits,
+    load_config,
+)
 from sidecar.drift import DriftParams, check_model
 from sidecar.errors import BaselineError, ConfigError, SidecarError, StateDirError
 from sidecar.fsutil import FileLock, LockHeld, make_dirs
@@ -256,6 +263,12 @@ class Daemon:
             max_models=auto.max_models, max_features=auto.max_features,
         )
         specs = [s for s in specs if s.name not in self.pipeline.trackers]
+        limit = self.config.limits.max_label_bytes
+        unfit = [s.name[:100] for s in specs if not _auto_spec_fits(s, limit)]
+        if unfit:  # a file edited by hand, or written under a larger limit: not label values
+            log.warning("auto_registered_skipped", models=unfit,
+                        reason="a name is reserved or longer than limits.max_label_bytes")
+            specs = [s for s in specs if _auto_spec_fits(s, limit)]
         if not specs:
             return
         def load() -> dict[str, Baseline | None]:
@@ -264,7 +277,7 @@ class Daemon:
         baselines = await asyncio.to_thread(load)
         for spec in specs:
             t = ModelTracker(spec, self.config.drift, auto_registered=True,
-                             on_capture=self._on_capture)
+                             on_capture=self._on_capture, max_label_bytes=limit)
             baseline = baselines.get(spec.name)
             if baseline is not None:
                 t.install_baseline(baseline)
@@ -663,6 +676,13 @@ def _file_identity(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _auto_spec_fits(spec: ModelSpec, limit: int) -> bool:
+    """What auto-registration itself would take: names within the label limit, none reserved."""
+    names = [f.name for f in spec.features]
+    return all(label_fits(x, limit) for x in (spec.name, spec.version, *names)) and not (
+        RESERVED_FEATURE_NAMES & set(names))
 
 
 def _check_immutable(old: Config, new: Config) -> None:

@@ -17,6 +17,7 @@ from sidecar.config import (
     FeatureSpec,
     ModelSpec,
     PredictionSpec,
+    label_fits,
 )
 from sidecar.events import Decoded, Event, Rejection
 from sidecar.metrics import Health
@@ -132,7 +133,7 @@ class Pipeline:
     def _unregistered(self, model: str, first: Event) -> ModelTracker | Rejection:
         """A tracker for a model not (yet) known, or why its events are refused."""
         limit = self.config.limits.max_label_bytes
-        if not _usable_label(model, limit):
+        if not label_fits(model, limit):
             return Rejection("label_too_long",
                              f"model name of {len(model.encode())} bytes > "
                              f"limits.max_label_bytes {limit}: {model[:100]!r}...")
@@ -177,7 +178,7 @@ class Pipeline:
         limit = self.config.limits.max_label_bytes
         # The names a config may not use (reserved baseline columns, over-long labels) are
         # not taken from an event either: they stay unknown features, counted and logged.
-        usable = {k: v for k, v in (first.features or {}).items() if _usable_label(k, limit)
+        usable = {k: v for k, v in (first.features or {}).items() if label_fits(k, limit)
                   and k not in RESERVED_FEATURE_NAMES}
         skipped = sorted((first.features or {}).keys() - usable.keys())
         feats = sorted(usable.items())[: auto.max_features]
@@ -193,7 +194,7 @@ class Pipeline:
         version = first.version or ""
         spec = ModelSpec(
             name=model,
-            version=version if _usable_label(version, limit) else "",
+            version=version if label_fits(version, limit) else "",
             baseline=BaselineSpec(capture=auto.capture),
             features=features,
             prediction=pred,
@@ -207,7 +208,3 @@ class Pipeline:
                  capture=auto.capture, skipped_features=[k[:100] for k in skipped[:10]])
         return tracker
 
-
-def _usable_label(value: str, limit: int) -> bool:
-    """Whether `value` fits in `limits.max_label_bytes` of UTF-8 (checked cheaply first)."""
-    return len(value) * 4 <= limit or len(value.encode()) <= limit

@@ -431,3 +431,20 @@ def test_answers_and_logs_name_what_was_refused_and_why(daemon_factory):
     cap = log_records(d, "auto_register_cap_reached")
     assert cap and cap[0]["model"] == "ghost-2" and cap[0]["max_models"] == 1
     assert d.stop(signal.SIGTERM) == 0
+
+
+def test_restored_auto_registered_models_obey_the_label_limit(daemon_factory, tmp_path):
+    """Models saved by an earlier run come back only if auto-registration would take them
+    now: a smaller limits.max_label_bytes leaves a longer name out."""
+    long_name = "m" * 60
+    auto = {"auto_register": {"enabled": True, "capture": 5}, "state_dir": str(tmp_path / "s")}
+    d = daemon_factory(auto)
+    d.send([[good(name, i) for i in range(10)] for name in (long_name, "short")])
+    wait_for(lambda: d.get("/readyz")[0] == 200, 20, "both captured")
+    assert d.stop() == 0
+    d2 = daemon_factory({**auto, "limits": {"max_label_bytes": 32}})
+    wait_for(lambda: log_records(d2, "auto_registered_skipped"), 10, "the skip logged")
+    assert log_records(d2, "auto_registered_skipped")[0]["models"] == [long_name]
+    ready = d2.json("/readyz")["models"]
+    assert set(ready) == {"short"} and ready["short"]["baseline"] == "ready"
+    assert long_name not in valid_scrape(d2)
