@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import yaml
 from harness import DaemonProcess, kill_quietly, parse_metrics, wait_for, write_config
 from hostile import TRACE, class1_expected, class1_lines
 from prometheus_client.openmetrics.parser import (
@@ -448,3 +449,34 @@ def test_restored_auto_registered_models_obey_the_label_limit(daemon_factory, tm
     ready = d2.json("/readyz")["models"]
     assert set(ready) == {"short"} and ready["short"]["baseline"] == "ready"
     assert long_name not in valid_scrape(d2)
+
+
+def test_a_reload_applies_http_limits_and_refuses_a_new_idle_timeout(daemon_factory):
+    d = daemon_factory({"models": [captured_model()], "http": {"max_connections": 64}})
+    cfg = yaml.safe_load(d.config_path.read_text())
+    cfg["http"]["idle_timeout_s"] = 5
+    d.config_path.write_text(yaml.safe_dump(cfg))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: d.scrape().value("drift_sidecar_config_reloads_total", result="failure"),
+        10,
+        "the reload refused",
+    )
+    assert "http.idle_timeout_s: cannot change" in log_records(d, "reload_refused")[0]["error"]
+    del cfg["http"]["idle_timeout_s"]
+    cfg["http"]["max_connections"] = 4
+    d.config_path.write_text(yaml.safe_dump(cfg))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: d.scrape().value("drift_sidecar_config_reloads_total", result="success"),
+        10,
+        "the reload applied",
+    )
+    idle = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(12)]
+    try:
+        assert d.get("/healthz")[0] == 200
+        closed = d.scrape().value("drift_sidecar_http_connections_shed_total", reason="idle_closed")
+        assert closed is not None and closed >= 12 - 4
+    finally:
+        for s in idle:
+            s.close()
