@@ -187,11 +187,7 @@ class Daemon:
             return
         now = time.time()
         window = tracker.drift_window(tracker.window_snapshot(now))
-        d = tracker.drift
-        params = DriftParams(
-            min_samples=d.min_samples, psi_threshold=d.psi_threshold,
-            p_value=d.p_value, correction=d.correction,
-        )
+        params = DriftParams.from_settings(tracker.drift)
         t0 = time.perf_counter()
         try:
             result = await asyncio.to_thread(check_model, tracker.baseline, window, params, now)

@@ -227,7 +227,26 @@ class SidecarCollector(Collector):
         chip = g("ml_feature_drift_chi2_pvalue", "Chi-square p-value, uncorrected", mf)
         wmiss = g("ml_feature_drift_missing_rate", "Missing share in the window", mf)
         bmiss = g("ml_feature_baseline_missing_rate", "Missing share in the baseline", mf)
-        det = g("ml_feature_drift_detected", "1 if drift is detected after the correction", mf)
+        det = g(
+            "ml_feature_drift_detected",
+            "1 if drift is detected; false alarms within drift.false_alarm_rate per model per"
+            " drift.false_alarm_period_s, over every check", mf,
+        )
+        adj = g(
+            "ml_feature_drift_adjusted_pvalue",
+            "The verdict's p-value on the false-alarm rate's scale (detected when <= the rate)",
+            mf,
+        )
+        catp = g(
+            "ml_feature_drift_category_pvalue",
+            "Exact per-category two-sample test p-value, Bonferroni over categories", mf,
+        )
+        fn = g("ml_feature_drift_samples", "Non-missing window values the tests used", mf)
+        fref = g("ml_feature_baseline_samples", "Non-missing baseline values the tests used", mf)
+        fpsie = g(
+            "ml_feature_drift_psi_expected",
+            "PSI expected with no drift at these sample sizes, (bins - 1) * (1/n + 1/N)", mf,
+        )
         m = ["model_name"]
         pks = g("ml_prediction_drift_ks_statistic", "KS statistic of predictions", m)
         pksp = g("ml_prediction_drift_ks_pvalue", "KS p-value of predictions", m)
@@ -238,7 +257,27 @@ class SidecarCollector(Collector):
         ppsi = g("ml_prediction_drift_psi", "PSI of predictions", m)
         pchi = g("ml_prediction_drift_chi2_statistic", "Chi-square statistic of classes", m)
         pchip = g("ml_prediction_drift_chi2_pvalue", "Chi-square p-value of classes", m)
-        pdet = g("ml_prediction_drift_detected", "1 if prediction drift is detected", m)
+        pdet = g(
+            "ml_prediction_drift_detected",
+            "1 if prediction drift is detected (same false-alarm rate, shared with the features)",
+            m,
+        )
+        padj = g(
+            "ml_prediction_drift_adjusted_pvalue",
+            "The verdict's p-value on the false-alarm rate's scale (detected when <= the rate)", m,
+        )
+        pcatp = g(
+            "ml_prediction_drift_category_pvalue",
+            "Exact per-class two-sample test p-value, Bonferroni over classes", m,
+        )
+        pn = g("ml_prediction_drift_samples", "Non-missing window predictions the tests used", m)
+        pref = g(
+            "ml_prediction_baseline_samples", "Non-missing baseline predictions the tests used", m
+        )
+        ppsie = g(
+            "ml_prediction_drift_psi_expected",
+            "PSI of predictions expected with no drift at these sample sizes", m,
+        )
         suff = g("ml_drift_sufficient_data", "1 when the last check met min_samples", m)
         last = g("ml_drift_last_check_timestamp_seconds", "Unix time of the last drift check", m)
         wsize = GaugeMetricFamily("ml_drift_window_samples", "Events in the drift window", labels=m)
@@ -264,6 +303,12 @@ class SidecarCollector(Collector):
                 if not f.sufficient:
                     continue
                 det.samples.append(Sample(det.name, lab, 1.0 if f.drifted else 0.0))
+                adj.samples.append(Sample(adj.name, lab, _num(f.alarm_p_adjusted)))
+                fn.samples.append(Sample(fn.name, lab, f.samples))
+                fref.samples.append(Sample(fref.name, lab, f.reference_samples))
+                fpsie.samples.append(Sample(fpsie.name, lab, _num(f.psi_expected)))
+                if f.kind == "categorical":
+                    catp.samples.append(Sample(catp.name, lab, _num(f.test_pvalue)))
                 if f.psi is not None:
                     psi.samples.append(Sample(psi.name, lab, f.psi))
                 if f.ks_statistic is not None:
@@ -275,14 +320,19 @@ class SidecarCollector(Collector):
             p = r.prediction
             if p is not None and p.sufficient:
                 pdet.add_metric([t.name], 1.0 if p.drifted else 0.0)
+                pn.add_metric([t.name], p.samples)
+                pref.add_metric([t.name], p.reference_samples)
                 for fam, v in (
                     (pks, p.ks_statistic), (pksp, p.ks_pvalue), (pshift, p.mean_shift_ratio),
                     (ppsi, p.psi), (pchi, p.chi2_statistic), (pchip, p.chi2_pvalue),
+                    (padj, p.alarm_p_adjusted), (ppsie, p.psi_expected),
+                    (pcatp, p.test_pvalue if p.kind == "categorical" else None),
                 ):
                     if v is not None:
                         fam.add_metric([t.name], float(v))
-        yield from (psi, ks, ksp, chi, chip, wmiss, bmiss, det)
-        yield from (pks, pksp, pshift, ppsi, pchi, pchip, pdet, suff, last, wsize, wfill)
+        yield from (psi, ks, ksp, chi, chip, wmiss, bmiss, det, adj, catp, fn, fref, fpsie)
+        yield from (pks, pksp, pshift, ppsi, pchi, pchip, pdet, padj, pcatp, pn, pref, ppsie)
+        yield from (suff, last, wsize, wfill)
 
     # ------------------------------------------------------------ fleet bins
     def _bins(self, trackers: list[ModelTracker]) -> Iterator[Metric]:

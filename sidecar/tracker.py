@@ -466,6 +466,24 @@ class ModelTracker:
         table[: len(vocab.values)] = codes[:-1]
         return table
 
+    def _vocab_to_test(self, vocab: Vocab, ref: Any) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Lookup from vocabulary code to the code a drift check tests, and the labels of
+        the codes past `__other__`.
+
+        As `_vocab_to_ref`, except that each live category the reference never saw gets
+        a code of its own after `__other__` (len(categories) + 1, + 2, ...): the two-sample
+        tests need it as a column of its own. When the reference itself pooled categories
+        into `__other__` (it had more than it keeps), a live category outside the kept
+        ones may be one of those, so it stays in `__other__`; so do values past the
+        vocabulary's cap."""
+        table = self._vocab_to_ref(vocab, ref)
+        if ref.overflowed:
+            return table, ()
+        other = len(ref.categories)
+        unseen = [i for i in range(len(vocab.values)) if table[i] == other]
+        table[unseen] = np.arange(other + 1, other + 1 + len(unseen), dtype=np.int32)
+        return table, tuple(vocab.values[i] for i in unseen)
+
     def category_bin_counts(self) -> list[tuple[str, list[tuple[str, int]]]]:
         """Per categorical feature: live counts per reference category and `__other__`."""
         out = []
@@ -497,19 +515,25 @@ class ModelTracker:
 
         b = self.baseline
         cat = snap.categorical.copy()
+        cat_labels: list[tuple[str, ...]] = []
         for j, (vocab, ref) in enumerate(zip(self.cat_vocab, b.categorical, strict=True)):
             col = snap.categorical[:, j]
-            table = self._vocab_to_ref(vocab, ref)
+            table, labels = self._vocab_to_test(vocab, ref)
             cat[:, j] = np.where(col < 0, -1, table[np.maximum(col, 0)])
+            cat_labels.append(labels)
         preds: np.ndarray | None = None
+        pred_labels: tuple[str, ...] = ()
         if b.prediction is not None:
             if self.pred_vocab is not None:
-                table = self._vocab_to_ref(self.pred_vocab, b.prediction)
+                table, pred_labels = self._vocab_to_test(self.pred_vocab, b.prediction)
                 col = snap.predictions
                 preds = np.where(col < 0, -1, table[np.maximum(col, 0)]).astype(np.int32)
             else:
                 preds = snap.predictions
-        return WindowData(numeric=snap.numeric, categorical=cat, predictions=preds)
+        return WindowData(
+            numeric=snap.numeric, categorical=cat, predictions=preds,
+            categorical_labels=tuple(cat_labels), prediction_labels=pred_labels,
+        )
 
 
 def _predicted_class(ev: Event) -> str:

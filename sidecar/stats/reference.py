@@ -104,6 +104,9 @@ class CategoricalReference:
     shares: np.ndarray
     """Share of each category, then of OTHER (reference values beyond the cap)."""
     missing_rate: float
+    counts: np.ndarray
+    """int64 count of each category, then of OTHER: the two-sample tests need the
+    baseline's sample size, not only its shares."""
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +116,19 @@ class CategoricalReference:
     def usable(self) -> bool:
         """Whether the reference holds any non-missing value to compare with."""
         return len(self.categories) > 0
+
+    @property
+    def count(self) -> int:
+        """Non-missing reference values."""
+        return int(self.counts.sum())
+
+    @property
+    def overflowed(self) -> bool:
+        """Whether the reference had more categories than it keeps (OTHER is not empty).
+
+        Then a live category outside `categories` may be one of the reference's pooled
+        ones, so the two-sample tests pool live categories outside the kept ones too."""
+        return bool(self.counts[-1] > 0)
 
     @property
     def bin_labels(self) -> tuple[str, ...]:
@@ -233,16 +249,15 @@ def categorical_from_counts(
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     kept = ranked[:max_categories]
     present = sum(counts.values())
-    if present == 0:
-        ref_shares = np.array([1.0])
-    else:
-        kept_counts = np.array([c for _, c in kept], dtype=np.float64)
-        ref_shares = np.append(kept_counts, present - kept_counts.sum()) / present
+    kept_counts = np.array([c for _, c in kept], dtype=np.int64)
+    all_counts = np.append(kept_counts, present - int(kept_counts.sum())).astype(np.int64)
+    ref_shares = np.array([1.0]) if present == 0 else all_counts / present
     return CategoricalReference(
         name=name,
         categories=tuple(k for k, _ in kept),
         shares=readonly(ref_shares),
         missing_rate=rate(missing, present + missing),
+        counts=readonly(all_counts),
     )
 
 
