@@ -197,9 +197,10 @@ class Daemon:
             return
         self.health.observe_check(tracker.name, time.perf_counter() - t0)
         tracker.latest = result
-        drifted = [f.name for f in result.features if f.drifted]
-        if drifted:
-            log.info("drift_detected", model=tracker.name, features=drifted)
+        if result.drifted:
+            log.info("drift_detected", model=tracker.name,
+                     features=[f.name for f in result.features if f.drifted],
+                     prediction=bool(result.prediction and result.prediction.drifted))
 
     def _on_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
         self._spawn(f"capture:{tracker.name}", self._finish_capture(tracker, data))

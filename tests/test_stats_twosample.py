@@ -79,7 +79,7 @@ def test_pooling_looks_at_column_totals_only(
     rng = np.random.default_rng(abs(hash(rnd)) % (2**32))
     # another table with the same row and column totals: move one value between columns
     other = table.copy()
-    cols = np.flatnonzero((other[0] > 0))
+    cols = np.flatnonzero(other[0] > 0)
     dest = np.flatnonzero(other[1] > 0)
     if cols.size and dest.size:
         a, b = rng.choice(cols), rng.choice(dest)
