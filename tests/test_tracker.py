@@ -136,3 +136,58 @@ def test_confidence_per_predicted_class_matches_a_per_event_computation(batches)
     got = {t.class_vocab.label(code): int(n)
            for code, n in enumerate(t.conf_counts.sum(axis=1)) if n}
     assert got == expect
+
+
+def _categorical_tracker(max_categories: int) -> ModelTracker:
+    spec = parse_config({"models": [{
+        "name": "m", "baseline": {"path": "b.parquet"},
+        "features": [{"name": "c", "type": "categorical"}],
+        "prediction": {"type": "categorical"},
+    }]}).models[0]
+    return ModelTracker(spec, DriftSettings(max_categories=max_categories, min_samples=1))
+
+
+def _ingest(t: ModelTracker, pairs: list[tuple[str | None, str]]) -> None:
+    evs = [Event(model="m", features={"c": c}, prediction=p) for c, p in pairs]
+    assert t.ingest(evs, now=1.0) == []
+
+
+def test_drift_window_gives_unseen_categories_codes_of_their_own():
+    """The two-sample tests need each live category the baseline never saw as a column of
+    its own; PSI and the bin counters still pool them into __other__."""
+    from sidecar.drift import DriftParams, check_model
+    from sidecar.stats.reference import build_baseline
+
+    t = _categorical_tracker(max_categories=50)
+    t.install_baseline(build_baseline(
+        "m", numeric={}, categorical={"c": ["a"] * 60 + ["b"] * 40},
+        prediction=["yes"] * 70 + ["no"] * 30, prediction_kind="categorical"))
+    _ingest(t, [("b", "no"), ("new1", "maybe"), ("a", "yes"), ("new2", "yes"),
+                ("new1", "no"), (None, "yes")])
+    w = t.drift_window(t.window_snapshot(1.0))
+    assert w.categorical_labels == (("new1", "new2"),)
+    assert w.categorical[:, 0].tolist() == [1, 3, 0, 4, 3, -1]  # a=0, b=1, OTHER=2
+    assert w.prediction_labels == ("maybe",)
+    assert w.predictions.tolist() == [1, 3, 0, 0, 1, 0]
+    # the bin counters are unchanged: unseen categories in __other__
+    assert dict(t.category_bin_counts()[0][1]) == {"a": 1, "b": 1, "__other__": 3}
+    r = check_model(t.baseline, w, DriftParams(min_samples=1))
+    f = r.features[0]
+    assert f.samples == 5 and f.reference_samples == 100
+    assert r.prediction is not None and r.prediction.samples == 6
+
+
+def test_drift_window_pools_live_categories_when_the_reference_pooled_its_own():
+    """A reference that kept only some of its categories put the rest in __other__: a live
+    category outside the kept ones may be one of those, so it is not told apart."""
+    from sidecar.stats.reference import build_baseline
+
+    t = _categorical_tracker(max_categories=1)
+    b = build_baseline("m", numeric={}, categorical={"c": ["a"] * 60 + ["b"] * 40},
+                       prediction=None, prediction_kind=None, max_categories=1)
+    assert b.categorical[0].overflowed and b.categorical[0].counts.tolist() == [60, 40]
+    t.install_baseline(b)
+    _ingest(t, [("a", "x"), ("b", "x"), ("new", "x")])
+    w = t.drift_window(t.window_snapshot(1.0))
+    assert w.categorical_labels == ((),)
+    assert w.categorical[:, 0].tolist() == [0, 1, 1]
