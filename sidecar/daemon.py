@@ -31,7 +31,7 @@ from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
 from sidecar.server import make_app
 from sidecar.state import StateStore
-from sidecar.stats.reference import Baseline
+from sidecar.stats.reference import Baseline, CategoricalReference
 from sidecar.tracker import CaptureData, ModelTracker
 
 log = structlog.get_logger("sidecar.daemon")
@@ -215,6 +215,7 @@ class Daemon:
             psi_bins=d.psi_bins, max_categories=d.max_categories,
         )
         baseline = dataclasses.replace(baseline, source="capture")
+        warn_overflowed(baseline)
         tracker.install_baseline(baseline, backfill=True)
         log.info("baseline_captured", model=tracker.name, rows=baseline.rows,
                  path=str(path), sha256=baseline.sha256)
@@ -361,7 +362,25 @@ def load_baselines(config: Config) -> dict[str, Baseline]:
         captured = _load_captured(path, spec.name, load)
         if captured is not None:
             out[spec.name] = dataclasses.replace(captured, source="capture")
+    for baseline in out.values():
+        warn_overflowed(baseline)
     return out
+
+
+def warn_overflowed(baseline: Baseline) -> None:
+    """Say which categorical columns have more categories than the tests count one by one
+    (4 x max_categories): their remaining categories are compared only as a pool chosen by
+    the baseline's own counts, which can raise false alarms (docs/statistics.md)."""
+    refs = [*baseline.categorical]
+    if isinstance(baseline.prediction, CategoricalReference):
+        refs.append(baseline.prediction)
+    for ref in refs:
+        if ref.overflowed:
+            log.warning(
+                "categorical_reference_overflowed", model=baseline.model, column=ref.name,
+                counted=len(ref.categories) + len(ref.tail), pooled_values=ref.residual,
+                advice="raise drift.max_categories, or treat the column as high-cardinality",
+            )
 
 
 def _load_captured(path: Path, model: str, load: Callable[[], Baseline]) -> Baseline | None:

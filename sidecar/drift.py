@@ -36,8 +36,9 @@ class WindowData:
     """(n, n_numeric) float64; NaN (and ±inf) are missing."""
     categorical: np.ndarray
     """(n, n_categorical) int32 codes from CategoricalReference.codes; -1 is missing.
-    Codes past OTHER (len(categories) + 1, + 2, ...) are live categories the reference
-    never saw, one code each, named by `categorical_labels`."""
+    Codes past OTHER (len(categories) + 1, + 2, ...) are the reference's tail categories,
+    then live categories the reference never saw, one code each, named by
+    `categorical_labels` (which then starts with the reference's `tail`)."""
     predictions: np.ndarray | None = None
     """(n,) float64 for numeric predictions, int32 codes for categorical ones (as above)."""
     categorical_labels: tuple[tuple[str, ...], ...] = ()
@@ -447,18 +448,23 @@ def _decide(
 def _categorical(
     ref: CategoricalReference, counts: np.ndarray, labels: tuple[str, ...]
 ) -> _Categorical:
-    """PSI over the reference's bins, and the two-sample tests over every live category.
+    """PSI over the reference's bins, and the two-sample tests over every category.
 
-    `counts` has a bin per reference category, OTHER, then one per live category the
-    reference never saw. PSI pools those into OTHER, as the bin counters do. The tests
-    keep them apart, unless the reference pooled categories into OTHER itself (then an
-    unseen live category may be one of them, and only OTHER as a whole is comparable).
+    `counts` has a bin per kept reference category, OTHER, one per tail category of the
+    reference, then one per live category the reference never saw. PSI pools all past
+    OTHER into it, as the bin counters do. The tests keep them apart, unless the reference
+    had more categories than it counts one by one (then an unseen live category may be
+    one of those, and only the rest as a whole is comparable).
     """
     kept = len(ref.categories)
     folded = counts[: kept + 1].copy()
     folded[kept] += int(counts[kept + 1 :].sum())
-    test_counts = folded if ref.overflowed else counts
-    chi2, exact, _ = category_drift(ref.counts, test_counts, MIN_EXPECTED)
+    live = counts
+    counted = kept + 1 + len(ref.tail)
+    if ref.overflowed and live.shape[0] > counted:
+        live = live[:counted].copy()
+        live[kept] += int(counts[counted:].sum())
+    chi2, exact, _ = category_drift(ref.test_counts(), live, MIN_EXPECTED)
     changed: str | None = None
     if exact.column >= 0:
         c = exact.column

@@ -18,7 +18,7 @@ import numpy as np
 from sidecar.config import DriftSettings, ModelSpec
 from sidecar.events import Event, Rejection
 from sidecar.stats.bins import OTHER, sorted_bin_counts
-from sidecar.stats.reference import category_key
+from sidecar.stats.reference import TAIL_FACTOR, category_key
 from sidecar.windows import RollingWindow, WindowSnapshot
 
 LATENCY_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
@@ -115,7 +115,7 @@ class ModelTracker:
         self._known = frozenset(self.feature_names)
         self._num_get = itemgetter(*self.numeric_names) if self.numeric_names else None
         self.pred_kind = spec.prediction.type if spec.prediction else None
-        cat_cap = 4 * drift.max_categories
+        cat_cap = TAIL_FACTOR * drift.max_categories
         self.cat_vocab = [Vocab(cat_cap) for _ in categorical]
         self.pred_vocab = Vocab(cat_cap) if self.pred_kind == "categorical" else None
         self.class_vocab = Vocab(spec.max_classes)
@@ -440,11 +440,13 @@ class ModelTracker:
         `backfill` (a capture just finished), from the window, which then holds exactly the
         events that followed the capture."""
         self.baseline = baseline
+        # every category the reference counts gets a code first, so that live traffic
+        # cannot push one past the vocabulary's cap (the tests compare them one by one)
         for vocab, ref in zip(self.cat_vocab, baseline.categorical, strict=True):
-            for c in ref.categories:
+            for c in (*ref.categories, *ref.tail):
                 vocab.code(c)
         if self.pred_vocab is not None and baseline.prediction is not None:
-            for c in baseline.prediction.categories:
+            for c in (*baseline.prediction.categories, *baseline.prediction.tail):
                 self.pred_vocab.code(c)
         self.num_bins = [np.zeros(len(r.shares), dtype=np.int64) for r in baseline.numeric]
         self.cat_bins = [np.zeros(v.cap + 1, dtype=np.int64) for v in self.cat_vocab]
@@ -470,19 +472,24 @@ class ModelTracker:
         """Lookup from vocabulary code to the code a drift check tests, and the labels of
         the codes past `__other__`.
 
-        As `_vocab_to_ref`, except that each live category the reference never saw gets
-        a code of its own after `__other__` (len(categories) + 1, + 2, ...): the two-sample
-        tests need it as a column of its own. When the reference itself pooled categories
-        into `__other__` (it had more than it keeps), a live category outside the kept
-        ones may be one of those, so it stays in `__other__`; so do values past the
-        vocabulary's cap."""
+        As `_vocab_to_ref`, except that the reference's tail categories, then each live
+        category the reference never saw, get codes of their own after `__other__`
+        (len(categories) + 1, + 2, ...): the two-sample tests need them as columns. When
+        the reference had more categories than it counts one by one, a live category
+        outside them may be one of those, so it stays in `__other__`; so do values past
+        the vocabulary's cap."""
         table = self._vocab_to_ref(vocab, ref)
-        if ref.overflowed:
-            return table, ()
         other = len(ref.categories)
-        unseen = [i for i in range(len(vocab.values)) if table[i] == other]
-        table[unseen] = np.arange(other + 1, other + 1 + len(unseen), dtype=np.int32)
-        return table, tuple(vocab.values[i] for i in unseen)
+        tail = {c: i for i, c in enumerate(ref.tail)}
+        labels = list(ref.tail)
+        for i in np.flatnonzero(table[: len(vocab.values)] == other).tolist():
+            t = tail.get(vocab.values[i])
+            if t is not None:
+                table[i] = other + 1 + t
+            elif not ref.overflowed:
+                table[i] = other + 1 + len(labels)
+                labels.append(vocab.values[i])
+        return table, tuple(labels)
 
     def category_bin_counts(self) -> list[tuple[str, list[tuple[str, int]]]]:
         """Per categorical feature: live counts per reference category and `__other__`."""

@@ -129,6 +129,8 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
     )
     assert recomputed.stats_source == "mixed"
     assert recomputed.categorical[0].categories == ("de", "fr", "us")
+    assert recomputed.categorical[0].tail == ("jp",)  # counted for the tests, not a label
+    assert not recomputed.categorical[0].overflowed
     five = load_baseline(
         path, "fraud", numeric_names=["amount"], categorical_names=[],
         prediction_kind=None, psi_bins=5,

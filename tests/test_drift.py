@@ -365,3 +365,32 @@ def test_power_small_mean_shift_is_detected() -> None:
     assert "x3" in drifted
     assert "pvalue" in result.features[3].detected_by
     assert len(drifted) <= 2
+
+
+def test_categories_past_max_categories_are_tested_one_by_one() -> None:
+    """100 equally likely categories, 50 kept as labels: the kept ones are the baseline's
+    most frequent, so their baseline share is inflated and __other__'s deflated. Comparing
+    __other__ as a pool would flag every window; the tail keeps each category a column."""
+    from sidecar.stats.twosample import category_drift
+
+    rng = np.random.default_rng(17)
+    cats = [f"v{i:03d}" for i in range(100)]
+    b = build_baseline("m", numeric={}, categorical={"c": list(rng.choice(cats, 1000))},
+                       prediction=None, prediction_kind=None, max_categories=50)
+    ref = b.categorical[0]
+    assert len(ref.categories) == 50 and len(ref.tail) == 50 and not ref.overflowed
+    kept_share = ref.counts[:50].sum() / 1000
+    assert kept_share > 0.55  # the winner's curse: 50 of 100 equal categories
+    code_of = {c: i for i, c in enumerate(ref.categories)}
+    code_of.update({c: 51 + i for i, c in enumerate(ref.tail)})
+    params = DriftParams(min_samples=500)
+    pooled_p = []
+    for _ in range(20):
+        values = rng.choice(cats, 10_000)
+        codes = np.array([code_of[v] for v in values], dtype=np.int32)
+        w = WindowData(np.empty((10_000, 0)), codes[:, None], categorical_labels=(ref.tail,))
+        f = check_model(b, w, params).features[0]
+        assert not f.drifted and f.alarm_p_adjusted is not None and f.alarm_p_adjusted > 0.05
+        folded = np.bincount(np.minimum(codes, 50), minlength=51)
+        pooled_p.append(category_drift(ref.counts, folded)[1].pvalue)
+    assert max(pooled_p) < 1e-6

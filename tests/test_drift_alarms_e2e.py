@@ -114,3 +114,30 @@ def test_no_false_alarm_over_many_checks_then_drift_is_flagged(tmp_path, daemon_
     assert any("c" in e["features"] and e["prediction"] for e in flagged)
     c = d.json("/v1/drift")["models"]["m"]["features"]["c"]
     assert c["drifted"] and c["changed_category"] in ("red", "blue")
+
+
+def test_a_reference_with_too_many_categories_is_named_at_load(tmp_path):
+    """Past 4 x max_categories, a column's categories are compared only as a pool chosen by
+    the baseline's own counts: the daemon says so, naming the model and the column."""
+    from structlog.testing import capture_logs
+
+    from sidecar.baseline import write_baseline
+    from sidecar.config import parse_config
+    from sidecar.daemon import load_baselines
+
+    rng = np.random.default_rng(3)
+    write_baseline(tmp_path / "b.parquet", "m", numeric={},
+                   categorical={"zip": [f"z{i}" for i in rng.integers(0, 30, 500)],
+                                "c": list(rng.choice(["a", "b"], 500))},
+                   prediction=None, prediction_kind=None, max_categories=5)
+    cfg = parse_config({"drift": {"max_categories": 5}, "models": [{
+        "name": "m", "baseline": {"path": str(tmp_path / "b.parquet")},
+        "features": [{"name": "zip", "type": "categorical"}, {"name": "c", "type": "categorical"}],
+    }]})
+    with capture_logs() as logs:
+        baselines = load_baselines(cfg)
+    ref = baselines["m"].categorical[0]
+    assert ref.overflowed and len(ref.categories) + len(ref.tail) == 20
+    (warning,) = [e for e in logs if e["event"] == "categorical_reference_overflowed"]
+    assert warning["model"] == "m" and warning["column"] == "zip"
+    assert warning["pooled_values"] == ref.residual > 0

@@ -177,17 +177,38 @@ def test_drift_window_gives_unseen_categories_codes_of_their_own():
     assert r.prediction is not None and r.prediction.samples == 6
 
 
-def test_drift_window_pools_live_categories_when_the_reference_pooled_its_own():
-    """A reference that kept only some of its categories put the rest in __other__: a live
-    category outside the kept ones may be one of those, so it is not told apart."""
+def test_drift_window_codes_the_reference_tail_and_pools_past_it():
+    """Categories past max_categories are pooled in __other__ for PSI and the bin counters,
+    but the tests count up to 4 x max_categories of them one by one (the tail). Past that,
+    a live category may be one the reference pooled: it is not told apart."""
+    from sidecar.drift import DriftParams, check_model
     from sidecar.stats.reference import build_baseline
 
     t = _categorical_tracker(max_categories=1)
-    b = build_baseline("m", numeric={}, categorical={"c": ["a"] * 60 + ["b"] * 40},
-                       prediction=None, prediction_kind=None, max_categories=1)
-    assert b.categorical[0].overflowed and b.categorical[0].counts.tolist() == [60, 40]
+    values = ["a"] * 50 + ["b"] * 20 + ["c"] * 15 + ["d"] * 10 + ["e"] * 3 + ["f"] * 2
+    b = build_baseline("m", numeric={}, categorical={"c": values}, prediction=None,
+                       prediction_kind=None, max_categories=1)
+    ref = b.categorical[0]
+    assert ref.categories == ("a",) and ref.tail == ("b", "c", "d")
+    assert ref.counts.tolist() == [50, 50] and ref.tail_counts.tolist() == [20, 15, 10]
+    assert ref.overflowed and ref.residual == 5
+    assert ref.test_counts().tolist() == [50, 5, 20, 15, 10]
     t.install_baseline(b)
-    _ingest(t, [("a", "x"), ("b", "x"), ("new", "x")])
+    _ingest(t, [("a", "x"), ("b", "x"), ("e", "x"), ("new", "x"), ("d", "x")])
     w = t.drift_window(t.window_snapshot(1.0))
-    assert w.categorical_labels == ((),)
-    assert w.categorical[:, 0].tolist() == [0, 1, 1]
+    assert w.categorical_labels == (("b", "c", "d"),)
+    assert w.categorical[:, 0].tolist() == [0, 2, 1, 1, 4]
+    f = check_model(t.baseline, w, DriftParams(min_samples=1)).features[0]
+    assert f.samples == 5 and f.reference_samples == 100
+
+    # no category past the tail: a live category outside them all is new for certain,
+    # and has a code of its own while the vocabulary has room (4 x max_categories)
+    small = build_baseline("m", numeric={}, categorical={"c": values[:95]}, prediction=None,
+                           prediction_kind=None, max_categories=2)
+    assert small.categorical[0].tail == ("c", "d") and not small.categorical[0].overflowed
+    t2 = _categorical_tracker(max_categories=2)
+    t2.install_baseline(small)
+    _ingest(t2, [("a", "x"), ("c", "x"), ("new", "x"), ("b", "x")])
+    w2 = t2.drift_window(t2.window_snapshot(1.0))
+    assert w2.categorical_labels == (("c", "d", "new"),)
+    assert w2.categorical[:, 0].tolist() == [0, 3, 5, 1]
