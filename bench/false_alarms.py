@@ -6,8 +6,10 @@ daemon derives from the config (`DriftParams.from_settings`), so the verdicts ar
 `ml_*_drift_detected` would show. Events are fed to the window as arrays rather than as
 decoded JSON (decoding changes nothing about the statistics and would take hours).
 
-No drift. Each day draws a new baseline and a window's worth of events, then checks every
-`interval_s` (30 s: 2,880 checks a day) after appending the new events of that interval:
+No drift. Each day draws a new baseline and the state of a daemon that has run a while
+(four windows of events, so that the categorical columns' three-window horizon is there),
+then checks every `interval_s` (30 s: 2,880 checks a day) after appending the new events
+of that interval:
 
 - baselines: captured (1,000 rows, the default capture) or a file (50,000 rows);
 - traffic: high (a whole window of new events per check: 10,000) or low (100 per check);
@@ -22,7 +24,7 @@ chi-square goodness of fit to the baseline's shares, PSI > 0.2) and under the ne
 exactly when its smallest period-adjusted p-value is at most r, so the share of days at
 r = 0.25 and 0.5 checks the calibration where few days can see it.
 
-Drift. A full window of undrifted events, then drifted events at the same traffic until
+Drift. Four windows of undrifted events, then drifted events at the same traffic until
 the first flag of the drifted column (at most `--max-windows` windows), for: a 0.05 and a
 0.1 sigma mean shift and a +20% variance on one of 100 numeric features, a 2-point shift
 between two categories of a categorical feature, and a 5-point shift between two classes
@@ -67,7 +69,7 @@ from sidecar.stats.alarm import AlarmPolicy
 from sidecar.stats.chi2 import chi2_test
 from sidecar.stats.correction import adjust_pvalues
 from sidecar.stats.reference import Baseline, build_baseline
-from sidecar.tracker import ModelTracker
+from sidecar.tracker import HORIZON_WINDOWS, ModelTracker
 
 CATEGORIES = [f"k{i}" for i in range(12)]
 CATEGORY_P = np.array([0.3, 0.2, 0.15, 0.1, 0.08, 0.06, 0.05, 0.03, 0.02, 0.006, 0.003, 0.001])
@@ -132,7 +134,17 @@ class Replay:
             cat[:, j] = codes[cat_idx[:, j]]
         if self.class_codes is not None:
             pred = self.class_codes[pred.astype(np.int64)]
-        self.tracker.window.append(num, cat, pred, np.full(n, np.nan), np.full(n, self.now))
+        self.tracker.append_rows(num, cat, pred, np.full(n, self.now))
+
+    def warm_up(self, rows: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+                window: int) -> None:
+        """The state of a daemon that has run a while: HORIZON_WINDOWS + 1 windows of
+        undrifted events, with the horizon's snapshots taken along the way (a check takes
+        them; here the window is coded without running the statistics)."""
+        chunk = max(1, HORIZON_WINDOWS * window // 10)
+        for _ in range((HORIZON_WINDOWS + 1) * window // chunk):
+            self.append(*rows(chunk))
+            self.tracker.drift_window(self.tracker.window_snapshot(self.now))
 
     def check(self) -> tuple[ModelDriftResult, Any]:
         """The daemon's check, and the window it ran on."""
@@ -237,7 +249,7 @@ def one_day(args: tuple[str, str, int, Sizes, int]) -> dict[str, Any]:
     drift = DriftSettings(window_size=sizes.window, interval_s=sizes.interval_s,
                           false_alarm_period_s=sizes.period_s)
     replay = Replay(model_spec(N_NUMERIC, N_CATEGORICAL, prediction, captured), drift, b)
-    replay.append(*draw(rng, sizes.window, N_NUMERIC, N_CATEGORICAL, prediction))
+    replay.warm_up(lambda n: draw(rng, n, N_NUMERIC, N_CATEGORICAL, prediction), sizes.window)
     per_check = sizes.high if traffic == "high" else sizes.low
     first_today: int | None = None
     first_new: int | None = None
@@ -371,7 +383,7 @@ def one_delay(args: tuple[str, str, str, int, Sizes, float]) -> dict[str, Any]:
         today = p_today < TODAY_P_VALUE or (t.psi is not None and t.psi > TODAY_PSI)
         return new, today
 
-    replay.append(*rows_of(sizes.window, False))
+    replay.warm_up(lambda n: rows_of(n, False), sizes.window)
     result, window = replay.check()
     _, today_before = flags(result, window)
     per_check = sizes.high if traffic == "high" else sizes.low

@@ -45,6 +45,10 @@ class WindowData:
     """Per categorical column, the labels of its codes past OTHER; () when there are none."""
     prediction_labels: tuple[str, ...] = ()
     """The labels of categorical prediction codes past OTHER."""
+    categorical_horizon: tuple[np.ndarray | None, ...] = ()
+    """Per categorical column, its counts per code over a longer horizon than the window
+    (the last few windows of events), or None; see `check_model`."""
+    prediction_horizon: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,9 @@ class FeatureDrift:
     changed_category: str | None = None
     """Categorical: the category whose share moved most (by its exact test), if it is
     not pooled with others."""
+    horizon_samples: int | None = None
+    """Categorical: values in the longer horizon the exact test also ran on."""
+    horizon_pvalue: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,8 @@ class PredictionDrift:
     psi_expected: float | None = None
     chi2_dof: int | None = None
     changed_category: str | None = None
+    horizon_samples: int | None = None
+    horizon_pvalue: float | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,8 @@ class ModelDriftResult:
                 entry["chi2_pvalue"] = finite_or_none(f.chi2_pvalue)
                 entry["chi2_dof"] = f.chi2_dof
                 entry["changed_category"] = f.changed_category
+                entry["horizon_samples"] = f.horizon_samples
+                entry["horizon_pvalue"] = finite_or_none(f.horizon_pvalue)
             entry.update(_verdict_json(f.test_pvalue, f.p_adjusted, f.significant,
                                        f.alarm_p_adjusted, p))
             entry["missing_rate"] = finite_or_none(f.missing_rate)
@@ -234,6 +245,8 @@ class ModelDriftResult:
                 pred["chi2_pvalue"] = finite_or_none(q.chi2_pvalue)
                 pred["chi2_dof"] = q.chi2_dof
                 pred["changed_category"] = q.changed_category
+                pred["horizon_samples"] = q.horizon_samples
+                pred["horizon_pvalue"] = finite_or_none(q.horizon_pvalue)
             pred.update(_verdict_json(q.test_pvalue, q.p_adjusted, q.significant,
                                       q.alarm_p_adjusted, p))
             pred["missing_rate"] = finite_or_none(q.missing_rate)
@@ -292,6 +305,8 @@ class _Categorical:
     chi2_dof: int
     test_pvalue: float
     changed_category: str | None
+    horizon_samples: int | None
+    horizon_pvalue: float | None
 
 
 def check_model(
@@ -355,10 +370,11 @@ def check_model(
 
     for j, cref in enumerate(baseline.categorical):
         labels = window.categorical_labels[j] if j < len(window.categorical_labels) else ()
+        horizon = window.categorical_horizon[j] if j < len(window.categorical_horizon) else None
         counts_c = _code_counts(cat[:, j], cref, labels, f"categorical column {cref.name!r}")
         m = int(counts_c.sum())
         if enough and m >= params.min_samples and cref.usable:
-            c = _categorical(cref, counts_c, labels)
+            c = _categorical(cref, counts_c, labels, horizon)
             features.append(
                 FeatureDrift(
                     name=cref.name, kind="categorical", samples=m, psi=c.psi,
@@ -368,7 +384,8 @@ def check_model(
                     p_adjusted=None, drifted=False, sufficient=True,
                     test_pvalue=c.test_pvalue, reference_samples=cref.count,
                     psi_expected=c.psi_expected, chi2_dof=c.chi2_dof,
-                    changed_category=c.changed_category,
+                    changed_category=c.changed_category, horizon_samples=c.horizon_samples,
+                    horizon_pvalue=c.horizon_pvalue,
                 )
             )
         else:
@@ -382,7 +399,7 @@ def check_model(
     if baseline.prediction is not None and window.predictions is not None:
         prediction = _prediction_drift(
             baseline.prediction, window.predictions, window.prediction_labels,
-            n=n, enough=enough, params=params,
+            window.prediction_horizon, n=n, enough=enough, params=params,
         )
 
     # the verdicts: every test of the check, features and predictions, in one family
@@ -446,7 +463,10 @@ def _decide(
 
 
 def _categorical(
-    ref: CategoricalReference, counts: np.ndarray, labels: tuple[str, ...]
+    ref: CategoricalReference,
+    counts: np.ndarray,
+    labels: tuple[str, ...],
+    horizon: np.ndarray | None = None,
 ) -> _Categorical:
     """PSI over the reference's bins, and the two-sample tests over every category.
 
@@ -455,19 +475,28 @@ def _categorical(
     OTHER into it, as the bin counters do. The tests keep them apart, unless the reference
     had more categories than it counts one by one (then an unseen live category may be
     one of those, and only the rest as a whole is comparable).
+
+    `horizon`, counts in the same coding over a longer stretch of events than the window,
+    gets the exact test too when it holds more values than the window; the feature's
+    p-value is then min(1, 2 * min(window p, horizon p)), Bonferroni over the two.
     """
     kept = len(ref.categories)
     folded = counts[: kept + 1].copy()
     folded[kept] += int(counts[kept + 1 :].sum())
-    live = counts
-    counted = kept + 1 + len(ref.tail)
-    if ref.overflowed and live.shape[0] > counted:
-        live = live[:counted].copy()
-        live[kept] += int(counts[counted:].sum())
-    chi2, exact, _ = category_drift(ref.test_counts(), live, MIN_EXPECTED)
+    base = ref.test_counts()
+    chi2, exact, _ = category_drift(base, _testable(ref, counts), MIN_EXPECTED)
+    p, column = exact.pvalue, exact.column
+    horizon_samples: int | None = None
+    horizon_p: float | None = None
+    if horizon is not None and int(horizon.sum()) > int(counts.sum()):
+        _, longer, _ = category_drift(base, _testable(ref, horizon), MIN_EXPECTED)
+        horizon_samples, horizon_p = int(horizon.sum()), longer.pvalue
+        if longer.pvalue < p:
+            column = longer.column
+        p = min(1.0, 2.0 * min(p, longer.pvalue))
     changed: str | None = None
-    if exact.column >= 0:
-        c = exact.column
+    if column >= 0:
+        c = column
         changed = ref.categories[c] if c < kept else OTHER if c == kept else labels[c - kept - 1]
     m = int(counts.sum())
     return _Categorical(
@@ -477,9 +506,21 @@ def _categorical(
         chi2_statistic=chi2.statistic,
         chi2_pvalue=chi2.pvalue,
         chi2_dof=chi2.dof,
-        test_pvalue=exact.pvalue,
+        test_pvalue=p,
         changed_category=changed,
+        horizon_samples=horizon_samples,
+        horizon_pvalue=horizon_p,
     )
+
+
+def _testable(ref: CategoricalReference, counts: np.ndarray) -> np.ndarray:
+    """Live counts as the tests compare them: past the counted categories, only a pool."""
+    counted = len(ref.categories) + 1 + len(ref.tail)
+    if not (ref.overflowed and counts.shape[0] > counted):
+        return counts
+    live = counts[:counted].copy()
+    live[len(ref.categories)] += int(counts[counted:].sum())
+    return live
 
 
 def _columns(a: np.ndarray, k: int, what: str, dtype: type[np.generic]) -> np.ndarray:
@@ -527,6 +568,7 @@ def _prediction_drift(
     ref: NumericReference | CategoricalReference,
     predictions: np.ndarray,
     labels: tuple[str, ...],
+    horizon: np.ndarray | None,
     *,
     n: int,
     enough: bool,
@@ -567,11 +609,12 @@ def _prediction_drift(
             mean_shift_ratio=None, psi=None, chi2_statistic=None, chi2_pvalue=None,
             drifted=False, sufficient=False, missing_rate=missing, reference_samples=ref.count,
         )
-    c = _categorical(ref, counts, labels)
+    c = _categorical(ref, counts, labels, horizon)
     return PredictionDrift(
         kind="categorical", samples=m, ks_statistic=None, ks_pvalue=None,
         mean_shift_ratio=None, psi=c.psi, chi2_statistic=c.chi2_statistic,
         chi2_pvalue=c.chi2_pvalue, drifted=False, sufficient=True, missing_rate=missing,
         test_pvalue=c.test_pvalue, reference_samples=ref.count, psi_expected=c.psi_expected,
         chi2_dof=c.chi2_dof, changed_category=c.changed_category,
+        horizon_samples=c.horizon_samples, horizon_pvalue=c.horizon_pvalue,
     )

@@ -394,3 +394,34 @@ def test_categories_past_max_categories_are_tested_one_by_one() -> None:
         folded = np.bincount(np.minimum(codes, 50), minlength=51)
         pooled_p.append(category_drift(ref.counts, folded)[1].pvalue)
     assert max(pooled_p) < 1e-6
+
+
+def test_horizon_counts_join_the_category_test_with_a_factor_of_two() -> None:
+    """A 2-point share shift in 10,000 events against a 50,000-row baseline is about 4.5
+    standard errors: not enough at the verdict's level. Over three windows of events it is
+    about 6.7: flagged. The feature's p-value is min(1, 2 * min(window, horizon))."""
+    rng = np.random.default_rng(23)
+    cats = ["a", "b", "c", "d", "e"]
+    p = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    q = np.array([0.28, 0.27, 0.2, 0.15, 0.1])
+    b = build_baseline("m", numeric={}, categorical={"c": list(rng.choice(cats, 50_000, p=p))},
+                       prediction=None, prediction_kind=None)
+    ref = b.categorical[0]
+    window_codes = ref.codes(list(rng.choice(cats, 10_000, p=q)))
+    horizon = np.bincount(ref.codes(list(rng.choice(cats, 30_000, p=q))), minlength=6)
+    # one test here; a rate 100 times smaller stands for a model of 100 tests
+    params = DriftParams(false_alarm_rate=0.0005)
+    alone = check_model(b, WindowData(np.empty((10_000, 0)), window_codes[:, None]), params)
+    both = check_model(b, WindowData(np.empty((10_000, 0)), window_codes[:, None],
+                                     categorical_horizon=(horizon,)), params)
+    f0, f1 = alone.features[0], both.features[0]
+    assert f0.horizon_samples is None and f0.horizon_pvalue is None
+    assert f1.horizon_samples == 30_000 and f1.horizon_pvalue is not None
+    assert f0.test_pvalue is not None and f1.test_pvalue is not None
+    assert f1.test_pvalue == pytest.approx(min(1.0, 2 * min(f0.test_pvalue, f1.horizon_pvalue)))
+    assert not f0.drifted and f1.drifted
+    assert f1.changed_category in ("a", "b")
+    # a horizon no longer than the window adds nothing (and costs no factor of two)
+    short = check_model(b, WindowData(np.empty((10_000, 0)), window_codes[:, None],
+                                      categorical_horizon=(np.bincount(window_codes),)), params)
+    assert short.features[0].test_pvalue == f0.test_pvalue

@@ -212,3 +212,51 @@ def test_drift_window_codes_the_reference_tail_and_pools_past_it():
     w2 = t2.drift_window(t2.window_snapshot(1.0))
     assert w2.categorical_labels == (("c", "d", "new"),)
     assert w2.categorical[:, 0].tolist() == [0, 3, 5, 1]
+
+
+def test_horizon_counts_cover_the_last_three_windows_of_events():
+    """Categorical columns are also tested over the last HORIZON_WINDOWS windows of events,
+    taken from the per-bin counters: the counts equal those of the events since the
+    snapshot that starts the horizon, which covers at least that many events."""
+    from sidecar.stats.reference import build_baseline
+    from sidecar.tracker import HORIZON_WINDOWS
+
+    spec = parse_config({"models": [{
+        "name": "m", "baseline": {"path": "b.parquet"},
+        "features": [{"name": "c", "type": "categorical"}],
+        "prediction": {"type": "categorical"},
+    }]}).models[0]
+    t = ModelTracker(spec, DriftSettings(window_size=100, min_samples=1))
+    t.install_baseline(build_baseline(
+        "m", numeric={}, categorical={"c": ["a"] * 60 + ["b"] * 40},
+        prediction=["yes"] * 50 + ["no"] * 50, prediction_kind="categorical"))
+    rng = np.random.default_rng(0)
+    sent: list[tuple[str, str]] = []
+    horizons = []
+    for _ in range(40):  # 40 checks of 20 events: 800 events, 8 windows
+        batch = [(str(rng.choice(["a", "b", "new"])), str(rng.choice(["yes", "no"])))
+                 for _ in range(20)]
+        sent += batch
+        _ingest(t, batch)
+        w = t.drift_window(t.window_snapshot(1.0))
+        horizons.append((len(sent), w.categorical_horizon[0], w.prediction_horizon))
+    span = HORIZON_WINDOWS * 100
+    # the first check (at 20 events) takes the first snapshot: none until 300 events
+    # after it; then between 300 and 330 (plus one batch) of the latest events
+    assert all(h is None for n, h, _ in horizons if n < span + 20)
+    for n, h, ph in horizons:
+        if n < span + 20:
+            continue
+        assert h is not None and ph is not None
+        covered = int(h.sum())
+        assert span <= covered <= span + span // 10 + 20
+        last = sent[:n][-covered:]
+        # test coding: a=0, b=1, OTHER=2, then the unseen "new" = 3
+        want = [sum(c == "a" for c, _ in last), sum(c == "b" for c, _ in last), 0,
+                sum(c == "new" for c, _ in last)]
+        assert h.tolist() == want
+        # classes tie at 50 each in the baseline, so by name: no=0, yes=1
+        assert ph.tolist()[:2] == [sum(p == x for _, p in last) for x in ("no", "yes")]
+    # a new baseline starts the horizon again
+    t.install_baseline(t.baseline)
+    assert t.drift_window(t.window_snapshot(1.0)).categorical_horizon == (None,)
