@@ -433,7 +433,7 @@ def _fmt_windows(entry: dict[str, Any], limit_windows: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     def extra(p: argparse.ArgumentParser) -> None:
         p.add_argument("--days", type=int, default=None,
-                       help="no-drift days per baseline and traffic (default 10; 1 --quick)")
+                       help="no-drift days per baseline and traffic (default 20; 1 --quick)")
         p.add_argument("--replicates", type=int, default=None,
                        help="drifted streams per shift, baseline and traffic (default 10)")
         p.add_argument("--max-windows", type=float, default=None,
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = bench_args(__doc__.splitlines()[0], argv, extra)
     sizes = QUICK if args.quick else FULL
-    days = args.days if args.days is not None else (1 if args.quick else 10)
+    days = args.days if args.days is not None else (1 if args.quick else 20)
     reps = args.replicates if args.replicates is not None else (2 if args.quick else 10)
     max_windows = args.max_windows if args.max_windows is not None else (
         3.0 if args.quick else 10.0)
@@ -466,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         s = summarize_days([d for d in day_rows if (d["baseline"], d["traffic"]) == (bk, tr)],
                            sizes)
         false_alarms.append({"baseline": bk, "traffic": tr, **s})
+    pooled = summarize_days(day_rows, sizes)
+    false_alarms.append({"baseline": "all", "traffic": "all", **pooled})
     delays = []
     for name in dict.fromkeys(r["shift"] for r in delay_rows):
         for bk, tr in cases:
@@ -474,15 +476,17 @@ def main(argv: list[str] | None = None) -> int:
             delays.append({"shift": name, "baseline": bk, "traffic": tr,
                            **summarize_delays(rows, sizes)})
 
-    per = {"high": sizes.high, "low": sizes.low}
+    per = {"high": sizes.high, "low": sizes.low, "all": "all"}
+    rows_of_baseline = {"captured": f"captured ({sizes.captured:,})",
+                        "file": f"file ({sizes.file:,})", "all": "all of the above"}
     print(f"no-drift days: {checks:,} checks a day (interval {sizes.interval_s:g} s), window "
           f"{sizes.window:,}; {N_NUMERIC} numeric + {N_CATEGORICAL} categorical features and "
           f"predictions (numeric on even days, classes on odd); {days} days per row")
     print(table(
         ["baseline", "new/check", "today: days alarmed", "95% CI", "median min to 1st",
          "new: days alarmed", "95% CI", "days min adj p <= 0.25", "<= 0.5"],
-        [[f"{r['baseline']} ({sizes.captured if r['baseline'] == 'captured' else sizes.file:,})",
-          f"{per[r['traffic']]:,}",
+        [[rows_of_baseline[r["baseline"]],
+          f"{per[r['traffic']]:,}" if r["traffic"] != "all" else "all",
           f"{r['today']['days_with_alarm']}/{r['days']}",
           "{:.2f}-{:.2f}".format(*r["today"]["ci95"]),
           "-" if r["today"]["median_minutes_to_first"] is None
@@ -507,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = []
     for r in false_alarms:
-        case = f"days with a false alarm, {r['baseline']} baseline, {per[r['traffic']]:,}/check"
+        traffic = "all traffic" if r["traffic"] == "all" else f"{per[r['traffic']]:,}/check"
+        case = f"days with a false alarm, {r['baseline']} baseline, {traffic}"
         summary.append(summary_row(f"{case}, new", r["new"]["rate"], "share",
                                    "95% CI {:.2f}-{:.2f}".format(*r["new"]["ci95"])))
         summary.append(summary_row(f"{case}, today", r["today"]["rate"], "share",
