@@ -24,9 +24,11 @@ def test_false_alarms_bench_quick(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["bench"] == "false_alarms" and doc["quick"] is True
     rows = {(r["baseline"], r["traffic"]): r for r in doc["false_alarms"]}
-    assert set(rows) == {(b, t) for b in ("captured", "file") for t in ("high", "low")}
-    for r in rows.values():
-        assert r["days"] == 1
+    assert set(rows) == {(b, t) for b in ("captured", "file") for t in ("high", "low")} | {
+        ("all", "all")}
+    assert rows[("all", "all")]["days"] == 4
+    for key, r in rows.items():
+        assert r["days"] == (4 if key == ("all", "all") else 1)
         # the replay's seeds are fixed: no false alarm under the new rule on these days
         assert r["new"]["days_with_alarm"] == 0
         assert 0 < r["new"]["median_min_adjusted"] <= 1
