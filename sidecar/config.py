@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -92,8 +93,17 @@ class DriftSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     psi_bins: int = 10
     """Quantile bins taken from the baseline for PSI and the fleet-wide bin counters."""
     psi_threshold: float = 0.2
+    """PSI above this marks a drifted feature's change as large (`detected_by: psi`); PSI is
+    an effect size and never alarms on its own (docs/statistics.md)."""
     p_value: float = 0.05
+    """Per-check significance shown in `/v1/drift` (`significant`); not the alarm's level."""
     correction: Correction = "bonferroni"
+    """How a check's tests share its part of the false-alarm rate: bonferroni | bh | none."""
+    false_alarm_rate: float = 0.05
+    """The verdicts (`ml_feature_drift_detected`, `ml_prediction_drift_detected`) raise a
+    false alarm for a model in at most this share of periods, over every check made."""
+    false_alarm_period_s: float = 86_400.0
+    """The period `false_alarm_rate` is about: a day by default."""
     max_categories: int = 50
     """Categories kept per categorical feature (most frequent in the baseline); the rest pool
     into `__other__`. Bounds label cardinality of the per-bin counters."""
@@ -110,6 +120,8 @@ class DriftOverride(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     psi_threshold: float | None = None
     p_value: float | None = None
     correction: Correction | None = None
+    false_alarm_rate: float | None = None
+    false_alarm_period_s: float | None = None
     max_categories: int | None = None
 
 
@@ -449,6 +461,10 @@ def _drift_problems(d: DriftSettings, at: str) -> list[str]:
         p.append(f"{at}.psi_threshold: must be > 0")
     if not 0 < d.p_value < 1:
         p.append(f"{at}.p_value: must be in (0, 1)")
+    if not 0 < d.false_alarm_rate < 1:
+        p.append(f"{at}.false_alarm_rate: must be in (0, 1), got {d.false_alarm_rate}")
+    if not 0 < d.false_alarm_period_s < math.inf:
+        p.append(f"{at}.false_alarm_period_s: must be > 0 and finite, got {d.false_alarm_period_s}")
     if d.max_categories < 1:
         p.append(f"{at}.max_categories: must be at least 1")
     return p

@@ -50,7 +50,7 @@ from sidecar.statefiles import (
     prepare_state_dir,
     read_auto_models,
 )
-from sidecar.stats.reference import Baseline, build_baseline
+from sidecar.stats.reference import Baseline, CategoricalReference, build_baseline
 from sidecar.tracker import Capture, CaptureData, ModelTracker
 
 log = structlog.get_logger("sidecar.daemon")
@@ -348,11 +348,7 @@ class Daemon:
         if tracker.baseline is None:
             return
         now = time.time()
-        d = tracker.drift
-        params = DriftParams(
-            min_samples=d.min_samples, psi_threshold=d.psi_threshold,
-            p_value=d.p_value, correction=d.correction,
-        )
+        params = DriftParams.from_settings(tracker.drift)
         t0 = time.perf_counter()
         # Any failure, in the window copy as in the statistics, costs this one check of this
         # one model: counted, logged, and the loop tries again at the next interval.
@@ -367,9 +363,10 @@ class Daemon:
             return
         self.health.observe_check(tracker.name, time.perf_counter() - t0)
         tracker.latest = result
-        drifted = [f.name for f in result.features if f.drifted]
-        if drifted:
-            log.info("drift_detected", model=tracker.name, features=drifted)
+        if result.drifted:
+            log.info("drift_detected", model=tracker.name,
+                     features=[f.name for f in result.features if f.drifted],
+                     prediction=bool(result.prediction and result.prediction.drifted))
 
     def _on_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
         # Not a supervised task: a failed capture is logged and captured again, it never
@@ -417,6 +414,7 @@ class Daemon:
         else:
             self.health.baseline_writes["success"] += 1
         baseline = dataclasses.replace(baseline, source="capture")
+        warn_overflowed(baseline)
         tracker.install_baseline(baseline, backfill=True)
         log.info("baseline_captured", model=tracker.name, rows=baseline.rows,
                  path=str(path), sha256=baseline.sha256 or None)
@@ -624,7 +622,25 @@ def load_baselines(config: Config, *, captured: bool = True) -> dict[str, Baseli
         if spec.prediction is not None and out[spec.name].prediction is None:
             log.warning("prediction_drift_off", model=spec.name, baseline=str(path),
                         reason="the baseline has no `prediction` column")
+    for baseline in out.values():
+        warn_overflowed(baseline)
     return out
+
+
+def warn_overflowed(baseline: Baseline) -> None:
+    """Say which categorical columns have more categories than the tests count one by one
+    (4 x max_categories): their remaining categories are compared only as a pool chosen by
+    the baseline's own counts, which can raise false alarms (docs/statistics.md)."""
+    refs = [*baseline.categorical]
+    if isinstance(baseline.prediction, CategoricalReference):
+        refs.append(baseline.prediction)
+    for ref in refs:
+        if ref.overflowed:
+            log.warning(
+                "categorical_reference_overflowed", model=baseline.model, column=ref.name,
+                counted=len(ref.categories) + len(ref.tail), pooled_values=ref.residual,
+                advice="raise drift.max_categories, or treat the column as high-cardinality",
+            )
 
 
 def captured_baseline(config: Config, spec: ModelSpec, store: StateStore) -> Baseline | None:

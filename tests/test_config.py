@@ -86,6 +86,14 @@ def test_every_bad_key_is_named_by_its_path(tmp_path):
         ({"socket": {"mode": "0o9"}}, "socket.mode"),
         ({"drift": {"min_samples": 20000}}, "drift.min_samples"),
         ({"drift": {"p_value": 1.5}}, "drift.p_value"),
+        ({"drift": {"false_alarm_rate": 0}}, "drift.false_alarm_rate"),
+        ({"drift": {"false_alarm_rate": 1.0}}, "drift.false_alarm_rate"),
+        ({"drift": {"false_alarm_rate": float("nan")}}, "drift.false_alarm_rate"),
+        ({"drift": {"false_alarm_period_s": 0}}, "drift.false_alarm_period_s"),
+        ({"drift": {"false_alarm_period_s": float("inf")}}, "drift.false_alarm_period_s"),
+        ({"drift": {"false_alarm_period_s": "a day"}}, "drift.false_alarm_period_s"),
+        ({"models": [{"name": "m", "baseline": {"capture": 5},
+                      "drift": {"false_alarm_rate": -0.1}}]}, "models[0].drift.false_alarm_rate"),
         ({"models": [{"name": "m", "baseline": {}}]}, "models[0].baseline"),
         ({"models": [{"name": "m", "baseline": {"capture": 5}},
                      {"name": "m", "baseline": {"capture": 5}}]}, "models[1].name"),
@@ -170,3 +178,15 @@ def test_http_limits_are_checked():
     assert sorted(p.split(":")[0] for p in err.value.problems) == [
         "http.body_timeout_s", "http.idle_timeout_s", "http.max_connections",
         "http.max_inflight_body_bytes"]
+
+
+def test_false_alarm_keys_default_and_override_per_model():
+    cfg = parse_config({
+        "drift": {"false_alarm_rate": 0.01},
+        "models": [{"name": "m", "baseline": {"capture": 5},
+                    "drift": {"false_alarm_period_s": 3600, "interval_s": 10}}],
+    })
+    assert cfg.drift.false_alarm_rate == 0.01 and cfg.drift.false_alarm_period_s == 86_400
+    d = cfg.drift_for(cfg.models[0])
+    assert (d.false_alarm_rate, d.false_alarm_period_s, d.interval_s) == (0.01, 3600, 10)
+    assert parse_config({"auto_register": {"enabled": True}}).drift.false_alarm_rate == 0.05
