@@ -1,4 +1,9 @@
-"""Chi-square goodness of fit of live counts to reference shares."""
+"""Chi-square goodness of fit of live counts to reference shares.
+
+Drift checks no longer use it: it takes the baseline's shares as exact, so a sampled
+baseline's own error reads as drift (see `sidecar.stats.twosample`). It stays for
+comparisons; bench/false_alarms.py replays the former rule with it.
+"""
 
 from __future__ import annotations
 

@@ -203,9 +203,8 @@ def _hypergeom_tail(x: np.ndarray, c: np.ndarray, draws: int, total: int) -> np.
     first = _log_choose(cf, xf) + _log_choose(tt - cf, n - xf) - _log_choose(
         np.asarray(tt), np.asarray(n))
     with np.errstate(under="ignore"):
-        tail: np.ndarray = np.exp(first[:, None] + steps_log).sum(axis=1)
-    out: np.ndarray = np.minimum(tail, 1.0)
-    return out
+        tail: np.ndarray = np.minimum(np.exp(first[:, None] + steps_log).sum(axis=1), 1.0)
+    return tail
 
 
 def category_test(table: np.ndarray) -> CategoryTestResult:
