@@ -23,11 +23,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sidecar.embedding import EmbeddingDeviceError, EmbeddingOptions, reference_from_rows
 from sidecar.errors import BaselineError
 from sidecar.files import write_atomically
 from sidecar.fsutil import umask_file_mode
+from sidecar.stats.mmd import EmbeddingReference
 from sidecar.stats.numbers import finite_or_none
 from sidecar.stats.reference import (
+    EMBEDDING_COLUMN,
     PREDICTION_COLUMN,
     Baseline,
     CategoricalReference,
@@ -41,6 +44,8 @@ from sidecar.stats.reference import (
     sorted_finite,
 )
 
+MIN_EMBEDDING_ROWS = 8
+"""Fewest finite reference embeddings the embedding test accepts."""
 METADATA_KEY = b"drift_sidecar.baseline.v1"
 """Schema-metadata key of the stored statistics; the suffix is the format version."""
 FORMAT_VERSION = 1
@@ -161,8 +166,13 @@ def write_baseline(
     max_categories: int = 50,
     source: str = "file",
     mode: int | None = None,
+    embedding: np.ndarray | None = None,
 ) -> Baseline:
     """Compute a baseline, write it atomically as parquet with its statistics, return it.
+
+    `embedding`, (rows, dim) with NaN rows where an event had none, becomes the
+    `embedding` column (fixed-size lists of float32, null where NaN); the returned
+    Baseline carries no embedding reference (`load_baseline` builds it with its options).
 
     The file gets `mode`, by default what `open()` would give it (0o666 less the umask:
     0o644 under the usual umask 022), so the non-root user of the image can read a
@@ -192,6 +202,8 @@ def write_baseline(
             arrays[PREDICTION_COLUMN] = pa.array(
                 [category_key(x) for x in prediction], type=pa.string()
             )
+    if embedding is not None:
+        arrays[EMBEDDING_COLUMN] = embedding_array(embedding)
     table = pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(0)})
     table = table.replace_schema_metadata({METADATA_KEY: _metadata(b, psi_bins, max_categories)})
     target = Path(path)
@@ -255,6 +267,52 @@ def column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.n
     return np.asarray(arr, dtype=np.float64)
 
 
+def embedding_array(rows: np.ndarray) -> pa.Array:
+    """(n, dim) floats as a fixed-size-list float32 column; rows with a NaN are null."""
+    e = np.ascontiguousarray(rows, dtype=np.float32)
+    if e.ndim != 2:
+        raise ValueError(f"embedding array of shape {e.shape}: expected (rows, dim)")
+    values = pa.array(e.reshape(-1), type=pa.float32())
+    fixed = pa.FixedSizeListArray.from_arrays(values, e.shape[1])
+    missing = ~np.isfinite(e).all(axis=1)
+    if not missing.any():
+        return fixed
+    return pa.FixedSizeListArray.from_arrays(
+        values, e.shape[1], mask=pa.array(missing, type=pa.bool_())
+    )
+
+
+def embedding_rows(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.ndarray:
+    """The finite rows of an `embedding` column as (n, dim) float32; null rows and rows
+    holding a null or non-finite value are left out. BaselineError on another length."""
+    t = col.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        raise BaselineError(
+            f"baseline file {where}: column {EMBEDDING_COLUMN!r} holds {t} data, "
+            "expected lists of floats"
+        )
+    if not is_numeric_type(t.value_type):
+        raise BaselineError(
+            f"baseline file {where}: column {EMBEDDING_COLUMN!r} holds lists of {t.value_type}"
+        )
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    col = col.filter(pc.is_valid(col))
+    if len(col) == 0:
+        return np.empty((0, dim), dtype=np.float32)
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    if (lengths != dim).any():
+        bad = int(lengths[lengths != dim][0])
+        raise BaselineError(
+            f"baseline file {where}: column {EMBEDDING_COLUMN!r} has a row of {bad} values, "
+            f"but embedding.dim is {dim}"
+        )
+    flat = pc.cast(pc.list_flatten(col), pa.float32())
+    values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
+    rows = values.reshape(len(col), dim)
+    return rows[np.isfinite(rows).all(axis=1)]
+
+
 def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
     """A categorical column as `category_key` strings (None for missing)."""
     values: list[Any] = col.to_pylist()
@@ -295,8 +353,12 @@ def load_baseline(
     psi_bins: int = 10,
     max_categories: int = 50,
     data: bytes | None = None,
+    embedding: EmbeddingOptions | None = None,
 ) -> Baseline:
     """Read a parquet baseline; stored statistics are used when they match the settings.
+
+    With `embedding`, the file must have an `embedding` column of that dimension; its
+    rows are reduced to the embedding test's statistics (the rows are not kept).
 
     Raises BaselineError naming the file (and the column) when the file is missing or
     unreadable, lacks a configured column, or holds non-numeric data in a numeric column.
@@ -332,11 +394,15 @@ def load_baseline(
         pred = tally.add(
             *_load_categorical(PREDICTION_COLUMN, columns, stored.prediction, max_categories)
         )
+    emb = None
+    if embedding is not None:
+        emb = load_embedding_reference(pf, schema, where, embedding)
     return Baseline(
         model=model,
         numeric=tuple(num_refs),
         categorical=tuple(cat_refs),
         prediction=pred,
+        embedding=emb,
         rows=pf.metadata.num_rows,
         sha256=digest,
         # a captured baseline reloaded after a restart is still a captured one
@@ -344,6 +410,38 @@ def load_baseline(
         path=where,
         stats_source=tally.source,
     )
+
+
+def load_embedding_reference(
+    pf: pq.ParquetFile, schema: pa.Schema, where: str, opts: EmbeddingOptions
+) -> EmbeddingReference:
+    """The embedding test's reference from the file's `embedding` column."""
+    if EMBEDDING_COLUMN not in schema.names:
+        raise BaselineError(
+            f"baseline file {where}: no column {EMBEDDING_COLUMN!r}, but the model has "
+            "embedding drift configured"
+        )
+    try:
+        col = pf.read(columns=[EMBEDDING_COLUMN], use_threads=True).column(EMBEDDING_COLUMN)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BaselineError(f"baseline file {where}: cannot read embeddings ({exc})") from exc
+    rows = embedding_rows(col, opts.dim, where)
+    return embedding_reference(rows, opts, where)
+
+
+def embedding_reference(
+    rows: np.ndarray, opts: EmbeddingOptions, where: str
+) -> EmbeddingReference:
+    """The reference statistics of (n, dim) rows; BaselineError if too few or no device."""
+    if rows.shape[0] < MIN_EMBEDDING_ROWS:
+        raise BaselineError(
+            f"baseline {where}: {rows.shape[0]} finite embeddings, the test needs at least "
+            f"{MIN_EMBEDDING_ROWS}"
+        )
+    try:
+        return reference_from_rows(rows, opts)
+    except EmbeddingDeviceError as exc:
+        raise BaselineError(f"baseline {where}: {exc}") from exc
 
 
 def _open_parquet(

@@ -16,6 +16,7 @@ import numpy as np
 from sidecar.stats.chi2 import chi2_test
 from sidecar.stats.correction import CORRECTIONS, adjust_pvalues
 from sidecar.stats.ks import ks_pvalue, ks_statistic_sorted, sorted_columns
+from sidecar.stats.mmd import TEST_NAME, EmbeddingReference, MmdResult, cross_mmd_test
 from sidecar.stats.numbers import finite_or_none, rate
 from sidecar.stats.psi import psi, psi_many
 from sidecar.stats.reference import Baseline, CategoricalReference, NumericReference
@@ -33,6 +34,9 @@ class WindowData:
     """(n, n_categorical) int32 codes from CategoricalReference.codes; -1 is missing."""
     predictions: np.ndarray | None = None
     """(n,) float64 for numeric predictions, int32 codes for categorical ones."""
+    embeddings: np.ndarray | None = None
+    """(m, dim) float32: the window's embeddings (m may differ from n: not every event
+    carries one)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,46 @@ class PredictionDrift:
 
 
 @dataclass(frozen=True)
+class EmbeddingDrift:
+    """Drift of the model's embeddings (sidecar.stats.mmd); statistics None when the
+    window had too few."""
+
+    dim: int
+    samples: int
+    sufficient: bool
+    statistic: float | None
+    """The cross-MMD statistic T, standard normal under no drift."""
+    pvalue: float | None
+    p_adjusted: float | None
+    mmd2: float | None
+    centroid_distance: float | None
+    drifted: bool
+    device: str
+    n_features: int
+    bandwidth: float
+    reference_rows: int
+
+    def to_json(self, p_value: float) -> dict[str, Any]:
+        return {
+            "test": TEST_NAME,
+            "dim": self.dim,
+            "samples": self.samples,
+            "sufficient": self.sufficient,
+            "drifted": self.drifted,
+            "statistic": finite_or_none(self.statistic),
+            "pvalue": finite_or_none(self.pvalue),
+            "p_adjusted": finite_or_none(self.p_adjusted),
+            "p_value_threshold": p_value,
+            "mmd2": finite_or_none(self.mmd2),
+            "centroid_distance": finite_or_none(self.centroid_distance),
+            "device": self.device,
+            "features": self.n_features,
+            "bandwidth": self.bandwidth,
+            "reference_rows": self.reference_rows,
+        }
+
+
+@dataclass(frozen=True)
 class ModelDriftResult:
     """One drift check of one model."""
 
@@ -106,12 +150,15 @@ class ModelDriftResult:
     features: tuple[FeatureDrift, ...]
     prediction: PredictionDrift | None
     params: DriftParams = DriftParams()
+    embedding: EmbeddingDrift | None = None
 
     @property
     def drifted(self) -> bool:
-        """Whether any feature or the prediction drifted."""
-        return any(f.drifted for f in self.features) or bool(
-            self.prediction and self.prediction.drifted
+        """Whether any feature, the prediction or the embedding drifted."""
+        return (
+            any(f.drifted for f in self.features)
+            or bool(self.prediction and self.prediction.drifted)
+            or bool(self.embedding and self.embedding.drifted)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +221,7 @@ class ModelDriftResult:
             "drifted_features": [f.name for f in self.features if f.drifted],
             "features": features,
             "prediction": pred,
+            "embedding": None if self.embedding is None else self.embedding.to_json(p.p_value),
         }
 
 
@@ -253,7 +301,20 @@ def check_model(
             features.append(_insufficient(cref.name, "categorical", m, n, cref.missing_rate))
             raw_p.append(math.nan)
 
+    # the embedding test is one more test of the model's check: its p-value joins the
+    # features' in the correction, so the check's false-alarm rate covers it too
+    mmd: MmdResult | None = None
+    emb_ref = baseline.embedding
+    emb_rows = window.embeddings
+    if emb_ref is not None and emb_rows is not None:
+        if emb_rows.shape[0] >= max(params.min_samples, 4):
+            mmd = cross_mmd_test(emb_ref, emb_rows)
+        raw_p.append(mmd.pvalue if mmd is not None else math.nan)
     adjusted = adjust_pvalues(np.array(raw_p, dtype=np.float64), params.correction)
+    embedding: EmbeddingDrift | None = None
+    if emb_ref is not None and emb_rows is not None:
+        embedding = _embedding_drift(emb_ref, emb_rows.shape[0], mmd, float(adjusted[-1]), params)
+        adjusted = adjusted[:-1]
     final: list[FeatureDrift] = []
     for f, pa_ in zip(features, adjusted, strict=True):
         if not f.sufficient:
@@ -273,10 +334,31 @@ def check_model(
         checked_at=checked_at,
         duration_s=time.perf_counter() - started,
         samples=n,
-        sufficient=enough,
+        sufficient=enough or bool(embedding and embedding.sufficient),
         features=tuple(final),
         prediction=prediction,
         params=params,
+        embedding=embedding,
+    )
+
+
+def _embedding_drift(
+    ref: EmbeddingReference,
+    samples: int,
+    mmd: MmdResult | None,
+    p_adjusted: float,
+    params: DriftParams,
+) -> EmbeddingDrift:
+    drifted = mmd is not None and math.isfinite(p_adjusted) and p_adjusted < params.p_value
+    return EmbeddingDrift(
+        dim=ref.dim, samples=samples, sufficient=mmd is not None,
+        statistic=None if mmd is None else mmd.statistic,
+        pvalue=None if mmd is None else mmd.pvalue,
+        p_adjusted=None if mmd is None else finite_or_none(p_adjusted),
+        mmd2=None if mmd is None else mmd.mmd2,
+        centroid_distance=None if mmd is None else mmd.centroid_distance,
+        drifted=drifted, device=ref.backend.device, n_features=ref.fmap.n_features,
+        bandwidth=ref.fmap.bandwidth, reference_rows=ref.rows,
     )
 
 

@@ -44,6 +44,7 @@ REASONS = (
     "batch_too_large",
     "line_too_long",
     "body_too_large",
+    "embedding_dim",
 )
 
 _line_decoder = msgspec.json.Decoder(Event | list[Event])
