@@ -282,34 +282,41 @@ def embedding_array(rows: np.ndarray) -> pa.Array:
     )
 
 
-def embedding_rows(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.ndarray:
-    """The finite rows of an `embedding` column as (n, dim) float32; null rows and rows
-    holding a null or non-finite value are left out. BaselineError on another length."""
+def embedding_column(col: pa.ChunkedArray | pa.Array, dim: int | None, where: str) -> np.ndarray:
+    """An `embedding` column as (rows, dim) float32, NaN rows where null; `dim` None takes
+    the first row's length. BaselineError for a non-list column or another length."""
     t = col.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         raise BaselineError(
-            f"baseline file {where}: column {EMBEDDING_COLUMN!r} holds {t} data, "
-            "expected lists of floats"
+            f"{where}: column {EMBEDDING_COLUMN!r} holds {t} data, expected lists of floats"
         )
     if not is_numeric_type(t.value_type):
-        raise BaselineError(
-            f"baseline file {where}: column {EMBEDDING_COLUMN!r} holds lists of {t.value_type}"
-        )
+        raise BaselineError(f"{where}: column {EMBEDDING_COLUMN!r} holds lists of {t.value_type}")
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    col = col.filter(pc.is_valid(col))
-    if len(col) == 0:
-        return np.empty((0, dim), dtype=np.float32)
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    n = len(col)
+    valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), dtype=bool)
+    present = col.filter(pa.array(valid))
+    lengths = np.asarray(pc.list_value_length(present).to_numpy(zero_copy_only=False))
+    if dim is None:
+        dim = int(lengths[0]) if lengths.size else 0
     if (lengths != dim).any():
         bad = int(lengths[lengths != dim][0])
         raise BaselineError(
-            f"baseline file {where}: column {EMBEDDING_COLUMN!r} has a row of {bad} values, "
-            f"but embedding.dim is {dim}"
+            f"{where}: column {EMBEDDING_COLUMN!r} has a row of {bad} values, expected {dim}"
         )
-    flat = pc.cast(pc.list_flatten(col), pa.float32())
-    values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
-    rows = values.reshape(len(col), dim)
+    out = np.full((n, dim), np.nan, dtype=np.float32)
+    if len(present):
+        flat = pc.cast(pc.list_flatten(present), pa.float32())
+        values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
+        out[valid] = values.reshape(len(present), dim)
+    return out
+
+
+def embedding_rows(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.ndarray:
+    """The finite rows of an `embedding` column as (n, dim) float32; null rows and rows
+    holding a null or non-finite value are left out."""
+    rows = embedding_column(col, dim, where)
     return rows[np.isfinite(rows).all(axis=1)]
 
 
@@ -425,7 +432,7 @@ def load_embedding_reference(
         col = pf.read(columns=[EMBEDDING_COLUMN], use_threads=True).column(EMBEDDING_COLUMN)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BaselineError(f"baseline file {where}: cannot read embeddings ({exc})") from exc
-    rows = embedding_rows(col, opts.dim, where)
+    rows = embedding_rows(col, opts.dim, f"baseline file {where}")
     return embedding_reference(rows, opts, where)
 
 
