@@ -317,7 +317,8 @@ def embedding_rows(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.
     """The finite rows of an `embedding` column as (n, dim) float32; null rows and rows
     holding a null or non-finite value are left out."""
     rows = embedding_column(col, dim, where)
-    return rows[np.isfinite(rows).all(axis=1)]
+    finite: np.ndarray = rows[np.isfinite(rows).all(axis=1)]
+    return finite
 
 
 def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
