@@ -17,7 +17,7 @@ import yaml
 from harness import wait_for
 
 from sidecar.baseline import load_baseline, write_baseline
-from sidecar.config import ModelSpec, parse_config
+from sidecar.config import parse_config
 from sidecar.drift import DriftParams, WindowData, check_model
 from sidecar.embedding import (
     EmbeddingOptions,
@@ -168,7 +168,7 @@ def test_wrong_length_and_non_finite_are_rejected_by_reason():
 
 
 def test_tracker_rejects_only_the_bad_events():
-    spec = msgspec_spec({"name": "m", "baseline": {"capture": 1000},
+    spec = ({"name": "m", "baseline": {"capture": 1000},
                          "features": [{"name": "x"}], "embedding": {"dim": 2}})
     cfg = parse_config({"models": [spec]})
     t = ModelTracker(cfg.models[0], cfg.drift)
@@ -183,10 +183,6 @@ def test_tracker_rejects_only_the_bad_events():
     assert t.capture is not None and t.capture.count == 3
     captured = np.concatenate(t.capture.embeddings)
     assert captured.shape == (3, 2) and np.isnan(captured[2]).all()
-
-
-def msgspec_spec(d: dict[str, object]) -> dict[str, object]:
-    return d
 
 
 def test_embedding_window_keeps_the_last_rows_in_order():
