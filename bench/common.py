@@ -209,11 +209,13 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def proc_memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in KiB, from /proc/PID/status."""
+    """Memory of a process in KiB, from /proc/PID/status: VmRSS, VmHWM (peak RSS), and
+    VmRSS's two main parts, RssAnon (the process's own memory) and RssFile (mapped files,
+    mostly shared libraries: it moves with the page cache and is shared between processes)."""
     out: dict[str, int] = {}
     for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, rest = ln.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
             out[key] = int(rest.split()[0])
     return out
 

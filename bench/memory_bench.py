@@ -1,19 +1,32 @@
-"""Memory: daemon RSS against features x window size, after filling the window.
+"""Memory: the footprint of one model with a large baseline, and RSS against features x window.
 
-For each cell the real daemon holds one model of F numeric features with a small baseline
-(1,000 rows, so the window dominates), is read for VmRSS once ready (the window's arrays are
-allocated then), then receives enough events to fill its window and is read again (VmRSS
-now, VmHWM the peak while ingesting). The floor is a daemon with no model at all; what a
-cell costs is its filled RSS over that floor. The window's own arrays need about
-window x (F + 3) x 8 bytes; the table shows how the measured cost compares with that.
+The footprint workload is one model of 100 numeric features with a 50,000-row baseline
+parquet (plain columns: the statistics are computed at load) and a window of 10,000 events.
+Each run reads /proc/PID/status of a fresh daemon once ready (VmHWM then is the peak while
+the baseline loaded) and again after the window has filled, a drift check has run over it
+and /metrics has been scraped. VmRSS is split into RssAnon, the daemon's own memory, and
+RssFile, the mapped libraries (shared, and moving with the page cache). The floor is a ready
+daemon with no model, measured the same way.
 
-Run:  python bench/memory_bench.py [--quick] [--json FILE]
+In the grid, for each cell the real daemon holds one model of F numeric features with a
+small baseline (1,000 rows, so the window dominates), is read for VmRSS once ready (the
+window's arrays are allocated then), then receives enough events to fill its window and is
+read again (VmRSS now, VmHWM the peak while ingesting). The floor is a daemon with no model
+at all; what a cell costs is its filled RSS over that floor. The window's own arrays need
+about window x (F + 3) x 8 bytes; the table shows how the measured cost compares with that.
+
+Run:  python bench/memory_bench.py [--quick] [--json FILE] [--only footprint|grid]
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    Spread,
     bench_args,
     kill_quietly,
     proc_memory_kib,
@@ -37,6 +51,9 @@ MODEL = "memory"
 BASELINE_ROWS = 1_000
 DISTINCT_EVENTS = 1_000  # distinct encoded events, sent round-robin until the window is full
 MIB = 1024.0
+FOOTPRINT = {"features": 100, "rows": 50_000, "window": 10_000}
+FOOTPRINT_QUICK = {"features": 10, "rows": 2_000, "window": 500}
+KEYS = ("RssAnon", "RssFile", "VmRSS")
 
 
 def encoded_events(n_features: int) -> list[bytes]:
@@ -51,14 +68,125 @@ def encoded_events(n_features: int) -> list[bytes]:
     ]
 
 
-def floor_kib(tmp: Path) -> int:
-    """VmRSS of a ready daemon with no model: interpreter, libraries, servers."""
+def floor_kib(tmp: Path) -> dict[str, int]:
+    """/proc/PID/status of a ready daemon with no model: interpreter, libraries, servers."""
     d = start_daemon(tmp, {"models": [], "log": {"level": "warning"}}, wait_ready=True)
     try:
-        return proc_memory_kib(d.proc.pid)["VmRSS"]
+        d.get("/metrics")
+        return proc_memory_kib(d.proc.pid)
     finally:
         d.stop()
         kill_quietly(d)
+
+
+def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str, Any]:
+    """One daemon with the footprint workload: memory at ready and after the first check."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [f"feature_{i}" for i in range(features)]
+    rng = np.random.default_rng(7)
+    baseline = tmp / "baseline.parquet"
+    columns = {f: pa.array(rng.normal(size=rows)) for f in names}
+    columns["prediction"] = pa.array(rng.random(rows))
+    pq.write_table(pa.table(columns), baseline)  # plain columns: no stored statistics
+    del columns
+    extra = {
+        "models": [{
+            "name": MODEL,
+            "baseline": {"path": str(baseline)},
+            "features": [{"name": f, "type": "numeric"} for f in names],
+            "prediction": {"type": "numeric"},
+        }],
+        "socket": {"max_features_per_event": max(1024, features)},
+        "drift": {"window_size": window, "min_samples": min(500, window), "interval_s": 1.0},
+        "state": {"snapshot_interval_s": 3600},
+        "log": {"level": "warning"},
+    }
+    enc = msgspec.json.Encoder()
+    values = rng.normal(0.1, 1.0, size=(window, features)).tolist()
+    lines = [
+        enc.encode({"model": MODEL, "features": dict(zip(names, row, strict=True)),
+                    "prediction": float(i % 7) / 7, "confidence": 0.9, "latency_s": 0.01})
+        + b"\n"
+        for i, row in enumerate(values)
+    ]
+    del values
+    d = start_daemon(tmp, extra, wait_ready=True)
+    try:
+        ready = proc_memory_kib(d.proc.pid)
+        for i in range(0, len(lines), 1_000):
+            d.send(lines[i : i + 1_000])
+        filled_at = time.time()
+
+        def checked() -> bool:
+            m = d.json("/v1/drift")["models"].get(MODEL, {})
+            return (m.get("window_samples") == window and m.get("status") == "ok"
+                    and m.get("checked_at", 0) >= filled_at)
+
+        wait_for(checked, 120, f"a drift check over a full window of {window}")
+        d.get("/metrics")
+        after = proc_memory_kib(d.proc.pid)
+    finally:
+        d.stop()
+        kill_quietly(d)
+    return {"ready": ready, "checked": after}
+
+
+@contextlib.contextmanager
+def without_dev_tools() -> Iterator[None]:
+    """Daemons started inside hide `rich`: structlog imports it when it is installed, and it
+    comes with the dev tools (import-linter), not with the sidecar (about 3 MiB)."""
+    with tempfile.TemporaryDirectory(prefix="memory-bench-hide-") as hide:
+        (Path(hide) / "rich").mkdir()
+        (Path(hide) / "rich" / "__init__.py").write_text(
+            'raise ImportError("hidden by bench/memory_bench.py: not a sidecar dependency")\n'
+        )
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [hide, before]))
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
+
+
+def footprint(args: argparse.Namespace) -> dict[str, Any]:
+    w = FOOTPRINT_QUICK if args.quick else FOOTPRINT
+    out: dict[str, Any] = {"workload": w}
+    for env, hidden in (("installed", True), ("dev", False)):
+        floors: list[dict[str, int]] = []
+        runs: list[dict[str, Any]] = []
+        for i in range(args.repeats):
+            with contextlib.ExitStack() as stack:
+                if hidden:
+                    stack.enter_context(without_dev_tools())
+                with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
+                    floors.append(floor_kib(Path(tmpdir)))
+                with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
+                    runs.append(footprint_run(Path(tmpdir), w["features"], w["rows"], w["window"]))
+            print(f"footprint ({env}) run {i + 1}/{args.repeats}: done", flush=True)
+        out[env] = summarize(floors, runs)
+    return out
+
+
+def summarize(floors: list[dict[str, int]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def mib(samples: list[dict[str, int]], key: str) -> Spread:
+        return Spread.of(s[key] / MIB for s in samples)
+
+    out: dict[str, Any] = {"runs": runs, "floors": floors}
+    out["floor"] = {k: mib(floors, k) for k in KEYS}
+    out["ready"] = {k: mib([r["ready"] for r in runs], k) for k in KEYS}
+    out["checked"] = {k: mib([r["checked"] for r in runs], k) for k in KEYS}
+    out["load_peak"] = mib([r["ready"] for r in runs], "VmHWM")
+    out["peak"] = mib([r["checked"] for r in runs], "VmHWM")
+    # peak while loading over the steady state, paired per run
+    out["load_peak_over_steady"] = Spread.of(
+        r["ready"]["VmHWM"] / r["checked"]["VmRSS"] for r in runs
+    )
+    return out
 
 
 def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict[str, Any]:
@@ -108,17 +236,69 @@ def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict
         "ready_rss_kib": idle["VmRSS"],
         "full_rss_kib": full["VmRSS"],
         "peak_rss_kib": full["VmHWM"],
+        "full_anon_kib": full["RssAnon"],
         "window_arrays_kib": arrays / 1024,
     }
 
 
+def extra_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", choices=("footprint", "grid"),
+                   help="run only the footprint workload or only the grid")
+
+
+def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
+    w = fp["workload"]
+    rows = []
+    for env, label in (("installed", "as installed"), ("dev", "dev venv (+rich)")):
+        e = fp[env]
+        rows += [[f"{what}, {label}", *(e[key][k].fmt() for k in KEYS)]
+                 for what, key in (("no model, ready", "floor"), ("model, ready", "ready"),
+                                   ("model, after a check", "checked"))]
+    print()
+    print(table(["daemon", "RssAnon MiB", "RssFile MiB", "VmRSS MiB"], rows))
+    e = fp["installed"]
+    print(f"\nfootprint workload: {w['features']} numeric features, a {w['rows']:,}-row "
+          f"baseline, a window of {w['window']:,}; median (min-max) of {len(e['runs'])} "
+          "daemons each. 'as installed' hides rich, which structlog imports when the dev "
+          "tools brought it. Peak while loading (VmHWM at ready, as installed): "
+          f"{e['load_peak'].fmt()} MiB, {e['load_peak_over_steady'].fmt()} x the VmRSS after "
+          f"the check; peak over the whole run: {e['peak'].fmt()} MiB.")
+    summary = []
+    for env in ("installed", "dev"):
+        e = fp[env]
+        summary += [
+            summary_row(f"RssAnon, no model ({env})", e["floor"]["RssAnon"], "MiB"),
+            summary_row(f"RssAnon, {w['features']} features, {w['rows']:,}-row baseline, "
+                        f"after a check ({env})", e["checked"]["RssAnon"], "MiB",
+                        f"RssFile {e['checked']['RssFile'].median:.0f}"),
+            summary_row(f"VmRSS, same ({env})", e["checked"]["VmRSS"], "MiB"),
+        ]
+    summary.append(summary_row("peak while loading / VmRSS after the check (installed)",
+                               fp["installed"]["load_peak_over_steady"], "x"))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = bench_args(__doc__.split("\n\n")[0], argv)
+    args = bench_args(__doc__.split("\n\n")[0], argv, extra_args)
+    summary: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    if args.only in (None, "footprint"):
+        fp = footprint(args)
+        summary += print_footprint(fp)
+        extra["footprint"] = fp
+    if args.only in (None, "grid"):
+        summary += grid(args, extra)
+    report("memory", args, summary, **extra)
+    return 0
+
+
+def grid(args: argparse.Namespace, extra: dict[str, Any]) -> list[dict[str, Any]]:
     features = (10,) if args.quick else (10, 100, 1000)
     windows = (200, 1_000) if args.quick else (1_000, 10_000)
     cells: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
-        floor = floor_kib(Path(tmpdir))
+        floor_status = floor_kib(Path(tmpdir))
+    floor, floor_anon = floor_status["VmRSS"], floor_status["RssAnon"]
     for f in features:
         lines = encoded_events(f)
         for w in windows:
@@ -126,19 +306,24 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(measure(Path(tmpdir), f, w, lines))
             c = cells[-1]
             c["over_floor_kib"] = c["full_rss_kib"] - floor
-            c["bytes_per_value"] = c["over_floor_kib"] * 1024 / (w * f)
+            # the daemon's own memory: VmRSS also counts the libraries the baseline load maps
+            c["anon_over_floor_kib"] = c["full_anon_kib"] - floor_anon
+            c["bytes_per_value"] = c["anon_over_floor_kib"] * 1024 / (w * f)
             print(f"{f} features x window {w}: done", flush=True)
 
     rows = [[
         str(c["features"]), f"{c['window']:,}", f"{c['ready_rss_kib'] / MIB:.1f}",
         f"{c['full_rss_kib'] / MIB:.1f}", f"{c['peak_rss_kib'] / MIB:.1f}",
-        f"{c['over_floor_kib'] / MIB:.1f}", f"{c['window_arrays_kib'] / MIB:.1f}",
+        f"{c['over_floor_kib'] / MIB:.1f}", f"{c['full_anon_kib'] / MIB:.1f}",
+        f"{c['anon_over_floor_kib'] / MIB:.1f}", f"{c['window_arrays_kib'] / MIB:.1f}",
         f"{c['bytes_per_value']:.1f}",
     ] for c in cells]
     print()
     print(table(["features", "window", "ready MiB", "filled MiB", "peak MiB",
-                 "over floor MiB", "window arrays MiB", "B/value over floor"], rows))
-    print(f"\nfloor (a ready daemon with no model): {floor / MIB:.1f} MiB. RSS from "
+                 "over floor MiB", "filled RssAnon MiB", "RssAnon over floor MiB",
+                 "window arrays MiB", "B/value (RssAnon) over floor"], rows))
+    print(f"\nfloor (a ready daemon with no model): {floor / MIB:.1f} MiB, RssAnon "
+          f"{floor_anon / MIB:.1f} MiB. RSS from "
           "/proc/PID/status (VmRSS; peak = VmHWM), one daemon per cell; B/value = over floor / "
           "(window x features).")
     summary = [summary_row("RSS floor, no model", floor / MIB, "MiB")]
@@ -149,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{c['window_arrays_kib'] / MIB:.1f}; peak {c['peak_rss_kib'] / MIB:.0f}")
         for c in cells
     ]
-    report("memory", args, summary, floor_rss_kib=floor, cells=cells)
-    return 0
+    extra.update(floor_rss_kib=floor, floor_anon_kib=floor_anon, cells=cells)
+    return summary
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ gauges and the fleet-wide bin counters. Scrapes are timed at the client over a k
 HTTP connection, right after the first drift check (checks are 4 s apart; scrapes of one
 size take well under that, so they rarely overlap a check).
 
+Loop lag: while the scrapes of a format run, a second client sends GET /healthz back to back
+on its own connection. /healthz does no work, so its round trip is the wait for the event
+loop plus a constant; the table gives the slowest probe during the scrapes and the median
+probe while the daemon is idle. A scrape that held the loop for X ms would show a probe of
+at least X ms.
+
 Run:  python bench/scrape_bench.py [--quick] [--json FILE]
 """
 
@@ -14,8 +20,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.client
+import math
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +110,13 @@ def wait_checked(d: Any, n_features: int, timeout: float) -> dict[str, int]:
     return counts
 
 
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return math.nan
+    ys = sorted(xs)
+    return ys[min(len(ys) - 1, int(q * len(ys)))]
+
+
 def scrape_once(conn: http.client.HTTPConnection, accept: str | None) -> tuple[float, bytes]:
     headers = {"Accept": accept} if accept else {}
     t0 = time.perf_counter()
@@ -112,6 +127,48 @@ def scrape_once(conn: http.client.HTTPConnection, accept: str | None) -> tuple[f
     if r.status != 200:
         raise RuntimeError(f"/metrics answered {r.status}")
     return dt, body
+
+
+class Prober:
+    """GET /healthz back to back on its own connection, timing each round trip."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+                self.times.append(time.perf_counter() - t0)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def idle_probe_s(port: int, n: int = 200) -> float:
+    """Median /healthz round trip with nothing else going on."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()
+        times.append(time.perf_counter() - t0)
+    conn.close()
+    return Spread.of(times).median
 
 
 def extra_args(p: argparse.ArgumentParser) -> None:
@@ -133,16 +190,22 @@ def main(argv: list[str] | None = None) -> int:
                 counts = wait_checked(d, n, timeout=60 + n / 10)
                 conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
                 per_format: dict[str, Any] = {}
+                idle = idle_probe_s(d.port)
                 for fmt, accept in (("text", None), ("openmetrics", OPENMETRICS)):
                     scrape_once(conn, accept)  # untimed: first-use costs
                     times, body = [], b""
-                    for _ in range(scrapes):
-                        dt, body = scrape_once(conn, accept)
-                        times.append(dt)
+                    with Prober(d.port) as probe:
+                        for _ in range(scrapes):
+                            dt, body = scrape_once(conn, accept)
+                            times.append(dt)
                     lines = body.count(b"\n")
                     samples = sum(1 for ln in body.split(b"\n") if ln and not ln.startswith(b"#"))
                     per_format[fmt] = {
                         "seconds": Spread.of(times),
+                        "probe_max_s": max(probe.times, default=math.nan),
+                        "probe_p99_s": percentile(probe.times, 0.99),
+                        "probes": len(probe.times),
+                        "probe_idle_s": idle,
                         "bytes": len(body),
                         "gzip_bytes": len(gzip.compress(body, 6)),
                         "lines": lines,
@@ -160,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             t["seconds"].scaled(1e3).fmt(), f"{t['bytes'] / 1024:,.0f}",
             f"{t['gzip_bytes'] / 1024:,.0f}",
             om["seconds"].scaled(1e3).fmt(), f"{om['bytes'] / 1024:,.0f}",
+            f"{t['probe_max_s'] * 1e3:.1f} / {om['probe_max_s'] * 1e3:.1f}",
+            f"{t['probe_idle_s'] * 1e3:.2f}",
         ])
         results.append({"features": n, "series_counts": counts, "drift_check_seconds_sum": check_s,
                         **per_format})
@@ -168,13 +233,20 @@ def main(argv: list[str] | None = None) -> int:
         summary.append(summary_row(f"scrape OpenMetrics, {n} features",
                                    om["seconds"].scaled(1e3), "ms",
                                    f"{om['bytes'] / 1024:,.0f} KiB"))
+        summary.append(summary_row(
+            f"slowest /healthz during scrapes, {n} features",
+            max(t["probe_max_s"], om["probe_max_s"]) * 1e3, "ms",
+            f"idle median {t['probe_idle_s'] * 1e3:.2f} ms"))
         print(f"{n} features: done", flush=True)
 
     print()
     print(table(["features", "samples", "text ms", "text KiB", "text gzip KiB",
-                 "OpenMetrics ms", "OpenMetrics KiB"], rows))
+                 "OpenMetrics ms", "OpenMetrics KiB", "max /healthz ms (text / OM)",
+                 "idle /healthz ms"], rows))
     print(f"\nmedian (min-max) of {scrapes} scrapes each, client-side round trip, after a "
-          f"completed drift check (window {WINDOW}, baseline {BASELINE_ROWS} rows).")
+          f"completed drift check (window {WINDOW}, baseline {BASELINE_ROWS} rows). "
+          "/healthz: the slowest of the probes sent back to back during the scrapes, and "
+          "the median probe with the daemon idle.")
     report("scrape", args, summary, sizes=results)
     return 0
 

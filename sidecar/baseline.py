@@ -5,6 +5,13 @@ A baseline file is a parquet table with one column per feature and an optional
 category frequencies, missing rates) are stored as JSON in the file's schema metadata, so
 loading only reads and sorts the numeric columns. The statistics themselves are
 `sidecar.stats.reference`'s.
+
+pyarrow is imported on first use, not with this module: a daemon whose models have no
+baseline file (or capture one from live traffic and have not finished) never loads it,
+which saves about 10 MiB of its own memory and 60 MiB of mapped libraries. A file is read
+one column at a time and its bytes are never held whole; arrow's memory pool gives back
+what it held once a load is done, so what stays is one sorted float64 array per numeric
+column.
 """
 
 from __future__ import annotations
@@ -16,12 +23,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sidecar.embedding import EmbeddingDeviceError, EmbeddingOptions, reference_from_rows
 from sidecar.errors import BaselineError
@@ -49,6 +53,12 @@ MIN_EMBEDDING_ROWS = 8
 METADATA_KEY = b"drift_sidecar.baseline.v1"
 """Schema-metadata key of the stored statistics; the suffix is the format version."""
 FORMAT_VERSION = 1
+_READ_ATTEMPTS = 3
+"""Reads of a file that changed while being read (rewritten in place) before giving up."""
+_HASH_CHUNK = 1 << 20
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 # --------------------------------------------------------------------------- metadata
@@ -170,14 +180,16 @@ def write_baseline(
 ) -> Baseline:
     """Compute a baseline, write it atomically as parquet with its statistics, return it.
 
-    `embedding`, (rows, dim) with NaN rows where an event had none, becomes the
-    `embedding` column (fixed-size lists of float32, null where NaN); the returned
-    Baseline carries no embedding reference (`load_baseline` builds it with its options).
-
     The file gets `mode`, by default what `open()` would give it (0o666 less the umask:
     0o644 under the usual umask 022), so the non-root user of the image can read a
     baseline built by someone else. The daemon writes its own captured ones 0o600.
+
+    `embedding`, (rows, dim) with NaN rows where an event had none, becomes the
+    `embedding` column (fixed-size lists of float32, null where NaN); the returned
+    Baseline carries no embedding reference (`load_baseline` builds it with its options).
     """
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     b = build_baseline(
         model,
         numeric=numeric,
@@ -223,6 +235,8 @@ def write_baseline(
 
 def _write_parquet(table: pa.Table, fh: BinaryIO) -> str:
     """Write the table to an open file; returns the sha256 of the bytes written."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - see the module docstring
+
     pq.write_table(table, fh, compression="zstd")
     fh.flush()
     fh.seek(0)
@@ -235,32 +249,41 @@ def _write_parquet(table: pa.Table, fh: BinaryIO) -> str:
 # --------------------------------------------------------------------------- columns
 
 
-_NUMERIC_TYPES = (
-    pa.types.is_integer,
-    pa.types.is_floating,
-    pa.types.is_boolean,
-    pa.types.is_decimal,
-    pa.types.is_null,
-)
-
-
 def is_numeric_type(t: pa.DataType) -> bool:
     """Whether an Arrow column of type `t` can hold a numeric feature."""
-    return any(check(t) for check in _NUMERIC_TYPES)
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
+    checks = (
+        pa.types.is_integer,
+        pa.types.is_floating,
+        pa.types.is_boolean,
+        pa.types.is_decimal,
+        pa.types.is_null,
+    )
+    return any(check(t) for check in checks)
 
 
 def column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.ndarray:
-    """A numeric column as float64 (nulls become NaN); BaselineError naming the file if not."""
+    """A numeric column as float64 (nulls become NaN); BaselineError naming the file if not.
+
+    A float64 column without nulls comes back as a read-only view of arrow's memory.
+    """
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     if not is_numeric_type(col.type):
         raise BaselineError(
             f"baseline file {where}: column {name!r} is a numeric feature but holds {col.type} data"
         )
-    try:
-        as_float = pc.cast(col, pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise BaselineError(
-            f"baseline file {where}: column {name!r} cannot be read as numbers ({exc})"
-        ) from exc
+    as_float = col
+    if col.type != pa.float64():
+        import pyarrow.compute as pc  # noqa: PLC0415 - only other types need a cast
+
+        try:
+            as_float = pc.cast(col, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise BaselineError(
+                f"baseline file {where}: column {name!r} cannot be read as numbers ({exc})"
+            ) from exc
     if isinstance(as_float, pa.ChunkedArray):
         as_float = as_float.combine_chunks() if as_float.num_chunks != 1 else as_float.chunk(0)
     arr = as_float.to_numpy(zero_copy_only=False)
@@ -269,14 +292,15 @@ def column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.n
 
 def embedding_array(rows: np.ndarray) -> pa.Array:
     """(n, dim) floats as a fixed-size-list float32 column; rows with a NaN are null."""
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     e = np.ascontiguousarray(rows, dtype=np.float32)
     if e.ndim != 2:
         raise ValueError(f"embedding array of shape {e.shape}: expected (rows, dim)")
     values = pa.array(e.reshape(-1), type=pa.float32())
-    fixed = pa.FixedSizeListArray.from_arrays(values, e.shape[1])
     missing = ~np.isfinite(e).all(axis=1)
     if not missing.any():
-        return fixed
+        return pa.FixedSizeListArray.from_arrays(values, e.shape[1])
     return pa.FixedSizeListArray.from_arrays(
         values, e.shape[1], mask=pa.array(missing, type=pa.bool_())
     )
@@ -285,6 +309,9 @@ def embedding_array(rows: np.ndarray) -> pa.Array:
 def embedding_column(col: pa.ChunkedArray | pa.Array, dim: int | None, where: str) -> np.ndarray:
     """An `embedding` column as (rows, dim) float32, NaN rows where null; `dim` None takes
     the first row's length. BaselineError for a non-list column or another length."""
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+    import pyarrow.compute as pc  # noqa: PLC0415
+
     t = col.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         raise BaselineError(
@@ -321,8 +348,25 @@ def embedding_rows(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.
     return finite
 
 
+def embedding_reference(
+    rows: np.ndarray, opts: EmbeddingOptions, where: str
+) -> EmbeddingReference:
+    """The reference statistics of (n, dim) rows; BaselineError if too few or no device."""
+    if rows.shape[0] < MIN_EMBEDDING_ROWS:
+        raise BaselineError(
+            f"baseline {where}: {rows.shape[0]} finite embeddings, the test needs at least "
+            f"{MIN_EMBEDDING_ROWS}"
+        )
+    try:
+        return reference_from_rows(rows, opts)
+    except EmbeddingDeviceError as exc:
+        raise BaselineError(f"baseline {where}: {exc}") from exc
+
+
 def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
     """A categorical column as `category_key` strings (None for missing)."""
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     values: list[Any] = col.to_pylist()
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return values
@@ -332,6 +376,9 @@ def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
 def _categorical_from_arrow(
     name: str, col: pa.ChunkedArray | pa.Array, max_categories: int
 ) -> CategoricalReference:
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+    import pyarrow.compute as pc  # noqa: PLC0415
+
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         # value_counts in Arrow avoids a Python loop over every row
         vc = pc.value_counts(col)
@@ -365,112 +412,170 @@ def load_baseline(
 ) -> Baseline:
     """Read a parquet baseline; stored statistics are used when they match the settings.
 
-    With `embedding`, the file must have an `embedding` column of that dimension; its
-    rows are reduced to the embedding test's statistics (the rows are not kept).
-
     Raises BaselineError naming the file (and the column) when the file is missing or
     unreadable, lacks a configured column, or holds non-numeric data in a numeric column.
     A missing `prediction` column only disables prediction drift. `data`, when given, is
     the file's content already read (captured baselines are read with bounds first).
+    With `embedding`, the file must have an `embedding` column of that dimension; its
+    rows are reduced to the embedding test's statistics (the rows are not kept).
     """
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
     where = str(path)
-    pf, schema, digest = _open_parquet(path, where, data)
-    _check_columns(schema, where, numeric_names, categorical_names, prediction_kind)
+    try:
+        for _ in range(_READ_ATTEMPTS):
+            with _BaselineFile(path, where, data) as f:
+                baseline = _load(
+                    f,
+                    model=model,
+                    numeric_names=numeric_names,
+                    categorical_names=categorical_names,
+                    prediction_kind=prediction_kind,
+                    psi_bins=psi_bins,
+                    max_categories=max_categories,
+                    embedding=embedding,
+                )
+                if f.unchanged():
+                    return baseline
+        raise BaselineError(
+            f"baseline file {where}: changed while being read, {_READ_ATTEMPTS} times; "
+            "write it to another name and rename it into place"
+        )
+    finally:
+        # The pool keeps freed memory for reuse; a baseline is read once, so give it back.
+        pa.default_memory_pool().release_unused()
+
+
+def _load(
+    f: _BaselineFile,
+    *,
+    model: str,
+    numeric_names: Sequence[str],
+    categorical_names: Sequence[str],
+    prediction_kind: str | None,
+    psi_bins: int,
+    max_categories: int,
+    embedding: EmbeddingOptions | None = None,
+) -> Baseline:
+    schema = f.schema
+    _check_columns(schema, f.where, numeric_names, categorical_names, prediction_kind)
     pred_kind = prediction_kind if PREDICTION_COLUMN in schema.names else None
     meta = _read_metadata(schema)
     stored = _StoredStats.of(meta, psi_bins, max_categories, pred_kind)
 
-    # categorical columns are only read when their statistics are not stored
-    first = [*numeric_names, *(n for n in categorical_names if stored.categorical(n) is None)]
-    if pred_kind == "numeric" or (pred_kind == "categorical" and stored.prediction is None):
-        first.append(PREDICTION_COLUMN)
-    columns = _Columns(pf, where, first)
-
     tally = _Tally()
     num_refs = [
-        tally.add(*_load_numeric(name, columns, stored.numeric(name), psi_bins))
-        for name in numeric_names
+        tally.add(*_load_numeric(name, f, stored.numeric(name), psi_bins)) for name in numeric_names
     ]
     cat_refs = [
-        tally.add(*_load_categorical(name, columns, stored.categorical(name), max_categories))
+        tally.add(*_load_categorical(name, f, stored.categorical(name), max_categories))
         for name in categorical_names
     ]
     pred: NumericReference | CategoricalReference | None = None
     if pred_kind == "numeric":
-        pred = tally.add(*_load_numeric(PREDICTION_COLUMN, columns, stored.prediction, psi_bins))
+        pred = tally.add(*_load_numeric(PREDICTION_COLUMN, f, stored.prediction, psi_bins))
     elif pred_kind == "categorical":
         pred = tally.add(
-            *_load_categorical(PREDICTION_COLUMN, columns, stored.prediction, max_categories)
+            *_load_categorical(PREDICTION_COLUMN, f, stored.prediction, max_categories)
         )
     emb = None
     if embedding is not None:
-        emb = load_embedding_reference(pf, schema, where, embedding)
+        if EMBEDDING_COLUMN not in schema.names:
+            raise BaselineError(
+                f"baseline file {f.where}: no column {EMBEDDING_COLUMN!r}, but the model has "
+                "embedding drift configured"
+            )
+        rows = embedding_rows(f.column(EMBEDDING_COLUMN), embedding.dim,
+                              f"baseline file {f.where}")
+        emb = embedding_reference(rows, embedding, f.where)
     return Baseline(
         model=model,
         numeric=tuple(num_refs),
         categorical=tuple(cat_refs),
         prediction=pred,
         embedding=emb,
-        rows=pf.metadata.num_rows,
-        sha256=digest,
+        rows=f.rows,
+        sha256=f.sha256,
         # a captured baseline reloaded after a restart is still a captured one
         source="capture" if meta is not None and meta.get("source") == "capture" else "file",
-        path=where,
+        path=f.where,
         stats_source=tally.source,
     )
 
 
-def load_embedding_reference(
-    pf: pq.ParquetFile, schema: pa.Schema, where: str, opts: EmbeddingOptions
-) -> EmbeddingReference:
-    """The embedding test's reference from the file's `embedding` column."""
-    if EMBEDDING_COLUMN not in schema.names:
-        raise BaselineError(
-            f"baseline file {where}: no column {EMBEDDING_COLUMN!r}, but the model has "
-            "embedding drift configured"
-        )
-    try:
-        col = pf.read(columns=[EMBEDDING_COLUMN], use_threads=True).column(EMBEDDING_COLUMN)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise BaselineError(f"baseline file {where}: cannot read embeddings ({exc})") from exc
-    rows = embedding_rows(col, opts.dim, f"baseline file {where}")
-    return embedding_reference(rows, opts, where)
+class _BaselineFile:
+    """An open parquet baseline: the sha256 of its bytes, its schema, and its columns read
+    one at a time.
 
+    The hash and the columns come from the same open file, so a file replaced by a rename
+    while it is read cannot mix two versions; `unchanged` tells whether it was rewritten in
+    place meanwhile.
+    """
 
-def embedding_reference(
-    rows: np.ndarray, opts: EmbeddingOptions, where: str
-) -> EmbeddingReference:
-    """The reference statistics of (n, dim) rows; BaselineError if too few or no device."""
-    if rows.shape[0] < MIN_EMBEDDING_ROWS:
-        raise BaselineError(
-            f"baseline {where}: {rows.shape[0]} finite embeddings, the test needs at least "
-            f"{MIN_EMBEDDING_ROWS}"
-        )
-    try:
-        return reference_from_rows(rows, opts)
-    except EmbeddingDeviceError as exc:
-        raise BaselineError(f"baseline {where}: {exc}") from exc
+    def __init__(self, path: str | os.PathLike[str], where: str, data: bytes | None) -> None:
+        import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+        import pyarrow.parquet as pq  # noqa: PLC0415
 
-
-def _open_parquet(
-    path: str | os.PathLike[str], where: str, data: bytes | None = None
-) -> tuple[pq.ParquetFile, pa.Schema, str]:
-    """The parquet file read whole into memory (or `data`, its bytes already read), its
-    schema, and the sha256 of its bytes."""
-    if data is None:
+        self.where = where
+        self._identity: tuple[int, int] | None = None
         try:
-            data = Path(path).read_bytes()
+            # `data`: the bytes are already in memory, and cannot change
+            self._file = pa.OSFile(os.fspath(path), "r") if data is None else pa.BufferReader(data)
         except FileNotFoundError as exc:
             raise BaselineError(f"baseline file {where}: not found") from exc
         except OSError as exc:
             raise BaselineError(f"baseline file {where}: cannot be read ({exc})") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        schema = pf.schema_arrow
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise BaselineError(f"baseline file {where}: not a readable parquet file ({exc})") from exc
-    return pf, schema, digest
+        try:
+            if data is None:
+                self._identity = _identity(self._file.fileno())
+                self.sha256 = self._hash()
+            else:
+                self.sha256 = hashlib.sha256(data).hexdigest()
+            self._file.seek(0)
+            self._pf = pq.ParquetFile(self._file)
+            self.schema: pa.Schema = self._pf.schema_arrow
+            self.rows = int(self._pf.metadata.num_rows)
+        except OSError as exc:
+            self._file.close()
+            raise BaselineError(f"baseline file {where}: cannot be read ({exc})") from exc
+        except (pa.ArrowException, ValueError) as exc:
+            self._file.close()
+            raise BaselineError(
+                f"baseline file {where}: not a readable parquet file ({exc})"
+            ) from exc
+
+    def _hash(self) -> str:
+        h = hashlib.sha256()
+        while chunk := self._file.read(_HASH_CHUNK):
+            h.update(chunk)
+        return h.hexdigest()
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column, read on its own (no other column is held meanwhile)."""
+        import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
+        try:
+            # no threads: one column of one file; arrow's pool would spawn a thread per core
+            return self._pf.read(columns=[name], use_threads=False).column(name)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise BaselineError(
+                f"baseline file {self.where}: cannot read column {name!r} ({exc})"
+            ) from exc
+
+    def unchanged(self) -> bool:
+        """Whether the open file still has the size and modification time it had at open."""
+        return self._identity is None or _identity(self._file.fileno()) == self._identity
+
+    def __enter__(self) -> _BaselineFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns
 
 
 def _check_columns(
@@ -549,34 +654,6 @@ class _StoredStats:
         return entry if isinstance(entry, dict) else None
 
 
-class _Columns:
-    """A baseline file's columns: the ones surely needed in one threaded read, the rest
-    (categorical columns whose stored statistics turn out unusable) on demand."""
-
-    def __init__(self, pf: pq.ParquetFile, where: str, first: Sequence[str]) -> None:
-        self._pf = pf
-        self._where = where
-        self._table = self._read(list(dict.fromkeys(first)), use_threads=True)
-
-    def _read(self, names: list[str], use_threads: bool) -> pa.Table:
-        try:
-            return self._pf.read(columns=names, use_threads=use_threads)
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise BaselineError(
-                f"baseline file {self._where}: cannot read columns ({exc})"
-            ) from exc
-
-    @property
-    def where(self) -> str:
-        return self._where
-
-    def get(self, name: str) -> pa.ChunkedArray:
-        if name not in self._table.column_names:
-            col = self._read([name], use_threads=True).column(name)
-            self._table = self._table.append_column(name, col)
-        return self._table.column(name)
-
-
 _Ref = TypeVar("_Ref", NumericReference, CategoricalReference)
 
 
@@ -601,9 +678,9 @@ class _Tally:
 
 
 def _load_numeric(
-    name: str, columns: _Columns, entry: Mapping[str, Any] | None, psi_bins: int
+    name: str, f: _BaselineFile, entry: Mapping[str, Any] | None, psi_bins: int
 ) -> tuple[NumericReference, bool]:
-    finite, missing_rate = sorted_finite(column_float(columns.get(name), name, columns.where))
+    finite, missing_rate = sorted_finite(column_float(f.column(name), name, f.where))
     if entry is not None:
         ref = _stored_numeric(entry, name, readonly(finite), missing_rate)
         if ref is not None:
@@ -612,9 +689,9 @@ def _load_numeric(
 
 
 def _load_categorical(
-    name: str, columns: _Columns, entry: Mapping[str, Any] | None, max_categories: int
+    name: str, f: _BaselineFile, entry: Mapping[str, Any] | None, max_categories: int
 ) -> tuple[CategoricalReference, bool]:
     ref = _stored_categorical(entry, name) if entry is not None else None
     if ref is not None:
-        return ref, True
-    return _categorical_from_arrow(name, columns.get(name), max_categories), False
+        return ref, True  # stored: the column is never read
+    return _categorical_from_arrow(name, f.column(name), max_categories), False

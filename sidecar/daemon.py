@@ -29,6 +29,7 @@ from sidecar.errors import BaselineError, ConfigError, SidecarError, StateDirErr
 from sidecar.fsutil import FileLock, LockHeld, make_dirs
 from sidecar.gpu import GpuMonitor
 from sidecar.ingest import IngestServer
+from sidecar.memory import arrow_uses_malloc, then_give_back
 from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
 from sidecar.server import make_app
@@ -60,6 +61,7 @@ CAPTURED_MODE = 0o600
 
 class Daemon:
     def __init__(self, config: Config, *, gpu: GpuMonitor | None = None) -> None:
+        arrow_uses_malloc()
         self.config = config
         self.health = Health()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -125,7 +127,7 @@ class Daemon:
         # or writes any state.
         self.ingest.claim()
         await asyncio.to_thread(self._open_state)
-        baselines = await asyncio.to_thread(load_baselines, self.config)
+        baselines = await asyncio.to_thread(then_give_back(load_baselines), self.config)
         for name, baseline in baselines.items():
             self.pipeline.trackers[name].install_baseline(baseline)
         await self._restore_auto_models()
@@ -341,7 +343,9 @@ class Daemon:
         )
         t0 = time.perf_counter()
         try:
-            result = await asyncio.to_thread(check_model, tracker.baseline, window, params, now)
+            result = await asyncio.to_thread(
+                then_give_back(check_model), tracker.baseline, window, params, now
+            )
         except Exception as exc:
             self.health.check_errors[tracker.name] += 1
             log.error("drift_check_failed", model=tracker.name, error=repr(exc), exc_info=exc)
@@ -516,7 +520,7 @@ class Daemon:
             return False
         try:
             new = await asyncio.to_thread(load_config, self.config.source)
-            baselines = await asyncio.to_thread(load_baselines, new)
+            baselines = await asyncio.to_thread(then_give_back(load_baselines), new)
             _check_immutable(self.config, new)
         except SidecarError as exc:
             self.health.reloads["failure"] += 1

@@ -10,9 +10,8 @@ import math
 import platform
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
 
 from sidecar import __version__
+from sidecar.drift import ModelDriftResult
 from sidecar.events import REASONS
+from sidecar.exposition import Block, CachedFamily, Lines
 from sidecar.stats.reference import Baseline
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
 
@@ -82,52 +83,180 @@ def _buckets(
     return out
 
 
-def _num(x: float | None) -> float:
-    return math.nan if x is None else float(x)
-
-
 Labels = dict[str, str]
 
 
+_DRIFT_FAMILIES = (
+    "ml_feature_drift_psi", "ml_feature_drift_ks_statistic", "ml_feature_drift_ks_pvalue",
+    "ml_feature_drift_chi2_statistic", "ml_feature_drift_chi2_pvalue",
+    "ml_feature_drift_missing_rate", "ml_feature_baseline_missing_rate",
+    "ml_feature_drift_detected",
+)
+
+
+def _per_feature(model: str, features: Sequence[str]) -> Callable[[str], Lines]:
+    """Lines of one sample per feature, by sample name."""
+
+    def lines(name: str) -> Lines:
+        def keys() -> Iterator[tuple[str, Labels]]:
+            for f in features:
+                yield name, {"model_name": model, "feature_name": f}
+
+        return Lines(keys, [name])
+
+    return lines
+
+
+def _histogram_keys(
+    model: str, features: Sequence[str], bounds: Sequence[list[float]]
+) -> Callable[[], Iterator[tuple[str, Labels]]]:
+    def keys() -> Iterator[tuple[str, Labels]]:
+        for f, edges in zip(features, bounds, strict=True):
+            base = {"model_name": model, "feature_name": f}
+            for le in edges:
+                yield "ml_feature_value_bucket", {**base, "le": _le(le)}
+            yield "ml_feature_value_count", base
+            yield "ml_feature_value_sum", base
+
+    return keys
+
+
+def _bin_keys(
+    name: str, model: str, features: Sequence[str], bins: Sequence[int]
+) -> Callable[[], Iterator[tuple[str, Labels]]]:
+    def keys() -> Iterator[tuple[str, Labels]]:
+        for f, k in zip(features, bins, strict=True):
+            for i in range(k):
+                yield name, {"model_name": model, "feature_name": f, "bin": str(i)}
+
+    return keys
+
+
 class _TrackerLabels:
-    """One tracker's label sets, built once rather than at every scrape: at 1,000 features
-    a scrape holds about 50,000 samples, and building each one's label dict from a list
-    (what `add_metric` does) was most of the time a collect held the event loop. The bin
-    labels and the constant per-bin samples (reference shares, upper edges) follow the
-    baseline and are rebuilt when it changes."""
+    """One tracker's sample lines, their text built once rather than at every scrape: at
+    1,000 features a scrape holds about 50,000 samples (see sidecar.exposition). The bin
+    lines and the constant per-bin blocks (reference shares, upper edges) follow the
+    baseline, the drift gauges each drift result; they are rebuilt when those change."""
 
     def __init__(self, t: ModelTracker) -> None:
         m = t.name
         self.feature = {name: {"model_name": m, "feature_name": name} for name in t.feature_names}
-        self.hist = [
-            ([{**self.feature[name], "le": _le(le)} for le in [*bounds.tolist(), math.inf]],
-             self.feature[name])
-            for name, bounds in zip(t.numeric_names, t.feature_buckets, strict=True)
-        ]
+        self.feature_index = {name: i for i, name in enumerate(t.feature_names)}
+        numeric = list(t.numeric_names)
+        bounds = [[*b.tolist(), math.inf] for b in t.feature_buckets]
+        self.hist = Lines(
+            _histogram_keys(m, numeric, bounds),
+            ["ml_feature_value_bucket", "ml_feature_value_count", "ml_feature_value_sum"],
+        )
+        # where each feature's cumulative buckets, count and sum go among the lines
+        sizes = np.array([len(b) for b in bounds], dtype=np.int64)
+        self.hist_len = int(sizes.sum() + 2 * len(sizes))
+        starts = np.concatenate([[0], np.cumsum(sizes + 2)[:-1]]).astype(np.int64)
+        self.count_pos = starts + sizes
+        self.sum_pos = starts + sizes + 1
+        is_bucket = np.ones(self.hist_len, dtype=bool)
+        is_bucket[self.count_pos] = is_bucket[self.sum_pos] = False
+        self.bucket_pos = np.flatnonzero(is_bucket)
+        self.bucket_ends = np.cumsum(sizes) - 1  # last bucket of each feature, in the flat counts
+        self.seg_starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        per_feature = _per_feature(m, list(t.feature_names))
+        self.missing = per_feature("ml_feature_missing_total")
+        self.drift_lines = {name: per_feature(name) for name in _DRIFT_FAMILIES}
         self.bins_for: Baseline | None = None
-        self.bin_labels: list[Labels] = []
-        self.ref_samples: list[Sample] = []
-        self.upper_samples: list[Sample] = []
+        self.bin_lines: Lines | None = None
+        self.ref_block: Block | None = None
+        self.upper_block: Block | None = None
+        self.drift_for: ModelDriftResult | None = None
+        self.drift_blocks: dict[str, Block] = {}
+
+    def histogram(self, t: ModelTracker, no_sum: np.ndarray | None = None) -> Block:
+        """This scrape's histogram lines: every feature's cumulative buckets, count, sum;
+        without the count and sum of the features where `no_sum` is set."""
+        values = np.empty(self.hist_len)
+        if self.hist_len:
+            flat = np.concatenate(t.feature_counts)
+            cum = np.cumsum(flat)
+            # cumulative within each feature: subtract what the features before it hold
+            within = cum - np.concatenate([[0], cum])[self.seg_starts]
+            values[self.bucket_pos] = within
+            values[self.count_pos] = within[self.bucket_ends]
+            values[self.sum_pos] = t.feature_sums
+        keep = None
+        if no_sum is not None and no_sum.any():
+            keep = np.ones(self.hist_len, dtype=bool)
+            keep[self.count_pos[no_sum]] = keep[self.sum_pos[no_sum]] = False
+        return Block(self.hist, values, keep)
 
     def for_baseline(self, t: ModelTracker) -> None:
         b = t.baseline
         if b is None or b is self.bins_for:
             return
-        labels: list[Labels] = []
-        shares: list[float] = []
-        uppers: list[float] = []
-        for ref in b.numeric:
-            labels += [{**self.feature[ref.name], "bin": str(i)} for i in range(len(ref.shares))]
-            shares += np.asarray(ref.shares, dtype=np.float64).tolist()
-            uppers += [*ref.edges.tolist(), math.inf]
-        self.bin_labels = labels
-        self.ref_samples = _samples("ml_feature_bin_reference_ratio", labels, shares)
-        self.upper_samples = _samples("ml_feature_bin_upper_bound", labels, uppers)
+        model = t.name
+        names = [ref.name for ref in b.numeric]
+        bins = [len(ref.shares) for ref in b.numeric]
+        shares = [np.asarray(ref.shares, dtype=np.float64) for ref in b.numeric]
+        last = np.array([math.inf])
+        uppers = [e for ref in b.numeric for e in (ref.edges, last)]  # ref.upper_bounds
+        self.bin_lines = Lines(
+            _bin_keys("ml_feature_bin_events_total", model, names, bins),
+            ["ml_feature_bin_events_total"],
+        )
+        ref_lines = Lines(
+            _bin_keys("ml_feature_bin_reference_ratio", model, names, bins),
+            ["ml_feature_bin_reference_ratio"],
+        )
+        upper_lines = Lines(
+            _bin_keys("ml_feature_bin_upper_bound", model, names, bins),
+            ["ml_feature_bin_upper_bound"],
+        )
+        self.ref_block = Block(ref_lines, np.concatenate(shares) if shares else np.empty(0))
+        self.upper_block = Block(upper_lines, np.concatenate(uppers) if uppers else np.empty(0))
         self.bins_for = b
 
+    def drift(self, r: ModelDriftResult) -> dict[str, Block]:
+        """The drift gauges of result `r`, one block per family (kept until the next)."""
+        if r is self.drift_for:
+            return self.drift_blocks
+        index = self.feature_index
+        feats = [f for f in r.features if f.name in index]
+        rows = np.array([index[f.name] for f in feats], dtype=np.int64)
+        sufficient = np.array([f.sufficient for f in feats], dtype=bool)
+        everyone = np.ones(len(feats), dtype=bool)
 
-def _samples(name: str, labels: list[Labels], values: Iterable[float]) -> list[Sample]:
-    return list(map(Sample, repeat(name), labels, values))
+        def column(values: list[Any]) -> np.ndarray:
+            return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
+        has_psi = sufficient & np.array([f.psi is not None for f in feats], dtype=bool)
+        has_ks = sufficient & np.array([f.ks_statistic is not None for f in feats], dtype=bool)
+        has_chi = sufficient & np.array([f.chi2_statistic is not None for f in feats], dtype=bool)
+        columns: dict[str, tuple[list[Any], np.ndarray]] = {
+            "ml_feature_drift_missing_rate": ([f.missing_rate for f in feats], everyone),
+            "ml_feature_baseline_missing_rate": (
+                [f.baseline_missing_rate for f in feats], everyone
+            ),
+            "ml_feature_drift_detected": (
+                [1.0 if f.drifted else 0.0 for f in feats], sufficient
+            ),
+            "ml_feature_drift_psi": ([f.psi for f in feats], has_psi),
+            "ml_feature_drift_ks_statistic": ([f.ks_statistic for f in feats], has_ks),
+            "ml_feature_drift_ks_pvalue": ([f.ks_pvalue for f in feats], has_ks),
+            "ml_feature_drift_chi2_statistic": ([f.chi2_statistic for f in feats], has_chi),
+            "ml_feature_drift_chi2_pvalue": ([f.chi2_pvalue for f in feats], has_chi),
+        }
+        n = len(index)
+        blocks: dict[str, Block] = {}
+        for name in _DRIFT_FAMILIES:
+            got, present = columns[name]
+            if not present.any():
+                continue
+            values = np.full(n, np.nan)
+            keep = np.zeros(n, dtype=bool)
+            values[rows] = column(got)
+            keep[rows] = present
+            blocks[name] = Block(self.drift_lines[name], values, keep)
+        self.drift_blocks = blocks
+        self.drift_for = r
+        return self.drift_blocks
 
 
 class SidecarCollector(Collector):
@@ -173,12 +302,10 @@ class SidecarCollector(Collector):
         val = SummaryMetricFamily(
             "ml_prediction_value", "Distribution of prediction values", labels=["model_name"]
         )
-        fval = HistogramMetricFamily(
-            "ml_feature_value", "Feature value distribution", labels=["model_name", "feature_name"]
-        )
-        miss = CounterMetricFamily(
+        fval = CachedFamily("ml_feature_value", "Feature value distribution", "histogram")
+        miss = CachedFamily(
             "ml_feature_missing", "Count of missing feature values (null, absent, NaN, inf)",
-            labels=["model_name", "feature_name"],
+            "counter",
         )
         for t in trackers:
             # The configured version's success and error series exist from the start.
@@ -202,19 +329,9 @@ class SidecarCollector(Collector):
             if t.pred_count or t.pred_kind == "numeric":
                 val.add_metric([t.name], t.pred_count, t.pred_sum)
             tl = self._labels_of(t)
-            sums = t.feature_sums.tolist()
-            for (bucket_labels, base), counts, total in zip(
-                tl.hist, t.feature_counts, sums, strict=True
-            ):
-                cum = np.cumsum(counts).tolist()
-                fval.samples += _samples("ml_feature_value_bucket", bucket_labels, cum)
-                fval.samples.append(Sample("ml_feature_value_count", base, cum[-1]))
-                fval.samples.append(Sample("ml_feature_value_sum", base, total))
-            miss.samples += _samples(
-                "ml_feature_missing_total",
-                [tl.feature[name] for name in t.feature_names],
-                t.missing.tolist(),
-            )
+            # a feature whose count and sum OpenMetrics cannot take goes as `no_sum` here
+            fval.add(tl.histogram(t))
+            miss.add(Block(tl.missing, t.missing))
         yield from (req, lat, conf, val, fval, miss)
 
     # ------------------------------------------------------------ drift results
@@ -224,15 +341,18 @@ class SidecarCollector(Collector):
                 name, doc + " (cached: refreshed by each drift check)", labels=labels
             )
 
-        mf = ["model_name", "feature_name"]
-        psi = g("ml_feature_drift_psi", "Population stability index vs the baseline", mf)
-        ks = g("ml_feature_drift_ks_statistic", "Two-sample KS statistic vs the baseline", mf)
-        ksp = g("ml_feature_drift_ks_pvalue", "KS p-value (asymptotic), uncorrected", mf)
-        chi = g("ml_feature_drift_chi2_statistic", "Chi-square statistic vs the baseline", mf)
-        chip = g("ml_feature_drift_chi2_pvalue", "Chi-square p-value, uncorrected", mf)
-        wmiss = g("ml_feature_drift_missing_rate", "Missing share in the window", mf)
-        bmiss = g("ml_feature_baseline_missing_rate", "Missing share in the baseline", mf)
-        det = g("ml_feature_drift_detected", "1 if drift is detected after the correction", mf)
+        def gf(name: str, doc: str) -> CachedFamily:
+            return CachedFamily(name, doc + " (cached: refreshed by each drift check)", "gauge")
+
+        psi = gf("ml_feature_drift_psi", "Population stability index vs the baseline")
+        ks = gf("ml_feature_drift_ks_statistic", "Two-sample KS statistic vs the baseline")
+        ksp = gf("ml_feature_drift_ks_pvalue", "KS p-value (asymptotic), uncorrected")
+        chi = gf("ml_feature_drift_chi2_statistic", "Chi-square statistic vs the baseline")
+        chip = gf("ml_feature_drift_chi2_pvalue", "Chi-square p-value, uncorrected")
+        wmiss = gf("ml_feature_drift_missing_rate", "Missing share in the window")
+        bmiss = gf("ml_feature_baseline_missing_rate", "Missing share in the baseline")
+        det = gf("ml_feature_drift_detected", "1 if drift is detected after the correction")
+        per_feature = (psi, ks, ksp, chi, chip, wmiss, bmiss, det)
         m = ["model_name"]
         pks = g("ml_prediction_drift_ks_statistic", "KS statistic of predictions", m)
         pksp = g("ml_prediction_drift_ks_pvalue", "KS p-value of predictions", m)
@@ -262,22 +382,11 @@ class SidecarCollector(Collector):
             last.add_metric([t.name], r.checked_at)
             if not r.sufficient:
                 continue
-            feature_labels = self._labels_of(t).feature
-            for f in r.features:
-                lab = feature_labels[f.name]
-                wmiss.samples.append(Sample(wmiss.name, lab, f.missing_rate))
-                bmiss.samples.append(Sample(bmiss.name, lab, f.baseline_missing_rate))
-                if not f.sufficient:
-                    continue
-                det.samples.append(Sample(det.name, lab, 1.0 if f.drifted else 0.0))
-                if f.psi is not None:
-                    psi.samples.append(Sample(psi.name, lab, f.psi))
-                if f.ks_statistic is not None:
-                    ks.samples.append(Sample(ks.name, lab, f.ks_statistic))
-                    ksp.samples.append(Sample(ksp.name, lab, _num(f.ks_pvalue)))
-                if f.chi2_statistic is not None:
-                    chi.samples.append(Sample(chi.name, lab, f.chi2_statistic))
-                    chip.samples.append(Sample(chip.name, lab, _num(f.chi2_pvalue)))
+            blocks = self._labels_of(t).drift(r)
+            for family in per_feature:
+                block = blocks.get(family.name)
+                if block is not None:
+                    family.add(block)
             p = r.prediction
             if p is not None and p.sufficient:
                 pdet.add_metric([t.name], 1.0 if p.drifted else 0.0)
@@ -292,16 +401,15 @@ class SidecarCollector(Collector):
 
     # ------------------------------------------------------------ fleet bins
     def _bins(self, trackers: list[ModelTracker]) -> Iterator[Metric]:
-        mfb = ["model_name", "feature_name", "bin"]
-        fcount = CounterMetricFamily(
+        fcount = CachedFamily(
             "ml_feature_bin_events",
-            "Live values per baseline bin, for fleet-wide PSI in PromQL", labels=mfb,
+            "Live values per baseline bin, for fleet-wide PSI in PromQL", "counter",
         )
-        fref = GaugeMetricFamily(
-            "ml_feature_bin_reference_ratio", "Baseline share of each bin", labels=mfb
+        fref = CachedFamily(
+            "ml_feature_bin_reference_ratio", "Baseline share of each bin", "gauge"
         )
-        fupper = GaugeMetricFamily(
-            "ml_feature_bin_upper_bound", "Upper edge of each numeric bin", labels=mfb
+        fupper = CachedFamily(
+            "ml_feature_bin_upper_bound", "Upper edge of each numeric bin", "gauge"
         )
         pcount = CounterMetricFamily(
             "ml_prediction_bin_events", "Live predictions per baseline bin",
@@ -318,15 +426,19 @@ class SidecarCollector(Collector):
             if b.numeric:
                 tl = self._labels_of(t)
                 tl.for_baseline(t)
-                counts = np.concatenate(t.num_bins).tolist()
-                fcount.samples += _samples("ml_feature_bin_events_total", tl.bin_labels, counts)
-                fref.samples += tl.ref_samples
-                fupper.samples += tl.upper_samples
+                assert tl.bin_lines and tl.ref_block and tl.upper_block
+                fcount.add(Block(tl.bin_lines, np.concatenate(t.num_bins)))
+                fref.add(tl.ref_block)
+                fupper.add(tl.upper_block)
+            counted, shared = [], []
             for j, (name, counts) in enumerate(t.category_bin_counts()):
                 shares = b.categorical[j].shares
                 for (label, c), share in zip(counts, shares, strict=True):
-                    fcount.add_metric([t.name, name, label], c)
-                    fref.add_metric([t.name, name, label], float(share))
+                    lab = {"model_name": t.name, "feature_name": name, "bin": label}
+                    counted.append(Sample("ml_feature_bin_events_total", lab, float(c)))
+                    shared.append(Sample("ml_feature_bin_reference_ratio", lab, float(share)))
+            fcount.add_samples(counted)
+            fref.add_samples(shared)
             if t.pred_bins is not None and b.prediction is not None:
                 for (label, c), share in zip(
                     t.prediction_bin_counts(), b.prediction.shares, strict=True

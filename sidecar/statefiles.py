@@ -26,8 +26,6 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import structlog
 
 from sidecar.config import BaselineSpec, FeatureSpec, ModelSpec, PredictionSpec
@@ -315,6 +313,10 @@ def load_captured_baseline(
 
 
 def _check_parquet_bounds(data: bytes, where: Path, max_rows: int, max_bytes: int) -> None:
+    # pyarrow only where a parquet file is read (see sidecar.baseline)
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
     try:
         meta = pq.ParquetFile(pa.BufferReader(data)).metadata
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -337,6 +339,9 @@ def _check_parquet_bounds(data: bytes, where: Path, max_rows: int, max_bytes: in
 
 
 def _parquet_model(data: bytes) -> str | None:
+    import pyarrow as pa  # noqa: PLC0415 - see _check_parquet_bounds
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
     from sidecar.baseline import METADATA_KEY  # noqa: PLC0415 - baseline imports are heavy
 
     schema = pq.ParquetFile(pa.BufferReader(data)).schema_arrow

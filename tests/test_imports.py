@@ -23,7 +23,7 @@ def test_import_contracts_hold() -> None:
 
 STATS = ", ".join(
     f"sidecar.stats.{m}"
-    for m in ("bins", "chi2", "correction", "ks", "numbers", "psi", "reference")
+    for m in ("bins", "chi2", "correction", "kolmogorov", "ks", "numbers", "psi", "reference")
 )
 
 
@@ -37,6 +37,10 @@ STATS = ", ".join(
         (STATS, "scipy"),
         ("sidecar.drift", "scipy"),
         ("sidecar.client", "numpy"),
+        # pyarrow only where a parquet file is read or written (see sidecar.baseline)
+        ("sidecar.daemon", "pyarrow"),
+        ("sidecar.baseline", "pyarrow"),
+        ("sidecar.daemon", "scipy.stats"),
     ],
 )
 def test_import_does_not_load(module: str, heavy: str) -> None:

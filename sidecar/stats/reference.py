@@ -190,7 +190,8 @@ def sorted_finite(values: np.ndarray) -> tuple[np.ndarray, float]:
     """The finite values ascending as float64, and the missing rate (NaN and ±inf)."""
     v = np.asarray(values, dtype=np.float64)
     total = v.shape[0]
-    finite = np.sort(v[np.isfinite(v)])
+    finite = v[np.isfinite(v)]  # a copy: sorted in place, it is the only one kept
+    finite.sort()
     return finite, rate(total - finite.shape[0], total)
 
 
