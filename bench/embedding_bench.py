@@ -60,7 +60,7 @@ def backends(which: str) -> list[FeatureBackend]:
         if name in ("cpu", "cuda") and not torch_installed():
             continue
         if name == "cuda":
-            import torch  # noqa: PLC0415
+            import torch
 
             if not torch.cuda.is_available():
                 continue
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": None,
     }
     if torch_installed():
-        import torch  # noqa: PLC0415
+        import torch
 
         doc["torch"] = torch.__version__
         doc["cuda"] = torch.cuda.is_available()
