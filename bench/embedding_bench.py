@@ -80,10 +80,14 @@ def speed(args: argparse.Namespace, rng: np.random.Generator) -> list[dict[str, 
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            cross_mmd_test(ref, window)
+            cross_mmd_test(ref, window)  # ends with .cpu() copies: the GPU has finished
             times.append((time.perf_counter() - t0) * 1000)
         row = {"device": backend.device, "reference_prep_s": prep,
                "check_ms": _summary(times), "reference_stats_bytes": ref.nbytes}
+        if backend.device.startswith("cuda"):
+            import torch
+
+            row["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
         out.append(row)
         print(f"speed  {backend.device:7s} prep {prep:6.2f} s   check median "
               f"{row['check_ms']['median']:8.1f} ms (min {row['check_ms']['min']:.1f}, "
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="all", choices=["all", "numpy", "cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the timing (bench/gpu_check.py runs this with --device cuda)")
     args = ap.parse_args(argv)
     q = args.quick
     args.dim = 64 if q else 768
@@ -218,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         doc["torch"] = torch.__version__
         doc["cuda"] = torch.cuda.is_available()
     doc["speed"] = speed(args, rng)
+    if args.speed_only:
+        if args.json:
+            args.json.write_text(json.dumps(doc, indent=2))
+        return 0 if doc["speed"] else 2
     doc["calibration"] = calibration(args, rng)
     doc["power"] = power(args, rng)
     doc["side_by_side"] = side_by_side(args, rng)
