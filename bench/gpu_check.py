@@ -117,6 +117,9 @@ def embedding_check(python: Path, goal_ms: float) -> bool:
         out = Path(tmp) / "embedding.json"
         proc = _run([str(python), str(ROOT / "bench" / "embedding_bench.py"), "--device", "cuda",
                      "--speed-only", "--json", str(out)], cwd=str(ROOT))
+        if proc.returncode == 2:
+            print("FAIL  embedding check: torch sees no CUDA GPU")
+            return False
         if proc.returncode != 0 or not out.exists():
             print(f"FAIL  embedding check on cuda did not run: {proc.stderr.strip()[-300:]}")
             return False
