@@ -69,8 +69,10 @@ def encoded_events(n_features: int) -> list[bytes]:
 
 
 def floor_kib(tmp: Path) -> dict[str, int]:
-    """/proc/PID/status of a ready daemon with no model: interpreter, libraries, servers."""
-    d = start_daemon(tmp, {"models": [], "log": {"level": "warning"}}, wait_ready=True)
+    """/proc/PID/status of a ready daemon with no model: interpreter, libraries, servers.
+    (A config with no model must turn auto-registration on, or it would refuse every event.)"""
+    d = start_daemon(tmp, {"models": [], "auto_register": {"enabled": True},
+                           "log": {"level": "warning"}}, wait_ready=True)
     try:
         d.get("/metrics")
         return proc_memory_kib(d.proc.pid)

@@ -78,6 +78,9 @@ def _categorical_meta(r: CategoricalReference) -> dict[str, Any]:
     return {
         "categories": list(r.categories),
         "shares": r.shares.tolist(),
+        "counts": r.counts.tolist(),
+        "tail": list(r.tail),
+        "tail_counts": r.tail_counts.tolist(),
         "missing_rate": finite_or_none(r.missing_rate),
     }
 
@@ -133,18 +136,39 @@ def _stored_numeric(
 
 
 def _stored_categorical(meta: Mapping[str, Any], name: str) -> CategoricalReference | None:
+    """The stored statistics of a categorical column, if present and consistent.
+
+    Files written before the counts were stored have shares only; their statistics are
+    computed from the column again (None here), since the two-sample tests need counts
+    (and the tail, when OTHER holds any value).
+    """
     try:
         categories = tuple(str(c) for c in meta["categories"])
         shares = np.asarray(meta["shares"], dtype=np.float64)
+        counts = np.asarray(meta["counts"], dtype=np.int64)
+        tail = tuple(str(c) for c in meta.get("tail", ()))
+        tail_counts = np.asarray(meta.get("tail_counts", ()), dtype=np.int64)
         rate = meta["missing_rate"]
         # null: a rate over no rows (see sidecar.stats.numbers.rate)
         missing_rate = math.nan if rate is None else float(rate)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
-    if shares.shape != (len(categories) + 1,) or abs(float(shares.sum()) - 1.0) > 1e-9:
+    k = len(categories) + 1
+    if shares.shape != (k,) or abs(float(shares.sum()) - 1.0) > 1e-9:
+        return None
+    if counts.shape != (k,) or (counts < 0).any():
+        return None
+    present = int(counts.sum())
+    if present and not np.allclose(counts / present, shares, rtol=0, atol=1e-12):
+        return None
+    if counts[-1] > 0 and "tail" not in meta:
+        return None
+    if (tail_counts.shape != (len(tail),) or (tail_counts < 0).any()
+            or int(tail_counts.sum()) > int(counts[-1])):
         return None
     return CategoricalReference(
-        name=name, categories=categories, shares=readonly(shares), missing_rate=missing_rate
+        name=name, categories=categories, shares=readonly(shares), missing_rate=missing_rate,
+        counts=readonly(counts), tail=tail, tail_counts=readonly(tail_counts),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ FeatureType = Literal["numeric", "categorical"]
 Correction = Literal["bonferroni", "bh", "none"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
+RESERVED_FEATURE_NAMES = frozenset({"", "prediction", "confidence"})
+"""Names a feature may not have: a baseline's own columns, and no name at all."""
 
 
 class SocketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -51,6 +54,30 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """Accept `POST /v1/events`; switch off when only the socket should be trusted."""
     max_body_bytes: int = 8 * 1_048_576
     """Larger `POST /v1/events` bodies get 413 and are counted as `body_too_large`."""
+    max_connections: int = 256
+    """Open HTTP connections. Past it the oldest is closed (at once when idle, after its
+    response when busy) to admit the new one, so idle clients cannot lock out probes and
+    scrapes; with twice as many open, all busy, a new one is refused. Well under the usual
+    1,024 file descriptors."""
+    idle_timeout_s: float = 75.0
+    """An HTTP connection with no request for this long is closed (keep-alive timeout); a
+    new connection that sends nothing is closed after it too."""
+    body_timeout_s: float = 30.0
+    """A `POST /v1/events` body not received in full within this long gets 408."""
+    max_inflight_body_bytes: int = 32 * 1_048_576
+    """Bytes of `POST /v1/events` bodies being received at once, all requests together;
+    past it a request gets 503 (and Retry-After) instead of holding more memory."""
+
+
+class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Bounds on what events can turn into label values."""
+
+    max_label_bytes: int = 128
+    """Longest label value taken from an event, in UTF-8 bytes. A longer model name is
+    rejected (`label_too_long`); a longer version, class or category value is counted
+    under `__other__`; a longer feature name is never auto-registered (it stays an unknown
+    feature). Configured names must fit too. Without it, one 400 KB model name makes every
+    scrape hundreds of megabytes."""
 
 
 class DriftSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -67,8 +94,17 @@ class DriftSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     psi_bins: int = 10
     """Quantile bins taken from the baseline for PSI and the fleet-wide bin counters."""
     psi_threshold: float = 0.2
+    """PSI above this marks a drifted feature's change as large (`detected_by: psi`); PSI is
+    an effect size and never alarms on its own (docs/statistics.md)."""
     p_value: float = 0.05
+    """Per-check significance shown in `/v1/drift` (`significant`); not the alarm's level."""
     correction: Correction = "bonferroni"
+    """How a check's tests share its part of the false-alarm rate: bonferroni | bh | none."""
+    false_alarm_rate: float = 0.05
+    """The verdicts (`ml_feature_drift_detected`, `ml_prediction_drift_detected`) raise a
+    false alarm for a model in at most this share of periods, over every check made."""
+    false_alarm_period_s: float = 86_400.0
+    """The period `false_alarm_rate` is about: a day by default."""
     max_categories: int = 50
     """Categories kept per categorical feature (most frequent in the baseline); the rest pool
     into `__other__`. Bounds label cardinality of the per-bin counters."""
@@ -85,6 +121,8 @@ class DriftOverride(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     psi_threshold: float | None = None
     p_value: float | None = None
     correction: Correction | None = None
+    false_alarm_rate: float | None = None
+    false_alarm_period_s: float | None = None
     max_categories: int | None = None
 
 
@@ -180,6 +218,7 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     socket: SocketSettings = msgspec.field(default_factory=SocketSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
     state_dir: str | None = None
     """Windows and captured baselines survive restarts here; None means `./.state`."""
     drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
@@ -336,8 +375,22 @@ def _semantic_problems(cfg: Config) -> list[str]:
                 "max_connections", "queue_max_bytes"):
         if getattr(cfg.socket, key) < 1:
             p.append(f"socket.{key}: must be at least 1")
-    if cfg.http.max_body_bytes < 1:
-        p.append("http.max_body_bytes: must be at least 1")
+    for key in ("max_body_bytes", "max_connections", "max_inflight_body_bytes"):
+        if getattr(cfg.http, key) < 1:
+            p.append(f"http.{key}: must be at least 1")
+    for key in ("idle_timeout_s", "body_timeout_s"):
+        if not getattr(cfg.http, key) > 0:
+            p.append(f"http.{key}: must be > 0")
+    if cfg.http.max_inflight_body_bytes < cfg.http.max_body_bytes:
+        p.append(f"http.max_inflight_body_bytes: {cfg.http.max_inflight_body_bytes} is less "
+                 f"than http.max_body_bytes {cfg.http.max_body_bytes}: a body of the largest "
+                 "allowed size could never be received")
+    label_limit = cfg.limits.max_label_bytes
+    if label_limit < len(b"__other__"):
+        p.append(f"limits.max_label_bytes: must be at least {len(b'__other__')}")
+    if not cfg.models and not cfg.auto_register.enabled:
+        p.append("models: no model is configured and auto_register.enabled is false, so "
+                 "every event would be refused; list a model or turn auto-registration on")
     p.extend(_drift_problems(cfg.drift, "drift"))
     if cfg.gpu.interval_s <= 0:
         p.append("gpu.interval_s: must be > 0")
@@ -361,6 +414,8 @@ def _semantic_problems(cfg: Config) -> list[str]:
         at = f"models[{i}]"
         if not _NAME_RE.match(m.name):
             p.append(f"{at}.name: {m.name!r} is not a valid model name")
+        p.extend(_label_problems(m.name, f"{at}.name", label_limit))
+        p.extend(_label_problems(m.version, f"{at}.version", label_limit))
         if m.name in seen:
             p.append(f"{at}.name: duplicate model {m.name!r}")
         seen.add(m.name)
@@ -374,8 +429,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
         for j, f in enumerate(m.features):
             if f.name in seen_features:
                 p.append(f"{at}.features[{j}].name: duplicate feature {f.name!r}")
-            if f.name in ("", "prediction", "confidence"):
+            if f.name in RESERVED_FEATURE_NAMES:
                 p.append(f"{at}.features[{j}].name: {f.name!r} is reserved")
+            p.extend(_label_problems(f.name, f"{at}.features[{j}].name", label_limit))
             seen_features.add(f.name)
             if f.buckets is not None and (
                 not f.buckets or any(b >= c for b, c in zip(f.buckets, f.buckets[1:], strict=False))
@@ -406,6 +462,27 @@ def _embedding_problems(e: EmbeddingSpec, at: str) -> list[str]:
     return p
 
 
+def label_fits(value: str, limit: int) -> bool:
+    """Whether `value` is valid UTF-8 of at most `limit` bytes (limits.max_label_bytes)."""
+    if len(value) * 4 <= limit and value.isascii():
+        return True  # the common case, without encoding
+    try:
+        return len(value.encode()) <= limit
+    except UnicodeEncodeError:
+        return False
+
+
+def _label_problems(value: str, at: str, limit: int) -> list[str]:
+    """A configured name becomes a label value: valid UTF-8, within limits.max_label_bytes."""
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        return [f"{at}: {value[:40]!r} is not valid UTF-8 (a lone surrogate)"]
+    if size > limit:
+        return [f"{at}: {size} bytes, longer than limits.max_label_bytes ({limit})"]
+    return []
+
+
 def _drift_problems(d: DriftSettings, at: str) -> list[str]:
     p = []
     if d.interval_s <= 0:
@@ -424,6 +501,10 @@ def _drift_problems(d: DriftSettings, at: str) -> list[str]:
         p.append(f"{at}.psi_threshold: must be > 0")
     if not 0 < d.p_value < 1:
         p.append(f"{at}.p_value: must be in (0, 1)")
+    if not 0 < d.false_alarm_rate < 1:
+        p.append(f"{at}.false_alarm_rate: must be in (0, 1), got {d.false_alarm_rate}")
+    if not 0 < d.false_alarm_period_s < math.inf:
+        p.append(f"{at}.false_alarm_period_s: must be > 0 and finite, got {d.false_alarm_period_s}")
     if d.max_categories < 1:
         p.append(f"{at}.max_categories: must be at least 1")
     return p

@@ -23,7 +23,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sidecar.baseline import embedding_reference, load_baseline, write_baseline
-from sidecar.config import Config, DriftSettings, ModelSpec, load_config
+from sidecar.config import (
+    RESERVED_FEATURE_NAMES,
+    Config,
+    DriftSettings,
+    ModelSpec,
+    label_fits,
+    load_config,
+)
 from sidecar.drift import DriftParams, check_model
 from sidecar.errors import BaselineError, ConfigError, SidecarError, StateDirError
 from sidecar.fsutil import FileLock, LockHeld, make_dirs
@@ -32,7 +39,7 @@ from sidecar.ingest import IngestServer
 from sidecar.memory import arrow_uses_malloc, then_give_back
 from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
-from sidecar.server import make_app
+from sidecar.server import CONNECTIONS, LimitedTCPSite, make_app
 from sidecar.state import StateStore
 from sidecar.statefiles import (
     AUTO_MODELS_FILE,
@@ -45,7 +52,7 @@ from sidecar.statefiles import (
     read_auto_models,
 )
 from sidecar.stats.mmd import EmbeddingReference
-from sidecar.stats.reference import Baseline, build_baseline
+from sidecar.stats.reference import Baseline, CategoricalReference, build_baseline
 from sidecar.tracker import Capture, CaptureData, ModelTracker, embedding_options
 
 log = structlog.get_logger("sidecar.daemon")
@@ -134,9 +141,13 @@ class Daemon:
         restored = await asyncio.to_thread(self.state.restore, self.pipeline.trackers)
         await self.ingest.start()
         app = make_app(self.registry, self)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None,
+            keepalive_timeout=self.config.http.idle_timeout_s,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
+        site = LimitedTCPSite(self._runner, self.config.http.host, self.config.http.port,
+                              app[CONNECTIONS])
         try:
             await site.start()
         except OSError as exc:
@@ -144,9 +155,7 @@ class Daemon:
                 [f"http: cannot listen on {self.config.http.host}:{self.config.http.port}: "
                  f"{exc.strerror or exc}"], self.config.source or "<embedded defaults>",
             ) from exc
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+        self.http_port = site.bound_port
         self._spawn("processor", self.ingest.process_forever(), eternal=True)
         self._spawn("gpu", self.gpu.run(), eternal=True)
         self._spawn("snapshots", self._snapshot_loop(), eternal=True)
@@ -256,6 +265,12 @@ class Daemon:
             max_models=auto.max_models, max_features=auto.max_features,
         )
         specs = [s for s in specs if s.name not in self.pipeline.trackers]
+        limit = self.config.limits.max_label_bytes
+        unfit = [s.name[:100] for s in specs if not _auto_spec_fits(s, limit)]
+        if unfit:  # a file edited by hand, or written under a larger limit: not label values
+            log.warning("auto_registered_skipped", models=unfit,
+                        reason="a name is reserved or longer than limits.max_label_bytes")
+            specs = [s for s in specs if _auto_spec_fits(s, limit)]
         if not specs:
             return
         def load() -> dict[str, Baseline | None]:
@@ -264,7 +279,7 @@ class Daemon:
         baselines = await asyncio.to_thread(load)
         for spec in specs:
             t = ModelTracker(spec, self.config.drift, auto_registered=True,
-                             on_capture=self._on_capture)
+                             on_capture=self._on_capture, max_label_bytes=limit)
             baseline = baselines.get(spec.name)
             if baseline is not None:
                 t.install_baseline(baseline)
@@ -335,14 +350,12 @@ class Daemon:
         if tracker.baseline is None:
             return
         now = time.time()
-        window = tracker.drift_window(tracker.window_snapshot(now))
-        d = tracker.drift
-        params = DriftParams(
-            min_samples=d.min_samples, psi_threshold=d.psi_threshold,
-            p_value=d.p_value, correction=d.correction,
-        )
+        params = DriftParams.from_settings(tracker.drift)
         t0 = time.perf_counter()
+        # Any failure, in the window copy as in the statistics, costs this one check of this
+        # one model: counted, logged, and the loop tries again at the next interval.
         try:
+            window = tracker.drift_window(tracker.window_snapshot(now))
             result = await asyncio.to_thread(
                 then_give_back(check_model), tracker.baseline, window, params, now
             )
@@ -352,11 +365,11 @@ class Daemon:
             return
         self.health.observe_check(tracker.name, time.perf_counter() - t0)
         tracker.latest = result
-        drifted = [f.name for f in result.features if f.drifted]
-        if result.embedding is not None and result.embedding.drifted:
-            drifted.append("embedding")
-        if drifted:
-            log.info("drift_detected", model=tracker.name, features=drifted)
+        if result.drifted:
+            log.info("drift_detected", model=tracker.name,
+                     features=[f.name for f in result.features if f.drifted],
+                     prediction=bool(result.prediction and result.prediction.drifted),
+                     embedding=bool(result.embedding and result.embedding.drifted))
 
     def _on_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
         # Not a supervised task: a failed capture is logged and captured again, it never
@@ -409,6 +422,7 @@ class Daemon:
         baseline = dataclasses.replace(
             baseline, source="capture",
             embedding=await self._captured_embedding(tracker, data, str(path)))
+        warn_overflowed(baseline)
         tracker.install_baseline(baseline, backfill=True)
         log.info("baseline_captured", model=tracker.name, rows=baseline.rows,
                  path=str(path), sha256=baseline.sha256 or None)
@@ -560,7 +574,8 @@ class Daemon:
                     retuned.append(spec.name)
                 trackers[spec.name] = old
                 continue
-            t = ModelTracker(spec, drift, on_capture=self._on_capture)
+            t = ModelTracker(spec, drift, on_capture=self._on_capture,
+                             max_label_bytes=new.limits.max_label_bytes)
             if baseline is not None:
                 t.install_baseline(baseline)
             trackers[spec.name] = t
@@ -571,6 +586,8 @@ class Daemon:
         self.config = new
         self.pipeline.config = new
         self.pipeline.trackers = trackers
+        for t in trackers.values():  # kept trackers too: new values obey the new limit
+            t.set_label_limit(new.limits.max_label_bytes)
         self._sync_drift_loops()
         return rebuilt, retuned
 
@@ -628,7 +645,25 @@ def load_baselines(config: Config, *, captured: bool = True) -> dict[str, Baseli
         if spec.prediction is not None and out[spec.name].prediction is None:
             log.warning("prediction_drift_off", model=spec.name, baseline=str(path),
                         reason="the baseline has no `prediction` column")
+    for baseline in out.values():
+        warn_overflowed(baseline)
     return out
+
+
+def warn_overflowed(baseline: Baseline) -> None:
+    """Say which categorical columns have more categories than the tests count one by one
+    (4 x max_categories): their remaining categories are compared only as a pool chosen by
+    the baseline's own counts, which can raise false alarms (docs/statistics.md)."""
+    refs = [*baseline.categorical]
+    if isinstance(baseline.prediction, CategoricalReference):
+        refs.append(baseline.prediction)
+    for ref in refs:
+        if ref.overflowed:
+            log.warning(
+                "categorical_reference_overflowed", model=baseline.model, column=ref.name,
+                counted=len(ref.categories) + len(ref.tail), pooled_values=ref.residual,
+                advice="raise drift.max_categories, or treat the column as high-cardinality",
+            )
 
 
 def captured_baseline(config: Config, spec: ModelSpec, store: StateStore) -> Baseline | None:
@@ -685,6 +720,13 @@ def _file_identity(path: str) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _auto_spec_fits(spec: ModelSpec, limit: int) -> bool:
+    """What auto-registration itself would take: names within the label limit, none reserved."""
+    names = [f.name for f in spec.features]
+    return all(label_fits(x, limit) for x in (spec.name, spec.version, *names)) and not (
+        RESERVED_FEATURE_NAMES & set(names))
+
+
 def _check_immutable(old: Config, new: Config) -> None:
     """Listening addresses cannot change under a running process; say so instead."""
     problems = []
@@ -694,6 +736,8 @@ def _check_immutable(old: Config, new: Config) -> None:
         problems.append("http: host and port cannot change on reload; restart the sidecar")
     if old.state_path != new.state_path:
         problems.append("state_dir: cannot change on reload; restart the sidecar")
+    if old.http.idle_timeout_s != new.http.idle_timeout_s:
+        problems.append("http.idle_timeout_s: cannot change on reload; restart the sidecar")
     if problems:
         raise ConfigError(problems, new.source or "<config>")
 

@@ -9,17 +9,22 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sidecar.stats.chi2 import chi2_test
+from sidecar.stats.alarm import DEFAULT_PERIOD_S, DEFAULT_RATE, AlarmPolicy
+from sidecar.stats.bins import OTHER
 from sidecar.stats.correction import CORRECTIONS, adjust_pvalues
 from sidecar.stats.ks import ks_pvalue, ks_statistic_sorted, sorted_columns
 from sidecar.stats.mmd import TEST_NAME, EmbeddingReference, MmdResult, cross_mmd_test
 from sidecar.stats.numbers import finite_or_none, rate
 from sidecar.stats.psi import psi, psi_many
 from sidecar.stats.reference import Baseline, CategoricalReference, NumericReference
+from sidecar.stats.twosample import MIN_EXPECTED, category_drift, psi_expected
+
+if TYPE_CHECKING:
+    from sidecar.config import DriftSettings
 
 # --------------------------------------------------------------------------- data types
 
@@ -31,9 +36,20 @@ class WindowData:
     numeric: np.ndarray
     """(n, n_numeric) float64; NaN (and ±inf) are missing."""
     categorical: np.ndarray
-    """(n, n_categorical) int32 codes from CategoricalReference.codes; -1 is missing."""
+    """(n, n_categorical) int32 codes from CategoricalReference.codes; -1 is missing.
+    Codes past OTHER (len(categories) + 1, + 2, ...) are the reference's tail categories,
+    then live categories the reference never saw, one code each, named by
+    `categorical_labels` (which then starts with the reference's `tail`)."""
     predictions: np.ndarray | None = None
-    """(n,) float64 for numeric predictions, int32 codes for categorical ones."""
+    """(n,) float64 for numeric predictions, int32 codes for categorical ones (as above)."""
+    categorical_labels: tuple[tuple[str, ...], ...] = ()
+    """Per categorical column, the labels of its codes past OTHER; () when there are none."""
+    prediction_labels: tuple[str, ...] = ()
+    """The labels of categorical prediction codes past OTHER."""
+    categorical_horizon: tuple[np.ndarray | None, ...] = ()
+    """Per categorical column, its counts per code over a longer horizon than the window
+    (the last few windows of events), or None; see `check_model`."""
+    prediction_horizon: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     """(m, dim) float32: the window's embeddings (m may differ from n: not every event
     carries one)."""
@@ -41,20 +57,47 @@ class WindowData:
 
 @dataclass(frozen=True)
 class DriftParams:
-    """Thresholds of a drift check."""
+    """Thresholds of a drift check, and the alarm policy its verdicts follow."""
 
     min_samples: int = 500
     """Non-missing window values a statistic needs; below it the result is insufficient."""
     psi_threshold: float = 0.2
+    """PSI above this marks a drifted feature's change as large; PSI never alarms alone."""
     p_value: float = 0.05
-    """Significance level, applied to p-values after the correction."""
+    """Per-check significance level (`significant`), after the check's correction; the
+    verdicts use the false-alarm rate instead."""
     correction: str = "bonferroni"
+    false_alarm_rate: float = DEFAULT_RATE
+    """P(any false alarm of the model within a period) is kept at most this."""
+    false_alarm_period_s: float = DEFAULT_PERIOD_S
+    interval_s: float = 30.0
+    """Seconds between the daemon's checks of the model: with the period, it bounds how
+    many checks share the false-alarm rate."""
 
     def __post_init__(self) -> None:
         if self.correction not in CORRECTIONS:
             raise ValueError(f"correction {self.correction!r}: expected one of {CORRECTIONS}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples {self.min_samples}: must be at least 1")
+        self.policy  # noqa: B018 - validates the rate, the period and the interval
+
+    @classmethod
+    def from_settings(cls, d: DriftSettings) -> DriftParams:
+        """The parameters a model's effective `drift:` settings give its checks."""
+        return cls(
+            min_samples=d.min_samples, psi_threshold=d.psi_threshold, p_value=d.p_value,
+            correction=d.correction, false_alarm_rate=d.false_alarm_rate,
+            false_alarm_period_s=d.false_alarm_period_s, interval_s=d.interval_s,
+        )
+
+    @property
+    def policy(self) -> AlarmPolicy:
+        return AlarmPolicy(
+            false_alarm_rate=self.false_alarm_rate,
+            period_s=self.false_alarm_period_s,
+            interval_s=self.interval_s,
+            correction=self.correction,
+        )
 
 
 @dataclass(frozen=True)
@@ -72,10 +115,31 @@ class FeatureDrift:
     missing_rate: float
     baseline_missing_rate: float
     p_adjusted: float | None
+    """The test's p-value after the check's correction (compared with `p_value`)."""
     drifted: bool
+    """The verdict: `alarm_p_adjusted` <= the false-alarm rate."""
     sufficient: bool
     detected_by: tuple[str, ...] = ()
-    """Which alarms fired: "pvalue" (corrected test) and/or "psi"."""
+    """Why a drifted feature drifted: "pvalue" (the test), and "psi" when PSI is also
+    above its threshold (a large change)."""
+    test_pvalue: float | None = None
+    """P-value of the test behind the verdict: KS for numeric features, the exact
+    per-category test for categorical ones."""
+    alarm_p_adjusted: float | None = None
+    """The test's p-value on the scale of the false-alarm rate (see sidecar.stats.alarm)."""
+    significant: bool = False
+    """Per-check significance: `p_adjusted` < `p_value`."""
+    reference_samples: int = 0
+    """Non-missing baseline values the test compared with."""
+    psi_expected: float | None = None
+    """PSI expected with no drift at these sample sizes: (B - 1) * (1/n + 1/N)."""
+    chi2_dof: int | None = None
+    changed_category: str | None = None
+    """Categorical: the category whose share moved most (by its exact test), if it is
+    not pooled with others."""
+    horizon_samples: int | None = None
+    """Categorical: values in the longer horizon the exact test also ran on."""
+    horizon_pvalue: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +158,16 @@ class PredictionDrift:
     sufficient: bool
     missing_rate: float = math.nan
     detected_by: tuple[str, ...] = ()
+    test_pvalue: float | None = None
+    p_adjusted: float | None = None
+    alarm_p_adjusted: float | None = None
+    significant: bool = False
+    reference_samples: int = 0
+    psi_expected: float | None = None
+    chi2_dof: int | None = None
+    changed_category: str | None = None
+    horizon_samples: int | None = None
+    horizon_pvalue: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +182,9 @@ class EmbeddingDrift:
     """The cross-MMD statistic T, standard normal under no drift."""
     pvalue: float | None
     p_adjusted: float | None
+    """Corrected within the check."""
+    alarm_p_adjusted: float | None
+    """On the period's scale (the false-alarm policy): drifted when <= its rate."""
     mmd2: float | None
     centroid_distance: float | None
     drifted: bool
@@ -126,6 +203,7 @@ class EmbeddingDrift:
             "statistic": finite_or_none(self.statistic),
             "pvalue": finite_or_none(self.pvalue),
             "p_adjusted": finite_or_none(self.p_adjusted),
+            "alarm_p_adjusted": finite_or_none(self.alarm_p_adjusted),
             "p_value_threshold": p_value,
             "mmd2": finite_or_none(self.mmd2),
             "centroid_distance": finite_or_none(self.centroid_distance),
@@ -150,6 +228,9 @@ class ModelDriftResult:
     features: tuple[FeatureDrift, ...]
     prediction: PredictionDrift | None
     params: DriftParams = DriftParams()
+    tests: int = 0
+    """Tests that ran in this check (features with enough data, the predictions, and the
+    embeddings)."""
     embedding: EmbeddingDrift | None = None
 
     @property
@@ -164,15 +245,18 @@ class ModelDriftResult:
     def to_json(self) -> dict[str, Any]:
         """The `GET /v1/drift` body for this model; JSON-safe (None where NaN)."""
         p = self.params
+        policy = p.policy
         features: dict[str, Any] = {}
         for f in self.features:
             entry: dict[str, Any] = {
                 "kind": f.kind,
                 "samples": f.samples,
+                "reference_samples": f.reference_samples,
                 "sufficient": f.sufficient,
                 "drifted": f.drifted,
                 "detected_by": list(f.detected_by),
                 "psi": finite_or_none(f.psi),
+                "psi_expected": finite_or_none(f.psi_expected),
                 "psi_threshold": p.psi_threshold,
             }
             if f.kind == "numeric":
@@ -181,8 +265,12 @@ class ModelDriftResult:
             else:
                 entry["chi2_statistic"] = finite_or_none(f.chi2_statistic)
                 entry["chi2_pvalue"] = finite_or_none(f.chi2_pvalue)
-            entry["p_adjusted"] = finite_or_none(f.p_adjusted)
-            entry["p_value_threshold"] = p.p_value
+                entry["chi2_dof"] = f.chi2_dof
+                entry["changed_category"] = f.changed_category
+                entry["horizon_samples"] = f.horizon_samples
+                entry["horizon_pvalue"] = finite_or_none(f.horizon_pvalue)
+            entry.update(_verdict_json(f.test_pvalue, f.p_adjusted, f.significant,
+                                       f.alarm_p_adjusted, p))
             entry["missing_rate"] = finite_or_none(f.missing_rate)
             entry["baseline_missing_rate"] = finite_or_none(f.baseline_missing_rate)
             features[f.name] = entry
@@ -192,10 +280,12 @@ class ModelDriftResult:
             pred = {
                 "kind": q.kind,
                 "samples": q.samples,
+                "reference_samples": q.reference_samples,
                 "sufficient": q.sufficient,
                 "drifted": q.drifted,
                 "detected_by": list(q.detected_by),
                 "psi": finite_or_none(q.psi),
+                "psi_expected": finite_or_none(q.psi_expected),
                 "psi_threshold": p.psi_threshold,
             }
             if q.kind == "numeric":
@@ -205,7 +295,12 @@ class ModelDriftResult:
             else:
                 pred["chi2_statistic"] = finite_or_none(q.chi2_statistic)
                 pred["chi2_pvalue"] = finite_or_none(q.chi2_pvalue)
-            pred["p_value_threshold"] = p.p_value
+                pred["chi2_dof"] = q.chi2_dof
+                pred["changed_category"] = q.changed_category
+                pred["horizon_samples"] = q.horizon_samples
+                pred["horizon_pvalue"] = finite_or_none(q.horizon_pvalue)
+            pred.update(_verdict_json(q.test_pvalue, q.p_adjusted, q.significant,
+                                      q.alarm_p_adjusted, p))
             pred["missing_rate"] = finite_or_none(q.missing_rate)
         return {
             "model": self.model,
@@ -217,6 +312,15 @@ class ModelDriftResult:
             "correction": p.correction,
             "p_value": p.p_value,
             "psi_threshold": p.psi_threshold,
+            "alarm": {
+                "false_alarm_rate": p.false_alarm_rate,
+                "period_s": p.false_alarm_period_s,
+                "interval_s": p.interval_s,
+                "checks_per_period": policy.checks,
+                "tests": self.tests,
+                "check_level": policy.check_level,
+                "test_level": policy.test_level(self.tests),
+            },
             "drifted": self.drifted,
             "drifted_features": [f.name for f in self.features if f.drifted],
             "features": features,
@@ -225,13 +329,47 @@ class ModelDriftResult:
         }
 
 
+def _verdict_json(
+    test_p: float | None, p_adj: float | None, significant: bool, alarm_p: float | None,
+    p: DriftParams,
+) -> dict[str, Any]:
+    return {
+        "test_pvalue": finite_or_none(test_p),
+        "p_adjusted": finite_or_none(p_adj),
+        "p_value_threshold": p.p_value,
+        "significant": significant,
+        "alarm_p_adjusted": finite_or_none(alarm_p),
+        "false_alarm_rate": p.false_alarm_rate,
+    }
+
+
 # --------------------------------------------------------------------------- a model's check
+
+
+@dataclass(frozen=True)
+class _Categorical:
+    """The statistics of one categorical column (a feature or the predictions)."""
+
+    samples: int
+    psi: float
+    psi_expected: float
+    chi2_statistic: float
+    chi2_pvalue: float
+    chi2_dof: int
+    test_pvalue: float
+    changed_category: str | None
+    horizon_samples: int | None
+    horizon_pvalue: float | None
 
 
 def check_model(
     baseline: Baseline, window: WindowData, params: DriftParams, now: float | None = None
 ) -> ModelDriftResult:
-    """Compare one model's window with its baseline; see docs/statistics.md for the rules."""
+    """Compare one model's window with its baseline; see docs/statistics.md for the rules.
+
+    Every test's p-value (features and predictions together) goes through the alarm
+    policy of `params`, which sets `drifted`.
+    """
     started = time.perf_counter()
     checked_at = time.time() if now is None else now
     num = _columns(window.numeric, len(baseline.numeric), "numeric", np.float64)
@@ -240,7 +378,6 @@ def check_model(
     enough = n >= params.min_samples
 
     features: list[FeatureDrift] = []
-    raw_p: list[float] = []
 
     # numeric features: KS per column (sorted once), then PSI and p-values in one go
     refs = baseline.numeric
@@ -275,59 +412,87 @@ def check_model(
                     chi2_statistic=None, chi2_pvalue=None,
                     missing_rate=rate(n - m, n), baseline_missing_rate=ref.missing_rate,
                     p_adjusted=None, drifted=False, sufficient=True,
+                    test_pvalue=float(p[j]), reference_samples=ref.count,
+                    psi_expected=psi_expected(_nonzero(ref.shares), m, ref.count),
                 )
             )
-            raw_p.append(float(p[j]))
         else:
-            features.append(_insufficient(ref.name, "numeric", m, n, ref.missing_rate))
-            raw_p.append(math.nan)
+            features.append(
+                _insufficient(ref.name, "numeric", m, n, ref.missing_rate, ref_count=ref.count)
+            )
 
     for j, cref in enumerate(baseline.categorical):
-        counts_c = _code_counts(cat[:, j], cref, f"categorical column {cref.name!r}")
+        labels = window.categorical_labels[j] if j < len(window.categorical_labels) else ()
+        horizon = window.categorical_horizon[j] if j < len(window.categorical_horizon) else None
+        counts_c = _code_counts(cat[:, j], cref, labels, f"categorical column {cref.name!r}")
         m = int(counts_c.sum())
         if enough and m >= params.min_samples and cref.usable:
-            stat, pv = chi2_test(cref.shares, counts_c)
+            c = _categorical(cref, counts_c, labels, horizon)
             features.append(
                 FeatureDrift(
-                    name=cref.name, kind="categorical", samples=m,
-                    psi=psi(cref.shares, counts_c), ks_statistic=None, ks_pvalue=None,
-                    chi2_statistic=stat, chi2_pvalue=pv,
+                    name=cref.name, kind="categorical", samples=m, psi=c.psi,
+                    ks_statistic=None, ks_pvalue=None,
+                    chi2_statistic=c.chi2_statistic, chi2_pvalue=c.chi2_pvalue,
                     missing_rate=rate(n - m, n), baseline_missing_rate=cref.missing_rate,
                     p_adjusted=None, drifted=False, sufficient=True,
+                    test_pvalue=c.test_pvalue, reference_samples=cref.count,
+                    psi_expected=c.psi_expected, chi2_dof=c.chi2_dof,
+                    changed_category=c.changed_category, horizon_samples=c.horizon_samples,
+                    horizon_pvalue=c.horizon_pvalue,
                 )
             )
-            raw_p.append(pv)
         else:
-            features.append(_insufficient(cref.name, "categorical", m, n, cref.missing_rate))
-            raw_p.append(math.nan)
-
-    # the embedding test is one more test of the model's check: its p-value joins the
-    # features' in the correction, so the check's false-alarm rate covers it too
-    mmd: MmdResult | None = None
-    emb_ref = baseline.embedding
-    emb_rows = window.embeddings
-    if emb_ref is not None and emb_rows is not None:
-        if emb_rows.shape[0] >= max(params.min_samples, 4):
-            mmd = cross_mmd_test(emb_ref, emb_rows)
-        raw_p.append(mmd.pvalue if mmd is not None else math.nan)
-    adjusted = adjust_pvalues(np.array(raw_p, dtype=np.float64), params.correction)
-    embedding: EmbeddingDrift | None = None
-    if emb_ref is not None and emb_rows is not None:
-        embedding = _embedding_drift(emb_ref, emb_rows.shape[0], mmd, float(adjusted[-1]), params)
-        adjusted = adjusted[:-1]
-    final: list[FeatureDrift] = []
-    for f, pa_ in zip(features, adjusted, strict=True):
-        if not f.sufficient:
-            final.append(f)
-            continue
-        by = _alarms(float(pa_), f.psi, params)
-        final.append(
-            replace(f, p_adjusted=finite_or_none(float(pa_)), drifted=bool(by), detected_by=by)
-        )
+            features.append(
+                _insufficient(
+                    cref.name, "categorical", m, n, cref.missing_rate, ref_count=cref.count
+                )
+            )
 
     prediction = None
     if baseline.prediction is not None and window.predictions is not None:
-        prediction = _prediction_drift(baseline.prediction, window.predictions, n, enough, params)
+        prediction = _prediction_drift(
+            baseline.prediction, window.predictions, window.prediction_labels,
+            window.prediction_horizon, n=n, enough=enough, params=params,
+        )
+
+    # the embedding test is one more test of the model's check: its p-value joins the
+    # family, so the per-period false-alarm policy covers it as it covers the others
+    mmd: MmdResult | None = None
+    emb_ref = baseline.embedding
+    emb_rows = window.embeddings
+    has_emb = emb_ref is not None and emb_rows is not None
+    if (
+        emb_ref is not None and emb_rows is not None
+        and emb_rows.shape[0] >= max(params.min_samples, 4)
+    ):
+        mmd = cross_mmd_test(emb_ref, emb_rows)
+
+    # the verdicts: every test of the check, features, predictions, embeddings, in one family
+    raw = [_p(f.test_pvalue) for f in features]
+    raw.append(_p(prediction.test_pvalue) if prediction is not None else math.nan)
+    if has_emb:
+        raw.append(mmd.pvalue if mmd is not None else math.nan)
+    pvals = np.array(raw, dtype=np.float64)
+    within = adjust_pvalues(pvals, params.correction)
+    policy = params.policy
+    period = policy.adjusted(pvals)
+    verdicts = policy.verdicts(pvals)
+    final = [
+        _decide(f, float(within[i]), float(period[i]), bool(verdicts[i]), params)
+        if f.sufficient else f
+        for i, f in enumerate(features)
+    ]
+    k = len(features)  # the prediction's index; the embedding's is k + 1
+    if prediction is not None and prediction.sufficient:
+        prediction = _decide(
+            prediction, float(within[k]), float(period[k]), bool(verdicts[k]), params
+        )
+    embedding: EmbeddingDrift | None = None
+    if emb_ref is not None and emb_rows is not None:
+        embedding = _embedding_drift(
+            emb_ref, emb_rows.shape[0], mmd, within=float(within[k + 1]),
+            period=float(period[k + 1]), drifted=bool(verdicts[k + 1]),
+        )
 
     return ModelDriftResult(
         model=baseline.model,
@@ -338,6 +503,7 @@ def check_model(
         features=tuple(final),
         prediction=prediction,
         params=params,
+        tests=int(np.count_nonzero(~np.isnan(pvals))),
         embedding=embedding,
     )
 
@@ -346,29 +512,112 @@ def _embedding_drift(
     ref: EmbeddingReference,
     samples: int,
     mmd: MmdResult | None,
-    p_adjusted: float,
-    params: DriftParams,
+    *,
+    within: float,
+    period: float,
+    drifted: bool,
 ) -> EmbeddingDrift:
-    drifted = mmd is not None and math.isfinite(p_adjusted) and p_adjusted < params.p_value
     return EmbeddingDrift(
         dim=ref.dim, samples=samples, sufficient=mmd is not None,
         statistic=None if mmd is None else mmd.statistic,
         pvalue=None if mmd is None else mmd.pvalue,
-        p_adjusted=None if mmd is None else finite_or_none(p_adjusted),
+        p_adjusted=None if mmd is None else finite_or_none(within),
+        alarm_p_adjusted=None if mmd is None else finite_or_none(period),
         mmd2=None if mmd is None else mmd.mmd2,
         centroid_distance=None if mmd is None else mmd.centroid_distance,
-        drifted=drifted, device=ref.backend.device, n_features=ref.fmap.n_features,
-        bandwidth=ref.fmap.bandwidth, reference_rows=ref.rows,
+        drifted=mmd is not None and drifted, device=ref.backend.device,
+        n_features=ref.fmap.n_features, bandwidth=ref.fmap.bandwidth, reference_rows=ref.rows,
     )
 
 
-def _alarms(p_adjusted: float, psi_value: float | None, params: DriftParams) -> tuple[str, ...]:
-    by: list[str] = []
-    if math.isfinite(p_adjusted) and p_adjusted < params.p_value:
-        by.append("pvalue")
-    if psi_value is not None and math.isfinite(psi_value) and psi_value > params.psi_threshold:
-        by.append("psi")
-    return tuple(by)
+def _p(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _nonzero(shares: np.ndarray) -> int:
+    return int(np.count_nonzero(np.asarray(shares) > 0))
+
+
+_Result = Any  # FeatureDrift | PredictionDrift: both have the fields _decide replaces
+
+
+def _decide(
+    r: _Result, within: float, period: float, drifted: bool, params: DriftParams
+) -> _Result:
+    """Set the per-check significance and the verdict of a sufficient result."""
+    by: tuple[str, ...] = ()
+    if drifted:
+        large = r.psi is not None and math.isfinite(r.psi) and r.psi > params.psi_threshold
+        by = ("pvalue", "psi") if large else ("pvalue",)
+    return replace(
+        r,
+        p_adjusted=finite_or_none(within),
+        significant=bool(math.isfinite(within) and within < params.p_value),
+        alarm_p_adjusted=finite_or_none(period),
+        drifted=drifted,
+        detected_by=by,
+    )
+
+
+def _categorical(
+    ref: CategoricalReference,
+    counts: np.ndarray,
+    labels: tuple[str, ...],
+    horizon: np.ndarray | None = None,
+) -> _Categorical:
+    """PSI over the reference's bins, and the two-sample tests over every category.
+
+    `counts` has a bin per kept reference category, OTHER, one per tail category of the
+    reference, then one per live category the reference never saw. PSI pools all past
+    OTHER into it, as the bin counters do. The tests keep them apart, unless the reference
+    had more categories than it counts one by one (then an unseen live category may be
+    one of those, and only the rest as a whole is comparable).
+
+    `horizon`, counts in the same coding over a longer stretch of events than the window,
+    gets the exact test too when it holds more values than the window; the feature's
+    p-value is then min(1, 2 * min(window p, horizon p)), Bonferroni over the two.
+    """
+    kept = len(ref.categories)
+    folded = counts[: kept + 1].copy()
+    folded[kept] += int(counts[kept + 1 :].sum())
+    base = ref.test_counts()
+    chi2, exact, _ = category_drift(base, _testable(ref, counts), MIN_EXPECTED)
+    p, column = exact.pvalue, exact.column
+    horizon_samples: int | None = None
+    horizon_p: float | None = None
+    if horizon is not None and int(horizon.sum()) > int(counts.sum()):
+        _, longer, _ = category_drift(base, _testable(ref, horizon), MIN_EXPECTED)
+        horizon_samples, horizon_p = int(horizon.sum()), longer.pvalue
+        if longer.pvalue < p:
+            column = longer.column
+        p = min(1.0, 2.0 * min(p, longer.pvalue))
+    changed: str | None = None
+    if column >= 0:
+        c = column
+        changed = ref.categories[c] if c < kept else OTHER if c == kept else labels[c - kept - 1]
+    m = int(counts.sum())
+    return _Categorical(
+        samples=m,
+        psi=psi(ref.shares, folded),
+        psi_expected=psi_expected(_nonzero(ref.shares), m, ref.count),
+        chi2_statistic=chi2.statistic,
+        chi2_pvalue=chi2.pvalue,
+        chi2_dof=chi2.dof,
+        test_pvalue=p,
+        changed_category=changed,
+        horizon_samples=horizon_samples,
+        horizon_pvalue=horizon_p,
+    )
+
+
+def _testable(ref: CategoricalReference, counts: np.ndarray) -> np.ndarray:
+    """Live counts as the tests compare them: past the counted categories, only a pool."""
+    counted = len(ref.categories) + 1 + len(ref.tail)
+    if not (ref.overflowed and counts.shape[0] > counted):
+        return counts
+    live = counts[:counted].copy()
+    live[len(ref.categories)] += int(counts[counted:].sum())
+    return live
 
 
 def _columns(a: np.ndarray, k: int, what: str, dtype: type[np.generic]) -> np.ndarray:
@@ -389,17 +638,23 @@ def _window_rows(num: np.ndarray, cat: np.ndarray, predictions: np.ndarray | Non
     return rows.pop() if rows else 0
 
 
-def _insufficient(name: str, kind: str, m: int, n: int, base_missing: float) -> FeatureDrift:
+def _insufficient(
+    name: str, kind: str, m: int, n: int, base_missing: float, *, ref_count: int
+) -> FeatureDrift:
     return FeatureDrift(
         name=name, kind=kind, samples=m, psi=None, ks_statistic=None, ks_pvalue=None,
         chi2_statistic=None, chi2_pvalue=None, missing_rate=rate(n - m, n),
         baseline_missing_rate=base_missing, p_adjusted=None, drifted=False, sufficient=False,
+        reference_samples=ref_count,
     )
 
 
-def _code_counts(codes: np.ndarray, ref: CategoricalReference, what: str) -> np.ndarray:
+def _code_counts(
+    codes: np.ndarray, ref: CategoricalReference, labels: tuple[str, ...], what: str
+) -> np.ndarray:
+    """Counts per code: the reference's bins, then one per named unseen live category."""
     c = np.asarray(codes)
-    bins = len(ref.categories) + 1
+    bins = len(ref.categories) + 1 + len(labels)
     c = c[c >= 0]
     if c.size and int(c.max()) >= bins:
         raise ValueError(f"{what}: code {int(c.max())} beyond the {bins} bins of its baseline")
@@ -409,6 +664,9 @@ def _code_counts(codes: np.ndarray, ref: CategoricalReference, what: str) -> np.
 def _prediction_drift(
     ref: NumericReference | CategoricalReference,
     predictions: np.ndarray,
+    labels: tuple[str, ...],
+    horizon: np.ndarray | None,
+    *,
     n: int,
     enough: bool,
     params: DriftParams,
@@ -424,34 +682,36 @@ def _prediction_drift(
                 kind="numeric", samples=m, ks_statistic=None, ks_pvalue=None,
                 mean_shift_ratio=None, psi=None, chi2_statistic=None, chi2_pvalue=None,
                 drifted=False, sufficient=False, missing_rate=missing,
+                reference_samples=ref.count,
             )
         d = ks_statistic_sorted(ref.sorted_values, v)
         p = float(ks_pvalue(d, ref.count, m))
         shift = None
         if ref.mean != 0 and math.isfinite(ref.mean):
             shift = (float(v.mean()) - ref.mean) / abs(ref.mean)
-        psi_v = psi(ref.shares, ref.sorted_bin_counts(v))
-        by = _alarms(p, psi_v, params)
         return PredictionDrift(
             kind="numeric", samples=m, ks_statistic=d, ks_pvalue=p, mean_shift_ratio=shift,
-            psi=psi_v, chi2_statistic=None, chi2_pvalue=None, drifted=bool(by),
-            sufficient=True, missing_rate=missing, detected_by=by,
+            psi=psi(ref.shares, ref.sorted_bin_counts(v)), chi2_statistic=None,
+            chi2_pvalue=None, drifted=False, sufficient=True, missing_rate=missing,
+            test_pvalue=p, reference_samples=ref.count,
+            psi_expected=psi_expected(_nonzero(ref.shares), m, ref.count),
         )
     codes = np.asarray(predictions)
-    counts = _code_counts(codes, ref, "predictions")
+    counts = _code_counts(codes, ref, labels, "predictions")
     m = int(counts.sum())
     missing = rate(codes.shape[0] - m, codes.shape[0])
     if not (enough and m >= params.min_samples and ref.usable):
         return PredictionDrift(
             kind="categorical", samples=m, ks_statistic=None, ks_pvalue=None,
             mean_shift_ratio=None, psi=None, chi2_statistic=None, chi2_pvalue=None,
-            drifted=False, sufficient=False, missing_rate=missing,
+            drifted=False, sufficient=False, missing_rate=missing, reference_samples=ref.count,
         )
-    stat, pv = chi2_test(ref.shares, counts)
-    psi_v = psi(ref.shares, counts)
-    by = _alarms(pv, psi_v, params)
+    c = _categorical(ref, counts, labels, horizon)
     return PredictionDrift(
         kind="categorical", samples=m, ks_statistic=None, ks_pvalue=None,
-        mean_shift_ratio=None, psi=psi_v, chi2_statistic=stat, chi2_pvalue=pv,
-        drifted=bool(by), sufficient=True, missing_rate=missing, detected_by=by,
+        mean_shift_ratio=None, psi=c.psi, chi2_statistic=c.chi2_statistic,
+        chi2_pvalue=c.chi2_pvalue, drifted=False, sufficient=True, missing_rate=missing,
+        test_pvalue=c.test_pvalue, reference_samples=ref.count, psi_expected=c.psi_expected,
+        chi2_dof=c.chi2_dof, changed_category=c.changed_category,
+        horizon_samples=c.horizon_samples, horizon_pvalue=c.horizon_pvalue,
     )

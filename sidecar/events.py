@@ -1,15 +1,33 @@
-"""The wire schema (protocol v1) and its decoding: NDJSON lines of events or event batches."""
+"""The wire schema (protocol v1) and its decoding: NDJSON lines of events or event batches.
+
+There is one set of rules, the typed decoder below, whatever a line holds. A line that
+carries `NaN`, `Infinity` or `-Infinity` tokens (Python's `json.dumps` writes them) is not
+JSON to that decoder; the tokens are rewritten to `null` outside strings, and the line goes
+through the same decoder. So such a token reads as a missing value wherever it stands, and
+nothing else on the line changes any event's verdict. A number literal too large for a
+double (`1e400`) is not such a token: it is `out_of_range` where a number is expected.
+"""
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import msgspec
 
-FeatureValue = float | str | bool | None
+MAX_ABS_VALUE = 1e100
+"""Largest magnitude of a number in an event. Far beyond any real feature, prediction or
+latency, it keeps every sum the sidecar exposes (and their squares) finite for far more
+events than a process will ever see; a larger number is rejected as `out_of_range`."""
+MAX_TS = 1e11
+"""Latest `ts` accepted, in Unix seconds (the year 5138): a larger one is not seconds (often
+milliseconds) and is rejected as `out_of_range`, as is a negative one."""
+
+Number = Annotated[float, msgspec.Meta(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+FeatureValue = Number | str | bool | None
 _HEX32 = "^[0-9a-fA-F]{32}$"
 
 
@@ -19,18 +37,19 @@ class Event(msgspec.Struct, gc=False):
     model: str
     version: str | None = None
     features: dict[str, FeatureValue] | None = None
-    prediction: float | str | None = None
-    probabilities: list[float] | dict[str, float] | None = None
-    confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
-    embedding: list[float] | None = None
-    latency_s: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
+    prediction: Number | str | None = None
+    probabilities: list[Probability] | dict[str, Probability] | None = None
+    """Each in [0, 1]; so the confidence derived from them (their maximum) is one too."""
+    confidence: Probability | None = None
+    embedding: list[Number] | None = None
+    latency_s: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_ABS_VALUE)] | None = None
     status: Literal["success", "error"] = "success"
-    ts: float | None = None
+    ts: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TS)] | None = None
     id: str | None = None
     trace_id: Annotated[str, msgspec.Meta(pattern=_HEX32)] | None = None
     kind: Literal["prediction", "stats"] = "prediction"
     """`stats` events carry telemetry (model_memory_bytes) and are not counted as predictions."""
-    model_memory_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    model_memory_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
 
 
 REASONS = (
@@ -40,6 +59,7 @@ REASONS = (
     "out_of_range",
     "invalid_value",
     "unknown_model",
+    "label_too_long",
     "too_many_features",
     "batch_too_large",
     "line_too_long",
@@ -55,6 +75,9 @@ _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 # deep nesting, not DecodeError; neither may escape, or one bad line would stop the processor.
 _DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _DecodeFailure = msgspec.DecodeError | UnicodeDecodeError | RecursionError
+
+# A JSON string (escapes included); what lies between two of them is the rest of the line.
+_STRING = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")', re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -82,6 +105,9 @@ def classify(exc: _DecodeFailure) -> str:
         return "out_of_range"
     if msg.startswith(("Invalid enum value", "Expected `str` matching")):
         return "invalid_value"
+    if "got `null`" in msg and "$.embedding[" in msg:
+        # a NaN or Infinity token read as null: an embedding has no missing components
+        return "invalid_value"
     return "wrong_type"
 
 
@@ -105,14 +131,27 @@ def decode_lines(lines: Iterable[bytes], max_batch_events: int) -> Decoded:
     return out
 
 
+def non_finite_as_null(line: bytes) -> bytes:
+    """The line with `NaN`, `Infinity` and `-Infinity` rewritten to `null` outside strings;
+    every other byte is kept as it is."""
+    parts = _STRING.split(line)  # strings at odd positions, the rest at even ones
+    between = b'"'.join(parts[0::2])
+    if b"NaN" not in between and b"Infinity" not in between:
+        return line
+    # "-Infinity" before "Infinity", as a regex would match it; bytes.replace is C-fast
+    rewritten = between.replace(b"-Infinity", b"null").replace(b"Infinity", b"null")
+    pieces = rewritten.replace(b"NaN", b"null").split(b'"')
+    if len(pieces) != len(parts[0::2]):
+        return line  # an unterminated string: not JSON either way, leave it to the decoder
+    parts[0::2] = pieces
+    return b"".join(parts)
+
+
 def _decode_line(line: bytes, max_batch_events: int, out: Decoded) -> None:
+    line = non_finite_as_null(line)
     try:
         item = _line_decoder.decode(line)
     except _DECODE_ERRORS as exc:
-        if (b"NaN" in line or b"Infinity" in line or "Number out of range" in str(exc)) and (
-            _decode_python_json(line, max_batch_events, out)
-        ):
-            return
         _decode_elementwise(line, exc, max_batch_events, out)
         return
     _add(item, max_batch_events, out)
@@ -128,28 +167,6 @@ def _add(item: Event | list[Event], max_batch_events: int, out: Decoded) -> None
             out.events.extend(item)
     else:
         out.events.append(item)
-
-
-def _decode_python_json(line: bytes, max_batch_events: int, out: Decoded) -> bool:
-    """Python's json.dumps writes NaN and Infinity tokens, and big numbers overflow to inf:
-    take such lines with the json module (the values then count as missing) rather than
-    reject otherwise good events. Returns False when the line is not JSON even so."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError):
-        return False
-    items = obj if isinstance(obj, list) else [obj]
-    if len(items) > max_batch_events:
-        out.rejections.append(
-            Rejection("batch_too_large", f"{len(items)} events > {max_batch_events}")
-        )
-        return True
-    for i, x in enumerate(items):
-        try:
-            out.events.append(msgspec.convert(x, Event, strict=False))
-        except msgspec.ValidationError as exc:
-            out.rejections.append(Rejection(classify(exc), f"[{i}]: {exc}"))
-    return True
 
 
 def _decode_elementwise(

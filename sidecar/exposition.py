@@ -245,7 +245,7 @@ class CachedFamily(Metric):
             return self
         m = Metric(self.name, self.documentation, self.type, self.unit)
         m.samples = [s for s in self.samples if s.name in names]
-        return m
+        return m if m.samples else None  # a block's `keep` may have left out every one
 
 
 def restrict(families: Iterable[Metric], names: set[str]) -> list[Metric]:

@@ -251,8 +251,25 @@ class IngestServer:
             return 0
         limits = self.limits
         self.queue.max_bytes = limits.queue_max_bytes
-        decoded = decode_lines(lines, limits.max_batch_events)
-        return self.pipeline.handle(decoded, "socket")
+        try:
+            decoded = decode_lines(lines, limits.max_batch_events)
+        except Exception as exc:  # a defect; the processor must outlive it
+            self._dropped(len(lines), "lines", exc)
+            return 0
+        try:
+            return self.pipeline.handle(decoded, "socket")
+        except Exception as exc:
+            self._dropped(len(decoded.events) + len(decoded.rejections), "events", exc)
+            return 0
+
+    def _dropped(self, n: int, unit: str, exc: Exception) -> None:
+        """An unexpected error cost this chunk: count it and log it with its traceback
+        (rate-limited), and keep processing the next one."""
+        self.health.dropped["internal_error"] += n
+        self.pipeline.rejection_log.event(
+            "events_dropped", "internal_error:socket", level="error", reason="internal_error",
+            count=n, unit=unit, transport="socket", error=repr(exc), exc_info=exc,
+        )
 
     def drain(self) -> None:
         """Process everything already queued (shutdown)."""

@@ -33,6 +33,12 @@ from sidecar.exposition import Block, CachedFamily, Lines
 from sidecar.stats.reference import Baseline
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
 
+DROP_REASONS = ("internal_error", "http_busy", "http_timeout")
+"""Why events the daemon received were not processed (`drift_sidecar_events_dropped_total`):
+an unexpected error while processing them (a defect, logged with its traceback), or a
+`POST /v1/events` body refused with 503 (in-flight bodies at http.max_inflight_body_bytes) or
+408 (not received within http.body_timeout_s), counted once per body as its events are never
+read. The socket never drops: a full queue pauses its readers instead."""
 CHECK_BUCKETS = np.array([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 
 
@@ -45,6 +51,7 @@ class Health:
     dropped: Counter[str] = field(default_factory=Counter)
     connections: int = 0
     connections_refused: int = 0
+    http_connections_shed: Counter[str] = field(default_factory=Counter)
     queue_depth: int = 0
     queue_bytes: int = 0
     reloads: Counter[str] = field(default_factory=Counter)
@@ -90,7 +97,9 @@ _DRIFT_FAMILIES = (
     "ml_feature_drift_psi", "ml_feature_drift_ks_statistic", "ml_feature_drift_ks_pvalue",
     "ml_feature_drift_chi2_statistic", "ml_feature_drift_chi2_pvalue",
     "ml_feature_drift_missing_rate", "ml_feature_baseline_missing_rate",
-    "ml_feature_drift_detected",
+    "ml_feature_drift_detected", "ml_feature_drift_adjusted_pvalue",
+    "ml_feature_drift_category_pvalue", "ml_feature_drift_samples",
+    "ml_feature_baseline_samples", "ml_feature_drift_psi_expected",
 )
 
 
@@ -229,6 +238,7 @@ class _TrackerLabels:
         has_psi = sufficient & np.array([f.psi is not None for f in feats], dtype=bool)
         has_ks = sufficient & np.array([f.ks_statistic is not None for f in feats], dtype=bool)
         has_chi = sufficient & np.array([f.chi2_statistic is not None for f in feats], dtype=bool)
+        has_cat = sufficient & np.array([f.kind == "categorical" for f in feats], dtype=bool)
         columns: dict[str, tuple[list[Any], np.ndarray]] = {
             "ml_feature_drift_missing_rate": ([f.missing_rate for f in feats], everyone),
             "ml_feature_baseline_missing_rate": (
@@ -242,6 +252,11 @@ class _TrackerLabels:
             "ml_feature_drift_ks_pvalue": ([f.ks_pvalue for f in feats], has_ks),
             "ml_feature_drift_chi2_statistic": ([f.chi2_statistic for f in feats], has_chi),
             "ml_feature_drift_chi2_pvalue": ([f.chi2_pvalue for f in feats], has_chi),
+            "ml_feature_drift_adjusted_pvalue": ([f.alarm_p_adjusted for f in feats], sufficient),
+            "ml_feature_drift_category_pvalue": ([f.test_pvalue for f in feats], has_cat),
+            "ml_feature_drift_samples": ([f.samples for f in feats], sufficient),
+            "ml_feature_baseline_samples": ([f.reference_samples for f in feats], sufficient),
+            "ml_feature_drift_psi_expected": ([f.psi_expected for f in feats], sufficient),
         }
         n = len(index)
         blocks: dict[str, Block] = {}
@@ -326,11 +341,18 @@ class SidecarCollector(Collector):
                     _buckets(CONFIDENCE_BUCKETS, t.conf_counts[code]),
                     float(t.conf_sums[code]),
                 )
+            # OpenMetrics makes a sum a counter: never negative, never decreasing. Once a
+            # negative value is seen the sum stops being exposed; a histogram then keeps
+            # only its buckets (its `_count` goes with its `_sum`; `le="+Inf"` is the count).
             if t.pred_count or t.pred_kind == "numeric":
-                val.add_metric([t.name], t.pred_count, t.pred_sum)
+                if t.pred_negative:
+                    val.samples.append(
+                        Sample("ml_prediction_value_count", {"model_name": t.name}, t.pred_count)
+                    )
+                else:
+                    val.add_metric([t.name], t.pred_count, t.pred_sum)
             tl = self._labels_of(t)
-            # a feature whose count and sum OpenMetrics cannot take goes as `no_sum` here
-            fval.add(tl.histogram(t))
+            fval.add(tl.histogram(t, t.feature_negative))
             miss.add(Block(tl.missing, t.missing))
         yield from (req, lat, conf, val, fval, miss)
 
@@ -351,8 +373,26 @@ class SidecarCollector(Collector):
         chip = gf("ml_feature_drift_chi2_pvalue", "Chi-square p-value, uncorrected")
         wmiss = gf("ml_feature_drift_missing_rate", "Missing share in the window")
         bmiss = gf("ml_feature_baseline_missing_rate", "Missing share in the baseline")
-        det = gf("ml_feature_drift_detected", "1 if drift is detected after the correction")
-        per_feature = (psi, ks, ksp, chi, chip, wmiss, bmiss, det)
+        det = gf(
+            "ml_feature_drift_detected",
+            "1 if drift is detected; false alarms within drift.false_alarm_rate per model per"
+            " drift.false_alarm_period_s, over every check",
+        )
+        adj = gf(
+            "ml_feature_drift_adjusted_pvalue",
+            "The verdict's p-value on the false-alarm rate's scale (detected when <= the rate)",
+        )
+        catp = gf(
+            "ml_feature_drift_category_pvalue",
+            "Exact per-category two-sample test p-value, Bonferroni over categories",
+        )
+        fn = gf("ml_feature_drift_samples", "Non-missing window values the tests used")
+        fref = gf("ml_feature_baseline_samples", "Non-missing baseline values the tests used")
+        fpsie = gf(
+            "ml_feature_drift_psi_expected",
+            "PSI expected with no drift at these sample sizes, (bins - 1) * (1/n + 1/N)",
+        )
+        per_feature = (psi, ks, ksp, chi, chip, wmiss, bmiss, det, adj, catp, fn, fref, fpsie)
         m = ["model_name"]
         pks = g("ml_prediction_drift_ks_statistic", "KS statistic of predictions", m)
         pksp = g("ml_prediction_drift_ks_pvalue", "KS p-value of predictions", m)
@@ -363,7 +403,27 @@ class SidecarCollector(Collector):
         ppsi = g("ml_prediction_drift_psi", "PSI of predictions", m)
         pchi = g("ml_prediction_drift_chi2_statistic", "Chi-square statistic of classes", m)
         pchip = g("ml_prediction_drift_chi2_pvalue", "Chi-square p-value of classes", m)
-        pdet = g("ml_prediction_drift_detected", "1 if prediction drift is detected", m)
+        pdet = g(
+            "ml_prediction_drift_detected",
+            "1 if prediction drift is detected (same false-alarm rate, shared with the features)",
+            m,
+        )
+        padj = g(
+            "ml_prediction_drift_adjusted_pvalue",
+            "The verdict's p-value on the false-alarm rate's scale (detected when <= the rate)", m,
+        )
+        pcatp = g(
+            "ml_prediction_drift_category_pvalue",
+            "Exact per-class two-sample test p-value, Bonferroni over classes", m,
+        )
+        pn = g("ml_prediction_drift_samples", "Non-missing window predictions the tests used", m)
+        pref = g(
+            "ml_prediction_baseline_samples", "Non-missing baseline predictions the tests used", m
+        )
+        ppsie = g(
+            "ml_prediction_drift_psi_expected",
+            "PSI of predictions expected with no drift at these sample sizes", m,
+        )
         suff = g("ml_drift_sufficient_data", "1 when the last check met min_samples", m)
         last = g("ml_drift_last_check_timestamp_seconds", "Unix time of the last drift check", m)
         wsize = GaugeMetricFamily("ml_drift_window_samples", "Events in the drift window", labels=m)
@@ -390,14 +450,19 @@ class SidecarCollector(Collector):
             p = r.prediction
             if p is not None and p.sufficient:
                 pdet.add_metric([t.name], 1.0 if p.drifted else 0.0)
+                pn.add_metric([t.name], p.samples)
+                pref.add_metric([t.name], p.reference_samples)
                 for fam, v in (
                     (pks, p.ks_statistic), (pksp, p.ks_pvalue), (pshift, p.mean_shift_ratio),
                     (ppsi, p.psi), (pchi, p.chi2_statistic), (pchip, p.chi2_pvalue),
+                    (padj, p.alarm_p_adjusted), (ppsie, p.psi_expected),
+                    (pcatp, p.test_pvalue if p.kind == "categorical" else None),
                 ):
                     if v is not None:
                         fam.add_metric([t.name], float(v))
-        yield from (psi, ks, ksp, chi, chip, wmiss, bmiss, det)
-        yield from (pks, pksp, pshift, ppsi, pchi, pchip, pdet, suff, last, wsize, wfill)
+        yield from (psi, ks, ksp, chi, chip, wmiss, bmiss, det, adj, catp, fn, fref, fpsie)
+        yield from (pks, pksp, pshift, ppsi, pchi, pchip, pdet, padj, pcatp, pn, pref, ppsie)
+        yield from (suff, last, wsize, wfill)
 
     # ------------------------------------------------------------ fleet bins
     def _bins(self, trackers: list[ModelTracker]) -> Iterator[Metric]:
@@ -470,7 +535,7 @@ class SidecarCollector(Collector):
             "drift_sidecar_events_dropped", "Events dropped unprocessed, by reason",
             labels=["reason"],
         )
-        for k in sorted({"queue_full", *h.dropped}):
+        for k in sorted({*DROP_REASONS, *h.dropped}):
             drop.add_metric([k], h.dropped[k])
         yield drop
         acc = CounterMetricFamily(
@@ -519,6 +584,14 @@ class SidecarCollector(Collector):
             "drift_sidecar_connections_refused", "Connections over socket.max_connections",
             value=h.connections_refused,
         )
+        shed = CounterMetricFamily(
+            "drift_sidecar_http_connections_shed",
+            "HTTP connections closed over http.max_connections: the oldest idle one, or the "
+            "new one when every connection is busy", labels=["reason"],
+        )
+        for k in sorted({"idle_closed", "refused", *h.http_connections_shed}):
+            shed.add_metric([k], h.http_connections_shed[k])
+        yield shed
         rel = CounterMetricFamily(
             "drift_sidecar_config_reloads", "Config reloads, by result", labels=["result"]
         )

@@ -11,11 +11,13 @@ from typing import Any
 import structlog
 
 from sidecar.config import (
+    RESERVED_FEATURE_NAMES,
     BaselineSpec,
     Config,
     FeatureSpec,
     ModelSpec,
     PredictionSpec,
+    label_fits,
 )
 from sidecar.events import Decoded, Event, Rejection
 from sidecar.metrics import Health
@@ -29,16 +31,20 @@ _features = attrgetter("features")
 
 
 class RateLimitedLog:
-    """One log line per reason per period, carrying how many were suppressed meanwhile."""
+    """One log line per key per period, carrying how many were suppressed meanwhile."""
 
     def __init__(self, period_s: float = 10.0) -> None:
         self._limiter = LogLimiter(period_s)
 
     def warn(self, reason: str, detail: str, **kw: Any) -> None:
-        suppressed = self._limiter.admit(reason)
+        """An `event_rejected` line, at most one per reason per period."""
+        self.event("event_rejected", reason, reason=reason, detail=detail[:300], **kw)
+
+    def event(self, event: str, key: str, level: str = "warning", **fields: Any) -> None:
+        """A log line named `event`, at most one per (`event`, `key`) per period."""
+        suppressed = self._limiter.admit(f"{event}:{key}")
         if suppressed is not None:
-            log.warning("event_rejected", reason=reason, detail=detail[:300],
-                        suppressed_since_last=suppressed, **kw)
+            getattr(log, level)(event, suppressed_since_last=suppressed, **fields)
 
 
 class Pipeline:
@@ -59,20 +65,28 @@ class Pipeline:
         self.rejection_log = RateLimitedLog()
         for spec in config.models:
             self.trackers[spec.name] = ModelTracker(
-                spec, config.drift_for(spec), on_capture=on_capture
+                spec, config.drift_for(spec), on_capture=on_capture,
+                max_label_bytes=config.limits.max_label_bytes,
             )
 
-    def reject(self, reason: str, detail: str, n: int = 1) -> None:
+    def reject(self, reason: str, detail: str, n: int = 1,
+               errors: list[Rejection] | None = None) -> None:
         self.health.rejected[reason] += n
         self.rejection_log.warn(reason, detail)
+        if errors is not None:
+            errors.extend([Rejection(reason, detail)] * n)
 
-    def handle(self, decoded: Decoded, transport: str, now: float | None = None) -> int:
-        """Fold decoded events into trackers; returns how many were accepted."""
+    def handle(
+        self, decoded: Decoded, transport: str, now: float | None = None,
+        errors: list[Rejection] | None = None,
+    ) -> int:
+        """Fold decoded events into trackers; returns how many were accepted. Every
+        rejection, the decoder's and the routing's, is also appended to `errors` if given."""
         now = time.time() if now is None else now
         h = self.health
         h.received[transport] += len(decoded.events) + len(decoded.rejections)
         for r in decoded.rejections:
-            self.reject(r.reason, r.detail)
+            self.reject(r.reason, r.detail, errors=errors)
         events = decoded.events
         max_feats = self.config.socket.max_features_per_event
         # C-level passes over the batch; the per-event Python loops below are the rare paths.
@@ -82,7 +96,7 @@ class Pipeline:
             for ev in events:
                 if ev.features is not None and len(ev.features) > max_feats:
                     self.reject("too_many_features",
-                                f"{len(ev.features)} features > {max_feats}")
+                                f"{len(ev.features)} features > {max_feats}", errors=errors)
                 else:
                     kept.append(ev)
             events = kept
@@ -97,19 +111,60 @@ class Pipeline:
         accepted = 0
         for model, batch in by_model.items():
             events = batch
-            tracker = self.trackers.get(model) or self._auto_register(model, events[0])
+            tracker = self.trackers.get(model)
             if tracker is None:
-                self.reject("unknown_model", f"model {model[:100]!r} is not configured",
-                            len(events))
-                continue
+                refusal = self._unregistered(model, events[0])
+                if isinstance(refusal, Rejection):
+                    self.reject(refusal.reason, refusal.detail, len(events), errors)
+                    continue
+                tracker = refusal
             if "stats" in set(map(_kind, events)):
                 events = self._stats(model, events, now)
             if events:
+                unknown_before = tracker.unknown_features
                 rejected: list[Rejection] = tracker.ingest(events, now)
                 for r in rejected:
-                    self.reject(r.reason, r.detail)
+                    self.reject(r.reason, r.detail, errors=errors)
                 accepted += len(events) - len(rejected)
+                if tracker.unknown_features != unknown_before:
+                    self._log_unknown_features(tracker, events)
         return accepted
+
+    def _unregistered(self, model: str, first: Event) -> ModelTracker | Rejection:
+        """A tracker for a model not (yet) known, or why its events are refused."""
+        limit = self.config.limits.max_label_bytes
+        if not label_fits(model, limit):
+            return Rejection("label_too_long",
+                             f"model name of {len(model.encode())} bytes > "
+                             f"limits.max_label_bytes {limit}: {model[:100]!r}...")
+        auto = self.config.auto_register
+        if not auto.enabled:
+            return Rejection("unknown_model", f"model {model[:100]!r} is not configured "
+                             "(auto_register.enabled is false)")
+        if first.kind == "stats":
+            return Rejection("unknown_model", f"model {model[:100]!r} is not configured; "
+                             "a stats event does not auto-register it")
+        n_auto = sum(1 for t in self.trackers.values() if t.auto_registered)
+        if n_auto >= auto.max_models:
+            self.rejection_log.event(
+                "auto_register_cap_reached", "", model=model[:100], max_models=auto.max_models,
+                detail="the model is not registered: auto_register.max_models is reached",
+            )
+            return Rejection("unknown_model", f"model {model[:100]!r} is not configured and "
+                             f"the auto-registration cap is reached "
+                             f"(auto_register.max_models {auto.max_models})")
+        return self._auto_register(model, first)
+
+    def _log_unknown_features(self, tracker: ModelTracker, events: list[Event]) -> None:
+        """Name the features a model does not know (a typo in the client, usually), at most
+        once per model per period; they are counted in drift_sidecar_unknown_features."""
+        known = set(tracker.feature_names)
+        names = sorted({k for ev in events if ev.features for k in ev.features.keys() - known})
+        self.rejection_log.event(
+            "unknown_features", tracker.name, model=tracker.name,
+            features=[n[:100] for n in names[:10]], distinct=len(names),
+            detail="feature names the model does not have, ignored; a typo in the client?",
+        )
 
     def _stats(self, model: str, events: list[Event], now: float) -> list[Event]:
         if self.on_stats is not None:
@@ -118,12 +173,15 @@ class Pipeline:
                     self.on_stats(model, ev.model_memory_bytes, now)
         return [ev for ev in events if ev.kind != "stats"]
 
-    def _auto_register(self, model: str, first: Event) -> ModelTracker | None:
+    def _auto_register(self, model: str, first: Event) -> ModelTracker:
         auto = self.config.auto_register
-        n_auto = sum(1 for t in self.trackers.values() if t.auto_registered)
-        if not auto.enabled or n_auto >= auto.max_models or first.kind == "stats":
-            return None
-        feats = sorted((first.features or {}).items())[: auto.max_features]
+        limit = self.config.limits.max_label_bytes
+        # The names a config may not use (reserved baseline columns, over-long labels) are
+        # not taken from an event either: they stay unknown features, counted and logged.
+        usable = {k: v for k, v in (first.features or {}).items() if label_fits(k, limit)
+                  and k not in RESERVED_FEATURE_NAMES}
+        skipped = sorted((first.features or {}).keys() - usable.keys())
+        feats = sorted(usable.items())[: auto.max_features]
         features = [
             FeatureSpec(name=k, type="categorical" if isinstance(v, str) else "numeric")
             for k, v in feats
@@ -133,17 +191,20 @@ class Pipeline:
             pred = PredictionSpec(
                 type="categorical" if isinstance(first.prediction, str) else "numeric"
             )
+        version = first.version or ""
         spec = ModelSpec(
             name=model,
-            version=first.version or "",
+            version=version if label_fits(version, limit) else "",
             baseline=BaselineSpec(capture=auto.capture),
             features=features,
             prediction=pred,
         )
         tracker = ModelTracker(
-            spec, self.config.drift, auto_registered=True, on_capture=self.on_capture
+            spec, self.config.drift, auto_registered=True, on_capture=self.on_capture,
+            max_label_bytes=limit,
         )
         self.trackers[model] = tracker
         log.info("model_auto_registered", model=model, features=[f.name for f in features],
-                 capture=auto.capture)
+                 capture=auto.capture, skipped_features=[k[:100] for k in skipped[:10]])
         return tracker
+

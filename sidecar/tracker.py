@@ -6,7 +6,7 @@ handful of vectorized calls, never one `observe()` per feature per event.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -19,23 +19,34 @@ from sidecar.config import DriftSettings, EmbeddingSpec, ModelSpec
 from sidecar.drift import ModelDriftResult, WindowData
 from sidecar.embedding import EmbeddingOptions, embedding_matrix
 from sidecar.embedding_window import EmbeddingWindow
-from sidecar.events import Event, Rejection
+from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.stats.bins import OTHER, sorted_bin_counts
-from sidecar.stats.reference import Baseline, CategoricalReference, NumericReference, category_key
+from sidecar.stats.reference import (
+    TAIL_FACTOR,
+    Baseline,
+    CategoricalReference,
+    NumericReference,
+    category_key,
+)
 from sidecar.windows import RollingWindow, WindowSnapshot
 
 LATENCY_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 """The guide's buckets (0.01 .. 1 s) widened at both ends; 0.1 stays for the HighLatency rule."""
 CONFIDENCE_BUCKETS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
 FEATURE_BUCKETS = np.linspace(0.0, 1.0, 11)
+HORIZON_WINDOWS = 3
+"""Categorical columns are also tested over the last ~3 windows of events, from their
+per-bin counters: a small share shift that one window cannot show, three can."""
 _MAX_INDEX_TABLE = 1 << 16  # class indices below this are looked up in a table
 
 
 class Vocab:
-    """A capped string-to-code table; values past the cap share the overflow code."""
+    """A capped string-to-code table; values past the cap share the overflow code, and so
+    do values longer than `max_bytes` of UTF-8 (they would become label values)."""
 
-    def __init__(self, cap: int, seed: Sequence[str] = ()) -> None:
+    def __init__(self, cap: int, seed: Sequence[str] = (), max_bytes: int = 128) -> None:
         self.cap = cap
+        self.max_bytes = max_bytes
         self.index: dict[str, int] = {}
         self.values: list[str] = []
         for s in seed:
@@ -51,6 +62,8 @@ class Vocab:
             return c
         if len(self.values) >= self.cap:
             return self.cap
+        if len(value) * 4 > self.max_bytes and len(value.encode()) > self.max_bytes:
+            return self.cap  # never indexed: each sighting pays this check, but only these
         c = len(self.values)
         self.index[value] = c
         self.values.append(value)
@@ -123,6 +136,7 @@ class ModelTracker:
         *,
         auto_registered: bool = False,
         on_capture: Callable[[ModelTracker, CaptureData], None] | None = None,
+        max_label_bytes: int = 128,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -137,12 +151,13 @@ class ModelTracker:
         self._known = frozenset(self.feature_names)
         self._num_get = itemgetter(*self.numeric_names) if self.numeric_names else None
         self.pred_kind = spec.prediction.type if spec.prediction else None
-        cat_cap = 4 * drift.max_categories
-        self.cat_vocab = [Vocab(cat_cap) for _ in categorical]
-        self.pred_vocab = Vocab(cat_cap) if self.pred_kind == "categorical" else None
-        self.class_vocab = Vocab(spec.max_classes)
+        cat_cap = TAIL_FACTOR * drift.max_categories
+        lb = max_label_bytes
+        self.cat_vocab = [Vocab(cat_cap, max_bytes=lb) for _ in categorical]
+        self.pred_vocab = Vocab(cat_cap, max_bytes=lb) if self.pred_kind == "categorical" else None
+        self.class_vocab = Vocab(spec.max_classes, max_bytes=lb)
         self._class_by_index = np.empty(0, dtype=np.int64)  # class code by class index, or -1
-        self.version_vocab = Vocab(8, [spec.version])
+        self.version_vocab = Vocab(8, [spec.version], max_bytes=lb)
 
         self.requests: Counter[tuple[int, str]] = Counter()
         self.latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
@@ -154,12 +169,19 @@ class ModelTracker:
         self.conf_sums = np.zeros(spec.max_classes + 1)
         self.pred_count = 0
         self.pred_sum = 0.0
+        self.pred_negative = False
+        """A negative prediction was seen: the sum is no longer a counter (see metrics)."""
         self.feature_buckets = [
             np.asarray(f.buckets, dtype=np.float64) if f.buckets else FEATURE_BUCKETS
             for f in numeric
         ]
         self.feature_counts = [np.zeros(len(b) + 1, dtype=np.int64) for b in self.feature_buckets]
         self.feature_sums = np.zeros(len(numeric))
+        self.feature_negative = np.array(
+            [bool((b < 0).any()) for b in self.feature_buckets], dtype=bool
+        )
+        """Per numeric feature: a negative value (or bucket bound) was seen, so its sum is not
+        a counter and OpenMetrics forbids exposing it."""
         self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
         self.unknown_features = 0
         self.accepted = 0
@@ -182,11 +204,20 @@ class ModelTracker:
             self.capture = Capture(spec.baseline.capture)
         self.baseline: Baseline | None = None
         """Set once loaded or captured."""
+        self.binned_events = 0
+        """Events counted into the per-bin counters since the baseline was installed."""
+        self._horizon: deque[tuple[int, list[np.ndarray], np.ndarray | None]] = deque()
         self.num_bins: list[np.ndarray] = []
         self.cat_bins: list[np.ndarray] = []
         self.pred_bins: np.ndarray | None = None
         self.latest: ModelDriftResult | None = None
         """The last drift check's result."""
+
+    def set_label_limit(self, max_bytes: int) -> None:
+        """limits.max_label_bytes for values not seen yet (a reload may change it)."""
+        for vocab in (*self.cat_vocab, self.pred_vocab, self.class_vocab, self.version_vocab):
+            if vocab is not None:
+                vocab.max_bytes = max_bytes
 
     # ---------------------------------------------------------------- ingest
     def ingest(self, events: list[Event], now: float) -> list[Rejection]:
@@ -218,13 +249,6 @@ class ModelTracker:
             if emb is not None:
                 emb = emb[keep]
         n = len(events)
-        self.accepted += n
-
-        if feats:
-            total = sum(map(len, filter(None, feats)))
-            if not (all_present and not self.categorical_names and total == n * len(self._known)):
-                known = sum(len(f.keys() & self._known) for f in feats if f)
-                self.unknown_features += total - known
 
         finite = np.isfinite(num)
         all_finite = bool(finite.all())
@@ -233,6 +257,28 @@ class ModelTracker:
         else:
             num[~finite] = np.nan
             n_finite = finite.sum(axis=0)
+        # One sort per column serves the range check, the value histograms and the baseline
+        # bins: each bucket count is then a search of a few edges in the sorted column,
+        # instead of a search of every value in the edges (NaN sorts last).
+        ordered = np.sort(num.T, axis=1)
+        if ordered.size and _beyond_range(ordered, n_finite):
+            # Only a numeric string ("1e308") gets here: numbers are checked by the decoder.
+            huge = set(np.flatnonzero((np.abs(num) > MAX_ABS_VALUE).any(axis=1)).tolist())
+            for i in sorted(huge):
+                rejections.append(Rejection(
+                    "out_of_range",
+                    f"event {events[i].id or i}: a feature beyond ±{MAX_ABS_VALUE:g}",
+                ))
+            kept = [ev for i, ev in enumerate(events) if i not in huge]
+            return rejections + (self.ingest(kept, now) if kept else [])
+        self.accepted += n
+
+        if feats:
+            total = sum(map(len, filter(None, feats)))
+            if not (all_present and not self.categorical_names and total == n * len(self._known)):
+                known = sum(len(f.keys() & self._known) for f in feats if f)
+                self.unknown_features += total - known
+
         cat = self._categorical_codes(feats)
         self.missing[: len(self.numeric_names)] += n - n_finite
         if cat.shape[1]:
@@ -243,11 +289,9 @@ class ModelTracker:
         conf = self._confidence(events)
         self._count_confidence(events, preds, conf)
         self._count_predictions(preds)
-        # One sort per column serves both the value histograms and the baseline bins: each
-        # bucket count is then a search of a few edges in the sorted column, instead of a
-        # search of every value in the edges (NaN sorts last, past every finite edge).
-        ordered = np.sort(num.T, axis=1)
         self.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
+        if ordered.shape[1]:
+            self.feature_negative |= ordered[:, 0] < 0  # sorted: the first is the least
         self._count_features(ordered, n_finite)
 
         received = np.full(n, now)
@@ -271,6 +315,20 @@ class ModelTracker:
                 elif present.any():
                     self.embedding_window.append(rows[present], received[start:][present])
         return rejections
+
+    def append_rows(
+        self,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        predictions: np.ndarray,
+        received: np.ndarray,
+    ) -> None:
+        """Fold rows already in this tracker's coding (vocabulary codes) into the per-bin
+        counters and the window, as `ingest` does after decoding a batch; benchmarks
+        replay streams through it."""
+        self._count_bins(numeric, categorical, predictions)
+        n = received.shape[0]
+        self.window.append(numeric, categorical, predictions, np.full(n, np.nan), received)
 
     def _numeric_matrix(self, feats: list[Any]) -> tuple[np.ndarray, set[int], bool]:
         """Numeric features as an (n, k) matrix; also the rows holding a non-numeric string,
@@ -423,6 +481,8 @@ class ModelTracker:
             v = preds[np.isfinite(preds)]
             self.pred_count += int(v.size)
             self.pred_sum += float(v.sum())
+            if v.size and not self.pred_negative:
+                self.pred_negative = bool(v.min() < 0)
 
     def _count_features(self, ordered: np.ndarray, n_finite: np.ndarray) -> None:
         for j, buckets in enumerate(self.feature_buckets):
@@ -440,6 +500,7 @@ class ModelTracker:
         b = self.baseline
         if b is None:
             return
+        self.binned_events += int(preds.shape[0])
         if ordered is None or n_finite is None:
             ordered = np.sort(num.T, axis=1)
             n_finite = (~np.isnan(num)).sum(axis=0)
@@ -493,12 +554,16 @@ class ModelTracker:
         `backfill` (a capture just finished), from the window, which then holds exactly the
         events that followed the capture."""
         self.baseline = baseline
+        # every category the reference counts gets a code first, so that live traffic
+        # cannot push one past the vocabulary's cap (the tests compare them one by one)
         for vocab, ref in zip(self.cat_vocab, baseline.categorical, strict=True):
-            for c in ref.categories:
+            for c in (*ref.categories, *ref.tail):
                 vocab.code(c)
         if self.pred_vocab is not None and isinstance(baseline.prediction, CategoricalReference):
-            for c in baseline.prediction.categories:
+            for c in (*baseline.prediction.categories, *baseline.prediction.tail):
                 self.pred_vocab.code(c)
+        self.binned_events = 0
+        self._horizon.clear()
         self.num_bins = [np.zeros(len(r.shares), dtype=np.int64) for r in baseline.numeric]
         self.cat_bins = [np.zeros(v.cap + 1, dtype=np.int64) for v in self.cat_vocab]
         self.pred_bins = None
@@ -518,6 +583,31 @@ class ModelTracker:
         table = np.full(vocab.cap + 1, len(ref.categories), dtype=np.int32)
         table[: len(vocab.values)] = codes[:-1]
         return table
+
+    def _vocab_to_test(
+        self, vocab: Vocab, ref: CategoricalReference
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Lookup from vocabulary code to the code a drift check tests, and the labels of
+        the codes past `__other__`.
+
+        As `_vocab_to_ref`, except that the reference's tail categories, then each live
+        category the reference never saw, get codes of their own after `__other__`
+        (len(categories) + 1, + 2, ...): the two-sample tests need them as columns. When
+        the reference had more categories than it counts one by one, a live category
+        outside them may be one of those, so it stays in `__other__`; so do values past
+        the vocabulary's cap."""
+        table = self._vocab_to_ref(vocab, ref)
+        other = len(ref.categories)
+        tail = {c: i for i, c in enumerate(ref.tail)}
+        labels = list(ref.tail)
+        for i in np.flatnonzero(table[: len(vocab.values)] == other).tolist():
+            t = tail.get(vocab.values[i])
+            if t is not None:
+                table[i] = other + 1 + t
+            elif not ref.overflowed:
+                table[i] = other + 1 + len(labels)
+                labels.append(vocab.values[i])
+        return table, tuple(labels)
 
     def category_bin_counts(self) -> list[tuple[str, list[tuple[str, int]]]]:
         """Per categorical feature: live counts per reference category and `__other__`."""
@@ -547,29 +637,77 @@ class ModelTracker:
             self.embedding_window.evict_older_than(now)
         return self.window.snapshot()
 
+    def _horizon_counts(self) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
+        """Per-vocabulary-code counts of the categorical features and class predictions
+        over the last HORIZON_WINDOWS windows of events (up to a tenth more), from the
+        per-bin counters; None until that many events were counted, and with `max_age_s`
+        (whose point is to forget old events).
+
+        Called once per check: it keeps a few snapshots of the counters, one per tenth of
+        the horizon, and the oldest one still needed gives the start."""
+        categorical = bool(self.cat_bins) or self.pred_vocab is not None
+        if self.drift.max_age_s is not None or not categorical or self.baseline is None:
+            return None, None
+        span = HORIZON_WINDOWS * self.window.capacity
+        now = self.binned_events
+        snaps = self._horizon
+        if not snaps or now - snaps[-1][0] >= max(1, span // 10):
+            pred = self.pred_bins.copy() if (
+                self.pred_vocab is not None and self.pred_bins is not None) else None
+            snaps.append((now, [c.copy() for c in self.cat_bins], pred))
+        while len(snaps) >= 2 and snaps[1][0] <= now - span:
+            snaps.popleft()
+        start, cats, pred_start = snaps[0]
+        if start > now - span:
+            return None, None
+        horizon = [c - s for c, s in zip(self.cat_bins, cats, strict=True)]
+        pred_h = None
+        if pred_start is not None and self.pred_bins is not None:
+            pred_h = self.pred_bins - pred_start
+        return horizon, pred_h
+
     def drift_window(self, snap: WindowSnapshot) -> WindowData:
         """The window in the baseline's coding, for `sidecar.drift.check_model`."""
         b = self.baseline
         assert b is not None, "drift_window needs a baseline"
         cat = snap.categorical.copy()
+        cat_labels: list[tuple[str, ...]] = []
+        cat_horizon: list[np.ndarray | None] = []
+        horizon, pred_horizon = self._horizon_counts()
         for j, (vocab, ref) in enumerate(zip(self.cat_vocab, b.categorical, strict=True)):
             col = snap.categorical[:, j]
-            table = self._vocab_to_ref(vocab, ref)
+            table, labels = self._vocab_to_test(vocab, ref)
             cat[:, j] = np.where(col < 0, -1, table[np.maximum(col, 0)])
+            cat_labels.append(labels)
+            size = len(ref.categories) + 1 + len(labels)
+            cat_horizon.append(None if horizon is None else _recode(horizon[j], table, size))
         preds: np.ndarray | None = None
+        pred_labels: tuple[str, ...] = ()
+        pred_h: np.ndarray | None = None
         if b.prediction is not None:
             if self.pred_vocab is not None and isinstance(b.prediction, CategoricalReference):
-                table = self._vocab_to_ref(self.pred_vocab, b.prediction)
+                table, pred_labels = self._vocab_to_test(self.pred_vocab, b.prediction)
                 col = snap.predictions
                 preds = np.where(col < 0, -1, table[np.maximum(col, 0)]).astype(np.int32)
+                if pred_horizon is not None:
+                    size = len(b.prediction.categories) + 1 + len(pred_labels)
+                    pred_h = _recode(pred_horizon, table, size)
             else:
                 preds = snap.predictions
         embeddings = None
         if b.embedding is not None and self.embedding_window is not None:
             embeddings = self.embedding_window.snapshot()
         return WindowData(
-            numeric=snap.numeric, categorical=cat, predictions=preds, embeddings=embeddings
+            numeric=snap.numeric, categorical=cat, predictions=preds,
+            categorical_labels=tuple(cat_labels), prediction_labels=pred_labels,
+            categorical_horizon=tuple(cat_horizon), prediction_horizon=pred_h,
+            embeddings=embeddings,
         )
+
+
+def _recode(counts: np.ndarray, table: np.ndarray, size: int) -> np.ndarray:
+    """Counts per vocabulary code as counts per test code (see `_vocab_to_test`)."""
+    return np.bincount(table, weights=counts, minlength=size)[:size].astype(np.int64)
 
 
 def _predicted_class(ev: Event) -> str:
@@ -585,3 +723,11 @@ def _predicted_class(ev: Event) -> str:
             return max(probs, key=probs.__getitem__)
         return str(max(range(len(probs)), key=probs.__getitem__))
     return "none"  # a regression value is not a class: one label, not one per value
+
+
+def _beyond_range(ordered: np.ndarray, n_finite: np.ndarray) -> bool:
+    """Whether a sorted column (NaN last) holds a value beyond ±MAX_ABS_VALUE: its first and
+    its last finite value tell."""
+    low = ordered[:, 0]
+    high = ordered[np.arange(ordered.shape[0]), np.maximum(n_finite - 1, 0)]
+    return bool((low < -MAX_ABS_VALUE).any() or (high > MAX_ABS_VALUE).any())

@@ -107,6 +107,10 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
     ca, cb = written.categorical[0], loaded.categorical[0]
     assert ca.categories == cb.categories and ca.missing_rate == cb.missing_rate
     np.testing.assert_array_equal(ca.shares, cb.shares)
+    # the two-sample tests need the baseline's counts, not only its shares
+    np.testing.assert_array_equal(ca.counts, cb.counts)
+    country = [c for c in cols["categorical"]["country"] if c is not None]  # type: ignore[index]
+    assert cb.counts.tolist() == [country.count(c) for c in cb.categories] + [0]
     assert isinstance(loaded.prediction, NumericReference)
     assert written.prediction is not None
     np.testing.assert_array_equal(
@@ -125,6 +129,8 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
     )
     assert recomputed.stats_source == "mixed"
     assert recomputed.categorical[0].categories == ("de", "fr", "us")
+    assert recomputed.categorical[0].tail == ("jp",)  # counted for the tests, not a label
+    assert not recomputed.categorical[0].overflowed
     five = load_baseline(
         path, "fraud", numeric_names=["amount"], categorical_names=[],
         prediction_kind=None, psi_bins=5,
@@ -288,3 +294,30 @@ def test_csv_with_text_in_a_numeric_column_names_it(tmp_path: Path) -> None:
             src, tmp_path / "b.parquet", "m", numeric_names=["missing"],
             categorical_names=[], prediction_kind=None,
         )
+
+
+def test_files_without_stored_counts_still_load_with_counts(tmp_path: Path) -> None:
+    """Baselines written before category counts were stored have shares only: they load,
+    and their categorical statistics are computed from the column again."""
+    rng = np.random.default_rng(4)
+    cols = columns(rng, 800)
+    path = tmp_path / "old.parquet"
+    write_baseline(path, "fraud", prediction_kind="numeric", **cols)  # type: ignore[arg-type]
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    for entry in meta["categorical"].values():
+        del entry["counts"]
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    b = load_baseline(path, "fraud", numeric_names=["amount", "count"],
+                      categorical_names=["country"], prediction_kind="numeric")
+    assert b.stats_source == "mixed"  # numeric statistics stored, categorical computed
+    ref = b.categorical[0]
+    country = [c for c in cols["categorical"]["country"] if c is not None]  # type: ignore[index]
+    assert ref.counts.tolist() == [country.count(c) for c in ref.categories] + [0]
+    # counts that disagree with the shares are not trusted either
+    meta["categorical"]["country"]["counts"] = [1, 1, 1, 1, 0]
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    again = load_baseline(path, "fraud", numeric_names=["amount", "count"],
+                          categorical_names=["country"], prediction_kind="numeric")
+    assert again.stats_source == "mixed"
+    assert again.categorical[0].counts.tolist() == ref.counts.tolist()

@@ -176,13 +176,18 @@ def test_tracker_rejects_only_the_bad_events():
              for e in ([0.5, 0.5], [1.0], [float("nan"), 1.0], [2.0, 2.0])]
     lines.append(b'{"model": "m", "features": {"x": 1}}')  # no embedding: fine
     decoded = decode_lines(lines, 100)
-    assert not decoded.rejections and len(decoded.events) == 5
+    # a NaN is rejected as it is decoded, the wrong length when the model's dim is known
+    assert [r.reason for r in decoded.rejections] == ["invalid_value"]
+    assert len(decoded.events) == 4
     rejections = t.ingest(decoded.events, now=1.0)
-    assert sorted(r.reason for r in rejections) == ["embedding_dim", "invalid_value"]
+    assert [r.reason for r in rejections] == ["embedding_dim"]
     assert t.accepted == 3
     assert t.capture is not None and t.capture.count == 3
     captured = np.concatenate(t.capture.embeddings)
     assert captured.shape == (3, 2) and np.isnan(captured[2]).all()
+    # beyond float32 (but within the wire's bound): invalid_value at ingest
+    big = decode_lines([json.dumps({"model": "m", "embedding": [1e39, 0.0]}).encode()], 10)
+    assert [r.reason for r in t.ingest(big.events, now=2.0)] == ["invalid_value"]
 
 
 def test_embedding_window_keeps_the_last_rows_in_order():

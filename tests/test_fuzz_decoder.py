@@ -1,8 +1,9 @@
 """Property-based fuzzing of the event decoder and the socket line framer.
 
 Invariants: decoding never raises; every good event comes out, in order; every non-blank
-line yields at least one event or rejection (an empty batch `[]` yields neither); and the
-framer hands the same lines to the decoder however the byte stream is cut into reads.
+line yields at least one event or rejection (an empty batch `[]` yields neither); the
+framer hands the same lines to the decoder however the byte stream is cut into reads; and
+one set of rules holds whatever else a line holds (NaN and Infinity tokens read as null).
 """
 
 from __future__ import annotations
@@ -11,11 +12,20 @@ import itertools
 import json
 from typing import Any
 
+from hostile import (
+    NON_FINITE,
+    Tok,
+    class1_expected,
+    class1_lines,
+    hostile_event,
+    judged_by_the_model,
+    render,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.config import Config, SocketSettings
-from sidecar.events import REASONS, decode_lines
+from sidecar.events import MAX_ABS_VALUE, MAX_TS, REASONS, Decoded, decode_lines
 from sidecar.ingest import EventProtocol, IngestServer
 from sidecar.metrics import Health
 from sidecar.pipeline import Pipeline
@@ -25,7 +35,7 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 names = st.text(min_size=1, max_size=12)
 numbers = st.one_of(
-    st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53)
+    st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE), st.integers(-(2**53), 2**53)
 )
 good_events = st.fixed_dictionaries(
     {"model": names},
@@ -38,7 +48,7 @@ good_events = st.fixed_dictionaries(
         "confidence": st.floats(0, 1),
         "latency_s": st.floats(0, 1e6),
         "status": st.sampled_from(["success", "error"]),
-        "ts": st.floats(0, 2e9),
+        "ts": st.floats(0, MAX_TS),
         "id": st.text(max_size=16),
         "trace_id": st.text("0123456789abcdef", min_size=32, max_size=32),
         "unknown_field": st.integers(),
@@ -208,3 +218,71 @@ def test_framing_is_independent_of_how_reads_are_cut(case: tuple[bytes, list[byt
     assert _model_names(whole.events) == [e.model for h in halves for e in h.events]
     assert sorted(r.reason for r in whole.rejections) == sorted(
         r.reason for h in halves for r in h.rejections)
+
+
+# ---------------------------------------------------------------- one set of rules
+# A line that holds NaN or Infinity takes a second step through the decoder (the tokens are
+# rewritten to null); it must end in the same verdicts as a line without them.
+NEIGHBOUR = {"model": "n", "features": {"v": NON_FINITE[0]}}
+
+
+def _outcome(out: Decoded) -> tuple[list[Any], list[str]]:
+    return list(out.events), [r.reason for r in out.rejections]
+
+
+def _decode(obj: Any) -> tuple[list[Any], list[str]]:
+    return _outcome(decode_lines([render(obj)], MAX_BATCH))
+
+
+@FUZZ
+@given(hostile_event(["m"]), st.sampled_from(NON_FINITE))
+def test_an_events_verdict_ignores_non_finite_tokens_elsewhere_on_its_line(
+    ev: dict[str, Any], tok: Tok
+) -> None:
+    events, reasons = _decode([ev])
+    neighbour = decode_lines([render([NEIGHBOUR])], MAX_BATCH).events
+    assert len(neighbour) == 1
+    # Beside an event holding a token, before or after it.
+    assert _decode([ev, NEIGHBOUR]) == (events + neighbour, reasons)
+    assert _decode([NEIGHBOUR, ev]) == (neighbour + events, reasons)
+    # With a token in a field nobody reads.
+    assert _decode({**ev, "zz_unknown": tok}) == _decode(ev)
+    assert _decode([{**ev, "zz_unknown": [tok, {"a": tok}]}]) == (events, reasons)
+
+
+@FUZZ
+@given(hostile_event(["m"]), st.sampled_from(NON_FINITE), st.data())
+def test_a_non_finite_token_reads_as_null_wherever_it_stands(
+    ev: dict[str, Any], tok: Tok, data: st.DataObject
+) -> None:
+    field = data.draw(st.sampled_from(sorted(set(ev) | {"features", "latency_s", "ts"})))
+    if field == "model":
+        return
+    assert _decode({**ev, field: tok}) == _decode({**ev, field: None})
+    features = ev.get("features")
+    if isinstance(features, dict) and features:
+        name = data.draw(st.sampled_from(sorted(features)))
+        assert (_decode({**ev, "features": {**features, name: tok}})
+                == _decode({**ev, "features": {**features, name: None}}))
+
+
+def test_class1_lines_get_their_verdicts_alone_and_in_one_chunk() -> None:
+    lines = [(line, None if judged_by_the_model(line) else reason)
+             for line, reason in class1_lines("fraud", "auto")]
+    for line, reason in lines:
+        events, reasons = _outcome(decode_lines([line], MAX_BATCH))
+        if line.startswith(b"["):
+            assert (len(events), reasons) == (1, [reason]), line
+        elif reason is None:
+            assert (len(events), reasons) == (1, []), line
+        else:
+            assert (events, reasons) == ([], [reason]), line
+    out = decode_lines([line for line, _ in lines], MAX_BATCH)
+    accepted, rejected = class1_expected(lines)
+    assert len(out.events) == accepted
+    got: dict[str, int] = {}
+    for r in out.rejections:
+        got[r.reason] = got.get(r.reason, 0) + 1
+    assert got == rejected
+    # No exemplar timestamp that is not a finite Unix time gets through.
+    assert all(e.ts is None or 0 <= e.ts <= MAX_TS for e in out.events)

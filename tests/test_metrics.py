@@ -85,7 +85,10 @@ def test_feature_histograms_and_missing_counts_equal_the_tracker():
     assert m.value("ml_feature_value_sum", **a) == 1.0
     assert m.value("ml_feature_value_bucket", **b, le="-1.0") == 1
     assert m.value("ml_feature_value_bucket", **b, le="1.0") == 2
-    assert m.value("ml_feature_value_count", **b) == 2
+    assert m.value("ml_feature_value_bucket", **b, le="+Inf") == 2
+    # Negative bucket bounds: OpenMetrics allows no `_sum` then, and `_count` goes with it.
+    assert m.value("ml_feature_value_sum", **b) is None
+    assert m.value("ml_feature_value_count", **b) is None
     assert m.value("ml_feature_missing_total", **a) == 1
     assert m.value("ml_feature_missing_total", **b) == 1
     assert m.value("ml_feature_missing_total", model_name="m", feature_name="c") == 2

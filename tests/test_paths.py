@@ -12,7 +12,7 @@ from sidecar.config import parse_config
 
 def daemon_socket_path() -> str:
     """Where a daemon whose config names no socket listens."""
-    return parse_config({"models": []}).socket_path
+    return parse_config({"auto_register": {"enabled": True}}).socket_path
 
 
 @pytest.mark.parametrize("runtime", ["writable", "missing", "unset", "empty"])

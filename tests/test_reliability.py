@@ -573,14 +573,14 @@ def test_a_stalled_drift_check_stalls_neither_ingest_nor_scrapes(daemon_factory,
 
 # ------------------------------------------------------------------------ permissions
 def test_socket_mode_and_parent_directory_permissions(daemon_factory):
-    d = daemon_factory()
+    d = daemon_factory({"auto_register": {"enabled": True}})
     st = os.stat(d.socket_path)
     assert stat.S_ISSOCK(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o660
     parent = stat.S_IMODE(os.stat(Path(d.socket_path).parent).st_mode)
     assert parent == 0o750  # exactly, whatever the umask (tests/test_socket_ownership.py)
 
-    d2 = daemon_factory({"socket": {"mode": "0o600"}})
+    d2 = daemon_factory({"socket": {"mode": "0o600"}, "auto_register": {"enabled": True}})
     assert stat.S_IMODE(os.stat(d2.socket_path).st_mode) == 0o600
     assert d2.json("/healthz")["status"] == "ok"
     # HTTP on loopback only unless asked: the default config says so.

@@ -179,7 +179,8 @@ def test_socket_and_new_folders_get_their_modes_whatever_the_umask(daemon_factor
     sock_root = tmp_path / f"run-{umask:o}"
     path = sock_root / "a" / "b" / "events.sock"
     d = daemon_factory(
-        {"socket": {"path": str(path), "mode": "0o660"}}, launcher=umask_launcher(umask)
+        {**MODEL, "socket": {"path": str(path), "mode": "0o660"}},
+        launcher=umask_launcher(umask),
     )
     assert stat.S_IMODE(os.lstat(path).st_mode) == 0o660
     for folder in (sock_root, sock_root / "a", sock_root / "a" / "b"):
@@ -192,7 +193,8 @@ def test_existing_socket_folder_keeps_its_mode(daemon_factory, tmp_path):
     folder.mkdir(mode=0o777)
     folder.chmod(0o1777)  # a sticky, world-writable folder, like /tmp
     d = daemon_factory(
-        {"socket": {"path": str(folder / "events.sock")}}, launcher=umask_launcher(0o022)
+        {**MODEL, "socket": {"path": str(folder / "events.sock")}},
+        launcher=umask_launcher(0o022),
     )
     assert stat.S_IMODE(os.lstat(folder).st_mode) == 0o1777
     assert stat.S_IMODE(os.lstat(folder / "events.sock").st_mode) == 0o660

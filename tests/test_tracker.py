@@ -136,3 +136,127 @@ def test_confidence_per_predicted_class_matches_a_per_event_computation(batches)
     got = {t.class_vocab.label(code): int(n)
            for code, n in enumerate(t.conf_counts.sum(axis=1)) if n}
     assert got == expect
+
+
+def _categorical_tracker(max_categories: int) -> ModelTracker:
+    spec = parse_config({"models": [{
+        "name": "m", "baseline": {"path": "b.parquet"},
+        "features": [{"name": "c", "type": "categorical"}],
+        "prediction": {"type": "categorical"},
+    }]}).models[0]
+    return ModelTracker(spec, DriftSettings(max_categories=max_categories, min_samples=1))
+
+
+def _ingest(t: ModelTracker, pairs: list[tuple[str | None, str]]) -> None:
+    evs = [Event(model="m", features={"c": c}, prediction=p) for c, p in pairs]
+    assert t.ingest(evs, now=1.0) == []
+
+
+def test_drift_window_gives_unseen_categories_codes_of_their_own():
+    """The two-sample tests need each live category the baseline never saw as a column of
+    its own; PSI and the bin counters still pool them into __other__."""
+    from sidecar.drift import DriftParams, check_model
+    from sidecar.stats.reference import build_baseline
+
+    t = _categorical_tracker(max_categories=50)
+    t.install_baseline(build_baseline(
+        "m", numeric={}, categorical={"c": ["a"] * 60 + ["b"] * 40},
+        prediction=["yes"] * 70 + ["no"] * 30, prediction_kind="categorical"))
+    _ingest(t, [("b", "no"), ("new1", "maybe"), ("a", "yes"), ("new2", "yes"),
+                ("new1", "no"), (None, "yes")])
+    w = t.drift_window(t.window_snapshot(1.0))
+    assert w.categorical_labels == (("new1", "new2"),)
+    assert w.categorical[:, 0].tolist() == [1, 3, 0, 4, 3, -1]  # a=0, b=1, OTHER=2
+    assert w.prediction_labels == ("maybe",)
+    assert w.predictions.tolist() == [1, 3, 0, 0, 1, 0]
+    # the bin counters are unchanged: unseen categories in __other__
+    assert dict(t.category_bin_counts()[0][1]) == {"a": 1, "b": 1, "__other__": 3}
+    r = check_model(t.baseline, w, DriftParams(min_samples=1))
+    f = r.features[0]
+    assert f.samples == 5 and f.reference_samples == 100
+    assert r.prediction is not None and r.prediction.samples == 6
+
+
+def test_drift_window_codes_the_reference_tail_and_pools_past_it():
+    """Categories past max_categories are pooled in __other__ for PSI and the bin counters,
+    but the tests count up to 4 x max_categories of them one by one (the tail). Past that,
+    a live category may be one the reference pooled: it is not told apart."""
+    from sidecar.drift import DriftParams, check_model
+    from sidecar.stats.reference import build_baseline
+
+    t = _categorical_tracker(max_categories=1)
+    values = ["a"] * 50 + ["b"] * 20 + ["c"] * 15 + ["d"] * 10 + ["e"] * 3 + ["f"] * 2
+    b = build_baseline("m", numeric={}, categorical={"c": values}, prediction=None,
+                       prediction_kind=None, max_categories=1)
+    ref = b.categorical[0]
+    assert ref.categories == ("a",) and ref.tail == ("b", "c", "d")
+    assert ref.counts.tolist() == [50, 50] and ref.tail_counts.tolist() == [20, 15, 10]
+    assert ref.overflowed and ref.residual == 5
+    assert ref.test_counts().tolist() == [50, 5, 20, 15, 10]
+    t.install_baseline(b)
+    _ingest(t, [("a", "x"), ("b", "x"), ("e", "x"), ("new", "x"), ("d", "x")])
+    w = t.drift_window(t.window_snapshot(1.0))
+    assert w.categorical_labels == (("b", "c", "d"),)
+    assert w.categorical[:, 0].tolist() == [0, 2, 1, 1, 4]
+    f = check_model(t.baseline, w, DriftParams(min_samples=1)).features[0]
+    assert f.samples == 5 and f.reference_samples == 100
+
+    # no category past the tail: a live category outside them all is new for certain,
+    # and has a code of its own while the vocabulary has room (4 x max_categories)
+    small = build_baseline("m", numeric={}, categorical={"c": values[:95]}, prediction=None,
+                           prediction_kind=None, max_categories=2)
+    assert small.categorical[0].tail == ("c", "d") and not small.categorical[0].overflowed
+    t2 = _categorical_tracker(max_categories=2)
+    t2.install_baseline(small)
+    _ingest(t2, [("a", "x"), ("c", "x"), ("new", "x"), ("b", "x")])
+    w2 = t2.drift_window(t2.window_snapshot(1.0))
+    assert w2.categorical_labels == (("c", "d", "new"),)
+    assert w2.categorical[:, 0].tolist() == [0, 3, 5, 1]
+
+
+def test_horizon_counts_cover_the_last_three_windows_of_events():
+    """Categorical columns are also tested over the last HORIZON_WINDOWS windows of events,
+    taken from the per-bin counters: the counts equal those of the events since the
+    snapshot that starts the horizon, which covers at least that many events."""
+    from sidecar.stats.reference import build_baseline
+    from sidecar.tracker import HORIZON_WINDOWS
+
+    spec = parse_config({"models": [{
+        "name": "m", "baseline": {"path": "b.parquet"},
+        "features": [{"name": "c", "type": "categorical"}],
+        "prediction": {"type": "categorical"},
+    }]}).models[0]
+    t = ModelTracker(spec, DriftSettings(window_size=100, min_samples=1))
+    t.install_baseline(build_baseline(
+        "m", numeric={}, categorical={"c": ["a"] * 60 + ["b"] * 40},
+        prediction=["yes"] * 50 + ["no"] * 50, prediction_kind="categorical"))
+    rng = np.random.default_rng(0)
+    sent: list[tuple[str, str]] = []
+    horizons = []
+    for _ in range(40):  # 40 checks of 20 events: 800 events, 8 windows
+        batch = [(str(rng.choice(["a", "b", "new"])), str(rng.choice(["yes", "no"])))
+                 for _ in range(20)]
+        sent += batch
+        _ingest(t, batch)
+        w = t.drift_window(t.window_snapshot(1.0))
+        horizons.append((len(sent), w.categorical_horizon[0], w.prediction_horizon))
+    span = HORIZON_WINDOWS * 100
+    # the first check (at 20 events) takes the first snapshot: none until 300 events
+    # after it; then between 300 and 330 (plus one batch) of the latest events
+    assert all(h is None for n, h, _ in horizons if n < span + 20)
+    for n, h, ph in horizons:
+        if n < span + 20:
+            continue
+        assert h is not None and ph is not None
+        covered = int(h.sum())
+        assert span <= covered <= span + span // 10 + 20
+        last = sent[:n][-covered:]
+        # test coding: a=0, b=1, OTHER=2, then the unseen "new" = 3
+        want = [sum(c == "a" for c, _ in last), sum(c == "b" for c, _ in last), 0,
+                sum(c == "new" for c, _ in last)]
+        assert h.tolist() == want
+        # classes tie at 50 each in the baseline, so by name: no=0, yes=1
+        assert ph.tolist()[:2] == [sum(p == x for _, p in last) for x in ("no", "yes")]
+    # a new baseline starts the horizon again
+    t.install_baseline(t.baseline)
+    assert t.drift_window(t.window_snapshot(1.0)).categorical_horizon == (None,)

@@ -18,6 +18,10 @@ from sidecar.stats.bins import OTHER, bin_index, quantile_edges, shares, sorted_
 from sidecar.stats.mmd import EmbeddingReference
 from sidecar.stats.numbers import rate
 
+TAIL_FACTOR = 4
+"""A categorical reference counts up to this many times max_categories categories one by
+one (the kept ones and its tail); a live vocabulary keeps as many (sidecar.tracker)."""
+
 PREDICTION_COLUMN = "prediction"
 """Name of the predictions' column; no feature may take it."""
 EMBEDDING_COLUMN = "embedding"
@@ -107,6 +111,15 @@ class CategoricalReference:
     shares: np.ndarray
     """Share of each category, then of OTHER (reference values beyond the cap)."""
     missing_rate: float
+    counts: np.ndarray
+    """int64 count of each category, then of OTHER: the two-sample tests need the
+    baseline's sample size, not only its shares."""
+    tail: tuple[str, ...] = ()
+    """The next most frequent categories after `categories`, up to TAIL_FACTOR *
+    max_categories categories in all. They are in OTHER for PSI and the bin counters (so
+    label cardinality stays bounded by max_categories), and columns of their own for the
+    two-sample tests, which must not compare a pool chosen by the baseline's counts."""
+    tail_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +129,34 @@ class CategoricalReference:
     def usable(self) -> bool:
         """Whether the reference holds any non-missing value to compare with."""
         return len(self.categories) > 0
+
+    @property
+    def count(self) -> int:
+        """Non-missing reference values."""
+        return int(self.counts.sum())
+
+    @property
+    def residual(self) -> int:
+        """Reference values in OTHER that are in no category of `tail` either."""
+        return int(self.counts[-1]) - int(self.tail_counts.sum())
+
+    @property
+    def overflowed(self) -> bool:
+        """Whether the reference had more categories than it counts one by one (kept and
+        tail). Then a live category outside them may be one of those, so the two-sample
+        tests compare the rest only as a whole, and that comparison is biased: the counted
+        categories were chosen as the baseline's most frequent (docs/statistics.md)."""
+        return self.residual > 0
+
+    def test_counts(self) -> np.ndarray:
+        """The baseline's row of the two-sample table: each kept category, the residual
+        OTHER, then each tail category (the codes `WindowData` uses, see sidecar.drift)."""
+        k = len(self.categories)
+        out = np.empty(k + 1 + len(self.tail), dtype=np.int64)
+        out[:k] = self.counts[:k]
+        out[k] = self.residual
+        out[k + 1 :] = self.tail_counts
+        return out
 
     @property
     def bin_labels(self) -> tuple[str, ...]:
@@ -238,17 +279,19 @@ def categorical_from_counts(
     # ties broken by name so the kept categories do not depend on row order
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     kept = ranked[:max_categories]
+    tail = ranked[max_categories : TAIL_FACTOR * max_categories]
     present = sum(counts.values())
-    if present == 0:
-        ref_shares = np.array([1.0])
-    else:
-        kept_counts = np.array([c for _, c in kept], dtype=np.float64)
-        ref_shares = np.append(kept_counts, present - kept_counts.sum()) / present
+    kept_counts = np.array([c for _, c in kept], dtype=np.int64)
+    all_counts = np.append(kept_counts, present - int(kept_counts.sum())).astype(np.int64)
+    ref_shares = np.array([1.0]) if present == 0 else all_counts / present
     return CategoricalReference(
         name=name,
         categories=tuple(k for k, _ in kept),
         shares=readonly(ref_shares),
         missing_rate=rate(missing, present + missing),
+        counts=readonly(all_counts),
+        tail=tuple(k for k, _ in tail),
+        tail_counts=readonly(np.array([c for _, c in tail], dtype=np.int64)),
     )
 
 
