@@ -8,6 +8,7 @@ not run (no nvidia-smi, install failed, daemon did not start).
     python bench/gpu_check.py                   # current interpreter, installs .[torch] if needed
     python bench/gpu_check.py --venv .gpu-venv  # a fresh venv (add --system-site-packages
                                                 # to reuse an image's CUDA torch)
+    python bench/gpu_check.py --embedding-only  # only time the embedding drift test on cuda
 """
 
 from __future__ import annotations
@@ -103,7 +104,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mem-tolerance-mib", type=float, default=300.0)
     p.add_argument("--mem-tolerance-pct", type=float, default=3.0)
     p.add_argument("--scrapes", type=int, default=10, help="timed scrapes for the latency line")
+    p.add_argument("--embedding-only", action="store_true",
+                   help="only time the embedding drift test on cuda (no daemon, no NVML)")
+    p.add_argument("--embedding-goal-ms", type=float, default=50.0)
     return p.parse_args(argv)
+
+
+def embedding_check(python: Path, goal_ms: float) -> bool:
+    """The embedding test (10,000 x 768 window vs 50,000 x 768 reference) on cuda:0: the
+    median check time against the goal, and the device memory it peaked at."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "embedding.json"
+        proc = _run([str(python), str(ROOT / "bench" / "embedding_bench.py"), "--device", "cuda",
+                     "--speed-only", "--json", str(out)], cwd=str(ROOT))
+        if proc.returncode == 2:
+            print("FAIL  embedding check: torch sees no CUDA GPU")
+            return False
+        if proc.returncode != 0 or not out.exists():
+            print(f"FAIL  embedding check on cuda did not run: {proc.stderr.strip()[-300:]}")
+            return False
+        rows = json.loads(out.read_text())["speed"]
+    for row in rows:
+        ms = row["check_ms"]
+        ok = ms["median"] <= goal_ms
+        print(f"{'PASS' if ok else 'FAIL'}  embedding check on {row['device']}: median "
+              f"{ms['median']:.1f} ms (min {ms['min']:.1f}, max {ms['max']:.1f}), goal "
+              f"{goal_ms:.0f} ms; reference prep {row['reference_prep_s']:.2f} s; peak "
+              f"{row.get('cuda_peak_bytes', 0) / MIB:.0f} MiB")
+        return ok
+    return False
 
 
 def parse_smi_csv(text: str) -> list[SmiGpu]:
@@ -402,6 +431,8 @@ def run_check(args: argparse.Namespace) -> int:
                 print("\n".join((tmp / "daemon.log").read_text().splitlines()[-30:]))
     for c in checks:
         print(c.line())
+    emb_ok = embedding_check(python, args.embedding_goal_ms)
+    checks.append(Check("embedding drift check on cuda within the goal", emb_ok, ""))
     failed = [c for c in checks if not c.ok]
     print(f"{len(checks) - len(failed)}/{len(checks)} checks passed")
     return 1 if failed else 0
@@ -410,6 +441,8 @@ def run_check(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if args.embedding_only:
+        return 0 if embedding_check(Path(args.python), args.embedding_goal_ms) else 1
     try:
         return run_check(args)
     except SetupError as exc:

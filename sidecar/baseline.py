@@ -27,11 +27,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
+from sidecar.embedding import EmbeddingDeviceError, EmbeddingOptions, reference_from_rows
 from sidecar.errors import BaselineError
 from sidecar.files import write_atomically
 from sidecar.fsutil import umask_file_mode
+from sidecar.stats.mmd import EmbeddingReference
 from sidecar.stats.numbers import finite_or_none
 from sidecar.stats.reference import (
+    EMBEDDING_COLUMN,
     PREDICTION_COLUMN,
     Baseline,
     CategoricalReference,
@@ -45,6 +48,8 @@ from sidecar.stats.reference import (
     sorted_finite,
 )
 
+MIN_EMBEDDING_ROWS = 8
+"""Fewest finite reference embeddings the embedding test accepts."""
 METADATA_KEY = b"drift_sidecar.baseline.v1"
 """Schema-metadata key of the stored statistics; the suffix is the format version."""
 FORMAT_VERSION = 1
@@ -195,12 +200,17 @@ def write_baseline(
     max_categories: int = 50,
     source: str = "file",
     mode: int | None = None,
+    embedding: np.ndarray | None = None,
 ) -> Baseline:
     """Compute a baseline, write it atomically as parquet with its statistics, return it.
 
     The file gets `mode`, by default what `open()` would give it (0o666 less the umask:
     0o644 under the usual umask 022), so the non-root user of the image can read a
     baseline built by someone else. The daemon writes its own captured ones 0o600.
+
+    `embedding`, (rows, dim) with NaN rows where an event had none, becomes the
+    `embedding` column (fixed-size lists of float32, null where NaN); the returned
+    Baseline carries no embedding reference (`load_baseline` builds it with its options).
     """
     import pyarrow as pa  # noqa: PLC0415 - see the module docstring
 
@@ -228,6 +238,8 @@ def write_baseline(
             arrays[PREDICTION_COLUMN] = pa.array(
                 [category_key(x) for x in prediction], type=pa.string()
             )
+    if embedding is not None:
+        arrays[EMBEDDING_COLUMN] = embedding_array(embedding)
     table = pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(0)})
     table = table.replace_schema_metadata({METADATA_KEY: _metadata(b, psi_bins, max_categories)})
     target = Path(path)
@@ -302,6 +314,79 @@ def column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.n
     return np.asarray(arr, dtype=np.float64)
 
 
+def embedding_array(rows: np.ndarray) -> pa.Array:
+    """(n, dim) floats as a fixed-size-list float32 column; rows with a NaN are null."""
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+
+    e = np.ascontiguousarray(rows, dtype=np.float32)
+    if e.ndim != 2:
+        raise ValueError(f"embedding array of shape {e.shape}: expected (rows, dim)")
+    values = pa.array(e.reshape(-1), type=pa.float32())
+    missing = ~np.isfinite(e).all(axis=1)
+    if not missing.any():
+        return pa.FixedSizeListArray.from_arrays(values, e.shape[1])
+    return pa.FixedSizeListArray.from_arrays(
+        values, e.shape[1], mask=pa.array(missing, type=pa.bool_())
+    )
+
+
+def embedding_column(col: pa.ChunkedArray | pa.Array, dim: int | None, where: str) -> np.ndarray:
+    """An `embedding` column as (rows, dim) float32, NaN rows where null; `dim` None takes
+    the first row's length. BaselineError for a non-list column or another length."""
+    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    t = col.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        raise BaselineError(
+            f"{where}: column {EMBEDDING_COLUMN!r} holds {t} data, expected lists of floats"
+        )
+    if not is_numeric_type(t.value_type):
+        raise BaselineError(f"{where}: column {EMBEDDING_COLUMN!r} holds lists of {t.value_type}")
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(col)
+    valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), dtype=bool)
+    present = col.filter(pa.array(valid))
+    lengths = np.asarray(pc.list_value_length(present).to_numpy(zero_copy_only=False))
+    if dim is None:
+        dim = int(lengths[0]) if lengths.size else 0
+    if (lengths != dim).any():
+        bad = int(lengths[lengths != dim][0])
+        raise BaselineError(
+            f"{where}: column {EMBEDDING_COLUMN!r} has a row of {bad} values, expected {dim}"
+        )
+    out = np.full((n, dim), np.nan, dtype=np.float32)
+    if len(present):
+        flat = pc.cast(pc.list_flatten(present), pa.float32())
+        values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
+        out[valid] = values.reshape(len(present), dim)
+    return out
+
+
+def embedding_rows(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.ndarray:
+    """The finite rows of an `embedding` column as (n, dim) float32; null rows and rows
+    holding a null or non-finite value are left out."""
+    rows = embedding_column(col, dim, where)
+    finite: np.ndarray = rows[np.isfinite(rows).all(axis=1)]
+    return finite
+
+
+def embedding_reference(
+    rows: np.ndarray, opts: EmbeddingOptions, where: str
+) -> EmbeddingReference:
+    """The reference statistics of (n, dim) rows; BaselineError if too few or no device."""
+    if rows.shape[0] < MIN_EMBEDDING_ROWS:
+        raise BaselineError(
+            f"baseline {where}: {rows.shape[0]} finite embeddings, the test needs at least "
+            f"{MIN_EMBEDDING_ROWS}"
+        )
+    try:
+        return reference_from_rows(rows, opts)
+    except EmbeddingDeviceError as exc:
+        raise BaselineError(f"baseline {where}: {exc}") from exc
+
+
 def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
     """A categorical column as `category_key` strings (None for missing)."""
     import pyarrow as pa  # noqa: PLC0415 - see the module docstring
@@ -347,6 +432,7 @@ def load_baseline(
     psi_bins: int = 10,
     max_categories: int = 50,
     data: bytes | None = None,
+    embedding: EmbeddingOptions | None = None,
 ) -> Baseline:
     """Read a parquet baseline; stored statistics are used when they match the settings.
 
@@ -354,6 +440,8 @@ def load_baseline(
     unreadable, lacks a configured column, or holds non-numeric data in a numeric column.
     A missing `prediction` column only disables prediction drift. `data`, when given, is
     the file's content already read (captured baselines are read with bounds first).
+    With `embedding`, the file must have an `embedding` column of that dimension; its
+    rows are reduced to the embedding test's statistics (the rows are not kept).
     """
     import pyarrow as pa  # noqa: PLC0415 - see the module docstring
 
@@ -369,6 +457,7 @@ def load_baseline(
                     prediction_kind=prediction_kind,
                     psi_bins=psi_bins,
                     max_categories=max_categories,
+                    embedding=embedding,
                 )
                 if f.unchanged():
                     return baseline
@@ -390,6 +479,7 @@ def _load(
     prediction_kind: str | None,
     psi_bins: int,
     max_categories: int,
+    embedding: EmbeddingOptions | None = None,
 ) -> Baseline:
     schema = f.schema
     _check_columns(schema, f.where, numeric_names, categorical_names, prediction_kind)
@@ -412,11 +502,22 @@ def _load(
         pred = tally.add(
             *_load_categorical(PREDICTION_COLUMN, f, stored.prediction, max_categories)
         )
+    emb = None
+    if embedding is not None:
+        if EMBEDDING_COLUMN not in schema.names:
+            raise BaselineError(
+                f"baseline file {f.where}: no column {EMBEDDING_COLUMN!r}, but the model has "
+                "embedding drift configured"
+            )
+        rows = embedding_rows(f.column(EMBEDDING_COLUMN), embedding.dim,
+                              f"baseline file {f.where}")
+        emb = embedding_reference(rows, embedding, f.where)
     return Baseline(
         model=model,
         numeric=tuple(num_refs),
         categorical=tuple(cat_refs),
         prediction=pred,
+        embedding=emb,
         rows=f.rows,
         sha256=f.sha256,
         # a captured baseline reloaded after a restart is still a captured one

@@ -17,10 +17,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sidecar.baseline import column_float, column_keys, is_numeric_type, write_baseline
+from sidecar.baseline import (
+    column_float,
+    column_keys,
+    embedding_column,
+    is_numeric_type,
+    write_baseline,
+)
 from sidecar.errors import BaselineError
 from sidecar.stats.numbers import finite_or_none
 from sidecar.stats.reference import (
+    EMBEDDING_COLUMN,
     PREDICTION_COLUMN,
     Baseline,
     CategoricalReference,
@@ -139,8 +146,12 @@ def build_baseline_file(
     seed: int = 0,
     psi_bins: int = 10,
     max_categories: int = 50,
+    embedding_dim: int | None = None,
 ) -> tuple[Baseline, list[dict[str, Any]]]:
     """Reservoir-sample training data (.parquet or .csv) into a baseline file.
+
+    A parquet `embedding` column (lists of floats) is sampled with the rest and written;
+    with `embedding_dim` (the model's `embedding.dim`) it must be there, of that length.
 
     Returns the written baseline and one summary per feature (and the prediction).
     """
@@ -159,6 +170,7 @@ def build_baseline_file(
         types[PREDICTION_COLUMN] = pa.float64() if prediction_kind == "numeric" else pa.string()
         schema, batches = _iter_csv(src, wanted, types)
     elif suffix in (".parquet", ".pq"):
+        wanted.append(EMBEDDING_COLUMN)  # lists of floats: parquet only
         schema, batches = _iter_parquet(src, wanted)
     else:
         raise BaselineError(f"training file {src}: expected a .parquet or .csv file")
@@ -173,6 +185,11 @@ def build_baseline_file(
                 f"but holds {schema.field(name).type} data"
             )
     has_prediction = prediction_kind is not None and PREDICTION_COLUMN in schema.names
+    if embedding_dim is not None and EMBEDDING_COLUMN not in schema.names:
+        raise BaselineError(
+            f"training file {src}: no column {EMBEDDING_COLUMN!r}, but the model has "
+            "embedding drift configured (embedding columns need a parquet file)"
+        )
     present = [c for c in wanted if c in schema.names]
     read_schema = pa.schema([schema.field(c) for c in present])
     try:
@@ -190,6 +207,11 @@ def build_baseline_file(
             prediction = column_float(col, PREDICTION_COLUMN, where)
         else:
             prediction = column_keys(col)
+    embedding = None
+    if EMBEDDING_COLUMN in table.column_names:
+        embedding = embedding_column(
+            table.column(EMBEDDING_COLUMN), embedding_dim, f"training file {src}"
+        )
     b = write_baseline(
         out,
         model,
@@ -199,6 +221,7 @@ def build_baseline_file(
         prediction_kind=prediction_kind if has_prediction else None,
         psi_bins=psi_bins,
         max_categories=max_categories,
+        embedding=embedding,
     )
     summaries = [_summary_numeric(r, numeric[r.name], "feature", seen) for r in b.numeric]
     summaries += [_summary_categorical(r, table.num_rows, "feature", seen) for r in b.categorical]
@@ -206,6 +229,13 @@ def build_baseline_file(
         summaries.append(_summary_numeric(b.prediction, prediction, "prediction", seen))
     elif isinstance(b.prediction, CategoricalReference):
         summaries.append(_summary_categorical(b.prediction, table.num_rows, "prediction", seen))
+    if embedding is not None:
+        finite = int(np.isfinite(embedding).all(axis=1).sum())
+        summaries.append({
+            "name": EMBEDDING_COLUMN, "role": "embedding", "type": "vector",
+            "rows": finite, "source_rows": seen, "dim": int(embedding.shape[1]),
+            "missing_rate": 1.0 - finite / embedding.shape[0] if embedding.shape[0] else None,
+        })
     return b, summaries
 
 

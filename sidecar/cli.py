@@ -54,6 +54,7 @@ def _cmd_baseline_build(args: argparse.Namespace) -> int:
         categorical_names=[f.name for f in spec.features if f.type == "categorical"],
         prediction_kind=spec.prediction.type if spec.prediction else None,
         sample=args.sample, seed=args.seed, psi_bins=d.psi_bins, max_categories=d.max_categories,
+        embedding_dim=spec.embedding.dim if spec.embedding else None,
     )
     print(f"wrote {args.out}: {baseline.rows} rows, sha256 {baseline.sha256}")
     for row in summary:

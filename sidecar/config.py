@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -143,6 +144,24 @@ class PredictionSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     type: FeatureType = "numeric"
 
 
+class EmbeddingSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """`models[].embedding`: drift of the events' `embedding` vectors (docs/statistics.md)."""
+
+    dim: int
+    """Length of every event's `embedding`; other lengths are rejected (`embedding_dim`)."""
+    device: Literal["auto", "numpy", "cpu", "cuda"] = "auto"
+    """auto: torch on CUDA when a GPU is visible, torch on the CPU otherwise, numpy without
+    torch; cpu and cuda need torch; numpy never uses it."""
+    features: int = 1024
+    """Random Fourier features D: a check costs O(window * dim * D), the reference D^2."""
+    max_device_mb: int = 256
+    """Memory one pass may take on the device (a GPU shared with the model server)."""
+    bandwidth_rows: int = 1000
+    """Reference rows sampled for the median-heuristic bandwidth."""
+    seed: int = 0
+    """Seeds the random features (and the bandwidth sample): same seed, same test."""
+
+
 class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: str
     version: str = ""
@@ -152,6 +171,7 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     drift: DriftOverride | None = None
     max_classes: int = 50
     """Distinct `predicted_class` label values kept; the rest are counted as `__other__`."""
+    embedding: EmbeddingSpec | None = None
 
 
 class AutoRegisterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -419,6 +439,26 @@ def _semantic_problems(cfg: Config) -> list[str]:
                 p.append(f"{at}.features[{j}].buckets: must be a non-empty increasing list")
         if m.drift is not None:
             p.extend(_drift_problems(cfg.drift_for(m), f"{at}.drift"))
+        if m.embedding is not None:
+            p.extend(_embedding_problems(m.embedding, f"{at}.embedding"))
+    return p
+
+
+def _embedding_problems(e: EmbeddingSpec, at: str) -> list[str]:
+    p = []
+    if not 1 <= e.dim <= 65_536:
+        p.append(f"{at}.dim: must be 1..65536, got {e.dim}")
+    if not 16 <= e.features <= 16_384:
+        p.append(f"{at}.features: must be 16..16384, got {e.features}")
+    if e.max_device_mb < 16:
+        p.append(f"{at}.max_device_mb: must be at least 16")
+    if e.bandwidth_rows < 10:
+        p.append(f"{at}.bandwidth_rows: must be at least 10")
+    if e.device in ("cpu", "cuda") and importlib.util.find_spec("torch") is None:
+        p.append(
+            f"{at}.device: {e.device!r} needs torch, which is not installed "
+            "(install torch, or use `auto` or `numpy`)"
+        )
     return p
 
 

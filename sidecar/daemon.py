@@ -17,11 +17,12 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sidecar.baseline import load_baseline, write_baseline
+from sidecar.baseline import embedding_reference, load_baseline, write_baseline
 from sidecar.config import (
     RESERVED_FEATURE_NAMES,
     Config,
@@ -50,8 +51,9 @@ from sidecar.statefiles import (
     prepare_state_dir,
     read_auto_models,
 )
+from sidecar.stats.mmd import EmbeddingReference
 from sidecar.stats.reference import Baseline, CategoricalReference, build_baseline
-from sidecar.tracker import Capture, CaptureData, ModelTracker
+from sidecar.tracker import Capture, CaptureData, ModelTracker, embedding_options
 
 log = structlog.get_logger("sidecar.daemon")
 
@@ -366,7 +368,8 @@ class Daemon:
         if result.drifted:
             log.info("drift_detected", model=tracker.name,
                      features=[f.name for f in result.features if f.drifted],
-                     prediction=bool(result.prediction and result.prediction.drifted))
+                     prediction=bool(result.prediction and result.prediction.drifted),
+                     embedding=bool(result.embedding and result.embedding.drifted))
 
     def _on_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
         # Not a supervised task: a failed capture is logged and captured again, it never
@@ -392,6 +395,7 @@ class Daemon:
             "numeric": data.numeric, "categorical": data.categorical,
             "prediction": data.prediction, "prediction_kind": tracker.pred_kind,
             "psi_bins": d.psi_bins, "max_categories": d.max_categories, "source": "capture",
+            "embedding": data.embedding,
         }
         try:
             baseline = await asyncio.to_thread(
@@ -402,7 +406,9 @@ class Daemon:
                       error=repr(exc)[:300], action="using it from memory; the write is "
                       "retried at each snapshot")
             try:
-                baseline = await asyncio.to_thread(build_baseline, tracker.name, **columns)
+                baseline = await asyncio.to_thread(
+                    build_baseline, tracker.name,
+                    **{k: v for k, v in columns.items() if k != "embedding"})
             except Exception as exc2:
                 self.health.capture_failures[tracker.name] += 1
                 log.error("baseline_capture_failed", model=tracker.name,
@@ -413,13 +419,30 @@ class Daemon:
             self._unwritten[tracker.name] = (tracker, columns)
         else:
             self.health.baseline_writes["success"] += 1
-        baseline = dataclasses.replace(baseline, source="capture")
+        baseline = dataclasses.replace(
+            baseline, source="capture",
+            embedding=await self._captured_embedding(tracker, data, str(path)))
         warn_overflowed(baseline)
         tracker.install_baseline(baseline, backfill=True)
         log.info("baseline_captured", model=tracker.name, rows=baseline.rows,
                  path=str(path), sha256=baseline.sha256 or None)
         if self.started.is_set() and self.accepting:
             self._sync_drift_loops()  # an auto-registered model gets its loop now
+
+    async def _captured_embedding(
+        self, tracker: ModelTracker, data: CaptureData, where: str
+    ) -> EmbeddingReference | None:
+        """The embedding test's reference from a capture; None (logged) when it cannot be
+        built, which leaves embedding drift off for the model until its next baseline."""
+        if tracker.spec.embedding is None or data.embedding is None:
+            return None
+        rows = data.embedding[np.isfinite(data.embedding).all(axis=1)]
+        opts = embedding_options(tracker.spec.embedding)
+        try:
+            return await asyncio.to_thread(embedding_reference, rows, opts, where)
+        except BaselineError as exc:
+            log.warning("embedding_drift_off", model=tracker.name, error=str(exc)[:300])
+            return None
 
     async def _write_unwritten(self) -> None:
         """Retry captured baselines whose write failed; on success the baseline in use
@@ -652,9 +675,10 @@ def captured_baseline(config: Config, spec: ModelSpec, store: StateStore) -> Bas
     use_legacy = not os.path.lexists(path) and legacy != path and os.path.lexists(legacy)
     target = legacy if use_legacy else path
     rows = spec.baseline.capture or config.auto_register.capture
+    emb_columns = spec.embedding.dim if spec.embedding is not None else 0
     b = load_captured_baseline(
         target, spec.name, _loader(config, spec, target), max_rows=rows,
-        columns=len(spec.features) + 1, legacy=use_legacy,
+        columns=len(spec.features) + 1 + emb_columns, legacy=use_legacy,
     )
     return dataclasses.replace(b, source="capture") if b is not None else None
 
@@ -670,6 +694,7 @@ def _loader(config: Config, spec: ModelSpec, path: Path) -> Callable[[bytes | No
             categorical_names=[f.name for f in spec.features if f.type == "categorical"],
             prediction_kind=spec.prediction.type if spec.prediction else None,
             psi_bins=d.psi_bins, max_categories=d.max_categories, data=data,
+            embedding=embedding_options(spec.embedding) if spec.embedding else None,
         )
 
     return load
@@ -681,6 +706,7 @@ def _same_structure(t: ModelTracker, spec: ModelSpec, drift: DriftSettings) -> b
     return (
         old.features == spec.features and old.prediction == spec.prediction
         and old.max_classes == spec.max_classes and old.baseline == spec.baseline
+        and old.embedding == spec.embedding
         and (was.window_size, was.psi_bins, was.max_categories)
         == (drift.window_size, drift.psi_bins, drift.max_categories)
     )

@@ -31,6 +31,9 @@ COUNTRIES = ["de", "fr", "us", "br", "in"]
 COUNTRY_P = [0.3, 0.25, 0.25, 0.1, 0.1]
 DRIFTED_COUNTRY_P = [0.1, 0.1, 0.2, 0.3, 0.3]
 DEVICES = ["ios", "android", "web"]
+EMBEDDING_DIM = 32
+"""The stand-in model's representation vector: noise plus a direction that follows
+log(amount), so it drifts with amount (phase 1 on)."""
 
 
 class Traffic:
@@ -39,6 +42,8 @@ class Traffic:
     def __init__(self, seed: int = 7) -> None:
         self.rng = np.random.default_rng(seed)
         self.phase = 0
+        direction = np.random.default_rng(0).standard_normal(EMBEDDING_DIM)
+        self.direction = (direction / np.linalg.norm(direction)).astype(np.float32)
 
     def columns(self, n: int) -> dict[str, Any]:
         r = self.rng
@@ -52,8 +57,11 @@ class Traffic:
         prediction = 1 / (1 + np.exp(-z))
         missing = r.random(n) < 0.01
         score[missing] = np.nan
+        embedding = r.standard_normal((n, EMBEDDING_DIM), dtype=np.float32)
+        embedding += np.outer(np.log(amount) - 3.5, self.direction).astype(np.float32)
         return {"amount": amount, "age": age, "score": score, "hour": hour,
-                "country": country, "device": device, "prediction": prediction}
+                "country": country, "device": device, "prediction": prediction,
+                "embedding": embedding}
 
 
 def _config(folder: Path, port: int, drift_every: float) -> Any:
@@ -72,6 +80,8 @@ def _config(folder: Path, port: int, drift_every: float) -> Any:
                 {"name": "device", "type": "categorical"},
             ],
             "prediction": {"type": "numeric"},
+            # numpy: the demo starts in a second, where importing torch takes several
+            "embedding": {"dim": EMBEDDING_DIM, "features": 256, "device": "numpy"},
         }],
         "gpu": {"enabled": "auto"},
         "log": {"level": "warning"},
@@ -85,6 +95,7 @@ def _write_baseline(folder: Path) -> None:
         numeric={k: cols[k] for k in ("amount", "age", "score", "hour")},
         categorical={k: list(cols[k]) for k in ("country", "device")},
         prediction=cols["prediction"], prediction_kind="numeric",
+        embedding=cols["embedding"],
     )
 
 
@@ -102,6 +113,7 @@ def _send(monitor: Monitor, traffic: Traffic, rate: float, stop: threading.Event
                 prediction=float(cols["prediction"][i]),
                 confidence=float(max(cols["prediction"][i], 1 - cols["prediction"][i])),
                 latency_s=float(traffic.rng.gamma(2.0, 0.01)),
+                embedding=cols["embedding"][i],
             )
         next_t += tick
         stop.wait(max(0.0, next_t - time.monotonic()))
@@ -138,6 +150,11 @@ def _table(daemon: Daemon, started: float, traffic: Traffic, url: str, tty: bool
             mark = f"{red}DRIFT{reset}" if q.drifted else f"{green}ok{reset}"
             lines.append(f"{'prediction':<10} {_fmt(q.psi, '8.3f')} "
                          f"{_fmt(q.ks_statistic, '10.4f')} {_fmt(q.ks_pvalue, '10.2e')}  {mark}")
+        e = r.embedding
+        if e is not None and e.sufficient:
+            mark = f"{red}DRIFT{reset}" if e.drifted else f"{green}ok{reset}"
+            lines.append(f"{'embedding':<10} {'':>8} {_fmt(e.statistic, '10.2f')} "
+                         f"{_fmt(e.pvalue, '10.2e')}  {mark}  (cross-MMD on {e.device})")
     return "\n".join(lines)
 
 
@@ -201,6 +218,8 @@ async def _main(config: Any, duration: float | None, drift_after: float, rate: f
         t = daemon.pipeline.trackers[MODEL]
         r = t.latest
         drifted = [f.name for f in r.features if f.drifted] if r is not None else []
+        if r is not None and r.embedding is not None and r.embedding.drifted:
+            drifted.append("embedding")
         print(f"\ndemo finished: {t.accepted} events accepted; drifted features: "
               f"{', '.join(drifted) or 'none yet'}", flush=True)
     return code

@@ -17,6 +17,7 @@ from sidecar.stats.alarm import DEFAULT_PERIOD_S, DEFAULT_RATE, AlarmPolicy
 from sidecar.stats.bins import OTHER
 from sidecar.stats.correction import CORRECTIONS, adjust_pvalues
 from sidecar.stats.ks import ks_pvalue, ks_statistic_sorted, sorted_columns
+from sidecar.stats.mmd import TEST_NAME, EmbeddingReference, MmdResult, cross_mmd_test
 from sidecar.stats.numbers import finite_or_none, rate
 from sidecar.stats.psi import psi, psi_many
 from sidecar.stats.reference import Baseline, CategoricalReference, NumericReference
@@ -49,6 +50,9 @@ class WindowData:
     """Per categorical column, its counts per code over a longer horizon than the window
     (the last few windows of events), or None; see `check_model`."""
     prediction_horizon: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    """(m, dim) float32: the window's embeddings (m may differ from n: not every event
+    carries one)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,50 @@ class PredictionDrift:
 
 
 @dataclass(frozen=True)
+class EmbeddingDrift:
+    """Drift of the model's embeddings (sidecar.stats.mmd); statistics None when the
+    window had too few."""
+
+    dim: int
+    samples: int
+    sufficient: bool
+    statistic: float | None
+    """The cross-MMD statistic T, standard normal under no drift."""
+    pvalue: float | None
+    p_adjusted: float | None
+    """Corrected within the check."""
+    alarm_p_adjusted: float | None
+    """On the period's scale (the false-alarm policy): drifted when <= its rate."""
+    mmd2: float | None
+    centroid_distance: float | None
+    drifted: bool
+    device: str
+    n_features: int
+    bandwidth: float
+    reference_rows: int
+
+    def to_json(self, p_value: float) -> dict[str, Any]:
+        return {
+            "test": TEST_NAME,
+            "dim": self.dim,
+            "samples": self.samples,
+            "sufficient": self.sufficient,
+            "drifted": self.drifted,
+            "statistic": finite_or_none(self.statistic),
+            "pvalue": finite_or_none(self.pvalue),
+            "p_adjusted": finite_or_none(self.p_adjusted),
+            "alarm_p_adjusted": finite_or_none(self.alarm_p_adjusted),
+            "p_value_threshold": p_value,
+            "mmd2": finite_or_none(self.mmd2),
+            "centroid_distance": finite_or_none(self.centroid_distance),
+            "device": self.device,
+            "features": self.n_features,
+            "bandwidth": self.bandwidth,
+            "reference_rows": self.reference_rows,
+        }
+
+
+@dataclass(frozen=True)
 class ModelDriftResult:
     """One drift check of one model."""
 
@@ -181,13 +229,17 @@ class ModelDriftResult:
     prediction: PredictionDrift | None
     params: DriftParams = DriftParams()
     tests: int = 0
-    """Tests that ran in this check (features with enough data, and the predictions)."""
+    """Tests that ran in this check (features with enough data, the predictions, and the
+    embeddings)."""
+    embedding: EmbeddingDrift | None = None
 
     @property
     def drifted(self) -> bool:
-        """Whether any feature or the prediction drifted."""
-        return any(f.drifted for f in self.features) or bool(
-            self.prediction and self.prediction.drifted
+        """Whether any feature, the prediction or the embedding drifted."""
+        return (
+            any(f.drifted for f in self.features)
+            or bool(self.prediction and self.prediction.drifted)
+            or bool(self.embedding and self.embedding.drifted)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -273,6 +325,7 @@ class ModelDriftResult:
             "drifted_features": [f.name for f in self.features if f.drifted],
             "features": features,
             "prediction": pred,
+            "embedding": None if self.embedding is None else self.embedding.to_json(p.p_value),
         }
 
 
@@ -402,9 +455,23 @@ def check_model(
             window.prediction_horizon, n=n, enough=enough, params=params,
         )
 
-    # the verdicts: every test of the check, features and predictions, in one family
+    # the embedding test is one more test of the model's check: its p-value joins the
+    # family, so the per-period false-alarm policy covers it as it covers the others
+    mmd: MmdResult | None = None
+    emb_ref = baseline.embedding
+    emb_rows = window.embeddings
+    has_emb = emb_ref is not None and emb_rows is not None
+    if (
+        emb_ref is not None and emb_rows is not None
+        and emb_rows.shape[0] >= max(params.min_samples, 4)
+    ):
+        mmd = cross_mmd_test(emb_ref, emb_rows)
+
+    # the verdicts: every test of the check, features, predictions, embeddings, in one family
     raw = [_p(f.test_pvalue) for f in features]
     raw.append(_p(prediction.test_pvalue) if prediction is not None else math.nan)
+    if has_emb:
+        raw.append(mmd.pvalue if mmd is not None else math.nan)
     pvals = np.array(raw, dtype=np.float64)
     within = adjust_pvalues(pvals, params.correction)
     policy = params.policy
@@ -415,9 +482,16 @@ def check_model(
         if f.sufficient else f
         for i, f in enumerate(features)
     ]
+    k = len(features)  # the prediction's index; the embedding's is k + 1
     if prediction is not None and prediction.sufficient:
         prediction = _decide(
-            prediction, float(within[-1]), float(period[-1]), bool(verdicts[-1]), params
+            prediction, float(within[k]), float(period[k]), bool(verdicts[k]), params
+        )
+    embedding: EmbeddingDrift | None = None
+    if emb_ref is not None and emb_rows is not None:
+        embedding = _embedding_drift(
+            emb_ref, emb_rows.shape[0], mmd, within=float(within[k + 1]),
+            period=float(period[k + 1]), drifted=bool(verdicts[k + 1]),
         )
 
     return ModelDriftResult(
@@ -425,11 +499,34 @@ def check_model(
         checked_at=checked_at,
         duration_s=time.perf_counter() - started,
         samples=n,
-        sufficient=enough,
+        sufficient=enough or bool(embedding and embedding.sufficient),
         features=tuple(final),
         prediction=prediction,
         params=params,
         tests=int(np.count_nonzero(~np.isnan(pvals))),
+        embedding=embedding,
+    )
+
+
+def _embedding_drift(
+    ref: EmbeddingReference,
+    samples: int,
+    mmd: MmdResult | None,
+    *,
+    within: float,
+    period: float,
+    drifted: bool,
+) -> EmbeddingDrift:
+    return EmbeddingDrift(
+        dim=ref.dim, samples=samples, sufficient=mmd is not None,
+        statistic=None if mmd is None else mmd.statistic,
+        pvalue=None if mmd is None else mmd.pvalue,
+        p_adjusted=None if mmd is None else finite_or_none(within),
+        alarm_p_adjusted=None if mmd is None else finite_or_none(period),
+        mmd2=None if mmd is None else mmd.mmd2,
+        centroid_distance=None if mmd is None else mmd.centroid_distance,
+        drifted=mmd is not None and drifted, device=ref.backend.device,
+        n_features=ref.fmap.n_features, bandwidth=ref.fmap.bandwidth, reference_rows=ref.rows,
     )
 
 

@@ -64,6 +64,7 @@ REASONS = (
     "batch_too_large",
     "line_too_long",
     "body_too_large",
+    "embedding_dim",
 )
 
 _line_decoder = msgspec.json.Decoder(Event | list[Event])
@@ -103,6 +104,9 @@ def classify(exc: _DecodeFailure) -> str:
     if "out of range" in msg or ">=" in msg or "<=" in msg:
         return "out_of_range"
     if msg.startswith(("Invalid enum value", "Expected `str` matching")):
+        return "invalid_value"
+    if "got `null`" in msg and "$.embedding[" in msg:
+        # a NaN or Infinity token read as null: an embedding has no missing components
         return "invalid_value"
     return "wrong_type"
 

@@ -430,6 +430,7 @@ class SidecarCollector(Collector):
         wfill = GaugeMetricFamily(
             "ml_drift_window_fill_ratio", "Window samples / window_size", labels=m
         )
+        yield from _embedding(trackers, g)
         for t in trackers:
             n = len(t.window)
             wsize.add_metric([t.name], n)
@@ -618,6 +619,41 @@ class SidecarCollector(Collector):
             snaps.add_metric([k], h.snapshots[k])
         yield snaps
         yield from _state_writes(h)
+
+
+def _embedding(
+    trackers: list[ModelTracker], g: Callable[[str, str, list[str]], GaugeMetricFamily]
+) -> Iterator[Metric]:
+    """The embedding test's gauges, a few series per model (sidecar.stats.mmd)."""
+    m = ["model_name"]
+    stat = g("ml_embedding_drift_statistic",
+             "Cross-MMD statistic of embeddings, standard normal under no drift", m)
+    pval = g("ml_embedding_drift_pvalue", "Embedding drift p-value, uncorrected", m)
+    det = g("ml_embedding_drift_detected", "1 if embedding drift is detected", m)
+    cdist = g("ml_embedding_drift_centroid_distance",
+              "Euclidean distance between the window's and the reference's mean embedding", m)
+    wsize = GaugeMetricFamily(
+        "ml_embedding_window_samples", "Embeddings in the drift window", labels=m
+    )
+    device = InfoMetricFamily(
+        "drift_sidecar_embedding_device",
+        "Where the embedding test runs: numpy, cpu (torch) or cuda:N (torch)",
+        labels=m,
+    )
+    for t in trackers:
+        if t.embedding_window is not None:
+            wsize.add_metric([t.name], len(t.embedding_window))
+        ref = t.baseline.embedding if t.baseline is not None else None
+        if ref is not None:
+            device.add_metric([t.name], {"device": ref.backend.device})
+        e = t.latest.embedding if t.latest is not None else None
+        if e is None or not e.sufficient:
+            continue
+        det.add_metric([t.name], 1.0 if e.drifted else 0.0)
+        for fam, v in ((stat, e.statistic), (pval, e.pvalue), (cdist, e.centroid_distance)):
+            if v is not None:
+                fam.add_metric([t.name], float(v))
+    yield from (stat, pval, det, cdist, wsize, device)
 
 
 def _state_writes(h: Health) -> Iterator[Metric]:

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from sidecar.config import DriftSettings, ModelSpec
+from sidecar.config import DriftSettings, EmbeddingSpec, ModelSpec
 from sidecar.drift import ModelDriftResult, WindowData
+from sidecar.embedding import EmbeddingOptions, embedding_matrix
+from sidecar.embedding_window import EmbeddingWindow
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.stats.bins import OTHER, sorted_bin_counts
 from sidecar.stats.reference import (
@@ -79,19 +81,28 @@ class Capture:
     numeric: list[np.ndarray] = field(default_factory=list)
     categorical: list[np.ndarray] = field(default_factory=list)
     predictions: list[np.ndarray] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
     count: int = 0
 
     @property
     def done(self) -> bool:
         return self.count >= self.target
 
-    def take(self, numeric: np.ndarray, categorical: np.ndarray, predictions: np.ndarray) -> int:
+    def take(
+        self,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        predictions: np.ndarray,
+        embeddings: np.ndarray | None = None,
+    ) -> int:
         """Keep what the capture still needs; return how many rows were taken."""
         k = min(self.target - self.count, int(numeric.shape[0]))
         if k > 0:
             self.numeric.append(numeric[:k].copy())
             self.categorical.append(categorical[:k].copy())
             self.predictions.append(predictions[:k].copy())
+            if embeddings is not None:
+                self.embeddings.append(embeddings[:k].copy())
             self.count += k
         return k
 
@@ -103,6 +114,16 @@ class CaptureData:
     numeric: dict[str, np.ndarray]
     categorical: dict[str, list[str | None]]
     prediction: np.ndarray | list[str | None] | None
+    embedding: np.ndarray | None = None
+    """(rows, dim) float32, NaN rows where an event had none; None without `embedding:`."""
+
+
+def embedding_options(spec: EmbeddingSpec) -> EmbeddingOptions:
+    """A model's `embedding:` settings as `sidecar.embedding` takes them."""
+    return EmbeddingOptions(
+        dim=spec.dim, device=spec.device, n_features=spec.features,
+        max_device_mb=spec.max_device_mb, bandwidth_rows=spec.bandwidth_rows, seed=spec.seed,
+    )
 
 
 class ModelTracker:
@@ -172,6 +193,12 @@ class ModelTracker:
             categorical_prediction=self.pred_kind == "categorical",
             max_age_s=drift.max_age_s,
         )
+        self.embedding_dim = spec.embedding.dim if spec.embedding is not None else None
+        self.embedding_window: EmbeddingWindow | None = None
+        if self.embedding_dim is not None:
+            self.embedding_window = EmbeddingWindow(
+                drift.window_size, self.embedding_dim, drift.max_age_s
+            )
         self.capture: Capture | None = None
         if spec.baseline.capture is not None:
             self.capture = Capture(spec.baseline.capture)
@@ -199,19 +226,28 @@ class ModelTracker:
         num, bad, all_present = self._numeric_matrix(feats)
         preds, bad_pred = self._prediction_array(events)
         bad |= bad_pred
+        emb: np.ndarray | None = None
+        bad_emb: dict[int, tuple[str, str]] = {}
+        if self.embedding_dim is not None:
+            emb, bad_emb = embedding_matrix([ev.embedding for ev in events], self.embedding_dim)
         rejections: list[Rejection] = []
-        if bad:
-            for i in sorted(bad):
-                rejections.append(Rejection(
-                    "wrong_type",
-                    f"event {events[i].id or i}: non-numeric string for a numeric feature",
-                ))
-            events = [ev for i, ev in enumerate(events) if i not in bad]
+        if bad or bad_emb:
+            for i in sorted(bad | bad_emb.keys()):
+                if i in bad:
+                    reason = "wrong_type"
+                    detail = "non-numeric string for a numeric feature"
+                else:
+                    reason, detail = bad_emb[i]
+                rejections.append(Rejection(reason, f"event {events[i].id or i}: {detail}"))
+            keep = [i for i in range(len(events)) if i not in bad and i not in bad_emb]
+            events = [events[i] for i in keep]
             if not events:
                 return rejections
             feats = [ev.features for ev in events]
             num, _, all_present = self._numeric_matrix(feats)
             preds, _ = self._prediction_array(events)
+            if emb is not None:
+                emb = emb[keep]
         n = len(events)
 
         finite = np.isfinite(num)
@@ -261,7 +297,7 @@ class ModelTracker:
         received = np.full(n, now)
         start = 0
         if self.capture is not None and not self.capture.done:
-            start = self.capture.take(num, cat, preds)
+            start = self.capture.take(num, cat, preds, emb)
             if self.capture.done and self.on_capture is not None:
                 self.on_capture(self, self._capture_data())
         if start < n:
@@ -271,6 +307,13 @@ class ModelTracker:
                 n_finite = np.isfinite(num).sum(axis=0)
             self._count_bins(num, cat, preds, ordered, n_finite)
             self.window.append(num, cat, preds, conf, received[start:])
+            if emb is not None and self.embedding_window is not None:
+                rows = emb[start:]
+                present = ~np.isnan(rows[:, 0]) if rows.shape[1] else np.zeros(0, bool)
+                if present.all():
+                    self.embedding_window.append(rows, received[start:])
+                elif present.any():
+                    self.embedding_window.append(rows[present], received[start:][present])
         return rejections
 
     def append_rows(
@@ -494,10 +537,17 @@ class ModelTracker:
             prediction = [None if c < 0 else self.pred_vocab.label(int(c)) for c in pred]
         elif self.pred_kind == "numeric":
             prediction = pred
+        embedding = None
+        if self.embedding_dim is not None:
+            embedding = (
+                np.concatenate(self.capture.embeddings) if self.capture.embeddings
+                else np.empty((0, self.embedding_dim), np.float32)
+            )
         self.capture.numeric.clear()
         self.capture.categorical.clear()
         self.capture.predictions.clear()
-        return CaptureData(numeric, categorical, prediction)
+        self.capture.embeddings.clear()
+        return CaptureData(numeric, categorical, prediction, embedding)
 
     def install_baseline(self, baseline: Baseline, backfill: bool = False) -> None:
         """Start comparing against `baseline`; per-bin counters start from zero, or, with
@@ -583,6 +633,8 @@ class ModelTracker:
 
     def window_snapshot(self, now: float) -> WindowSnapshot:
         self.window.evict_older_than(now)
+        if self.embedding_window is not None:
+            self.embedding_window.evict_older_than(now)
         return self.window.snapshot()
 
     def _horizon_counts(self) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
@@ -642,10 +694,14 @@ class ModelTracker:
                     pred_h = _recode(pred_horizon, table, size)
             else:
                 preds = snap.predictions
+        embeddings = None
+        if b.embedding is not None and self.embedding_window is not None:
+            embeddings = self.embedding_window.snapshot()
         return WindowData(
             numeric=snap.numeric, categorical=cat, predictions=preds,
             categorical_labels=tuple(cat_labels), prediction_labels=pred_labels,
             categorical_horizon=tuple(cat_horizon), prediction_horizon=pred_h,
+            embeddings=embeddings,
         )
 
 

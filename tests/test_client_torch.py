@@ -159,3 +159,18 @@ def test_memory_reports(server: NdjsonServer) -> None:
         assert server.stats[-1]["model_memory_bytes"] == torch.cuda.memory_allocated()
     else:
         assert len(server.stats) == 1
+
+
+def test_embeddings_from_tensors_and_arrays(server: NdjsonServer) -> None:
+    emb = torch.arange(6, dtype=torch.float64).reshape(3, 2) / 4
+    arr = np.array([[0.5, -1.0]], dtype=np.float32)
+    with Monitor(server.path, model="m") as m:
+        assert record_batch(m, torch.zeros(3, 2), embeddings=emb) == 3
+        emb.zero_()  # copied: the caller may reuse its buffer at once
+        assert m.record(prediction=1.0, embedding=arr[0])
+        assert m.record(prediction=1.0, embedding=[1.0, float("nan")])  # refused on encode
+        assert m.flush(5)
+    wait_for(lambda: server.count == 4)
+    embs = [e["embedding"] for e in server.events]
+    assert embs == [[0.0, 0.25], [0.5, 0.75], [1.0, 1.25], [0.5, -1.0]]
+    assert m.stats.dropped.get("invalid_input") == 1

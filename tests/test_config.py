@@ -30,7 +30,7 @@ def test_example_config_has_every_key_and_loads():
 
     for struct in (c.SocketSettings, c.HttpSettings, c.DriftSettings, c.GpuSettings,
                    c.AutoRegisterSettings, c.StateSettings, c.ReloadSettings, c.LogSettings,
-                   c.LimitsSettings, c.ModelSpec):
+                   c.LimitsSettings, c.ModelSpec, c.EmbeddingSpec):
         for f in msgspec.structs.fields(struct):
             assert f"{f.name}:" in text, f"{struct.__name__}.{f.name} missing from the example"
 

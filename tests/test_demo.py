@@ -22,9 +22,10 @@ def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
                 m = parse_metrics(r.read().decode())
             psi = m.value("ml_feature_drift_psi", model_name="fraud-demo", feature_name="amount")
             return m.value("ml_feature_drift_detected", model_name="fraud-demo",
-                           feature_name="amount") == 1 and psi is not None and psi > 0.2 and m
+                           feature_name="amount") == 1 and psi is not None and psi > 0.2 and (
+                m.value("ml_embedding_drift_detected", model_name="fraud-demo") == 1) and m
 
-        m = wait_for(drifted, 12, "amount drift (detected, PSI > 0.2) in /metrics")
+        m = wait_for(drifted, 12, "amount and embedding drift in /metrics")
         assert m.value("ml_feature_drift_detected", model_name="fraud-demo",
                        feature_name="hour") == 0
         assert proc.wait(timeout=40) == 0

@@ -60,6 +60,9 @@ FRAUD_MIX = (0.5, 0.2, 0.15, 0.1, 0.05, 0.0)
 DRIFTED_MIX = (0.2, 0.2, 0.15, 0.1, 0.05, 0.3)
 """BR never occurs in the baseline, so drifted traffic fills the `__other__` bin."""
 AMOUNT_MEAN, AMOUNT_SD, AMOUNT_SHIFT_SD = 100.0, 15.0, 2.0
+EMBEDDING_DIM = 8
+EMBEDDING_AXIS = np.full(EMBEDDING_DIM, 0.5)
+"""fraud's embeddings: noise plus the amount's z-score along this axis."""
 DRIFTED_FRAUD_FEATURES = {"amount", "country"}
 CHURN_CLASSES = ("stay", "churn")
 
@@ -91,6 +94,8 @@ def fraud_columns(rng: np.random.Generator, n: int, drifting: bool = False) -> C
         "country": [str(c) for c in country],
         # the model follows the amount, so drifted amounts drift its predictions too
         "prediction": 1.0 / (1.0 + np.exp(-(z + rng.normal(0.0, 0.5, n)))),
+        # and so does its representation vector
+        "embedding": rng.normal(0.0, 1.0, (n, EMBEDDING_DIM)) + np.outer(z, EMBEDDING_AXIS),
     }
 
 
@@ -118,8 +123,8 @@ def events(model: str, cols: Columns, rng: np.random.Generator) -> list[dict[str
     else:
         confidence, latency = rng.uniform(0.3, 0.5, n), rng.uniform(0.15, 0.3, n)
     status = np.where(rng.random(n) < 0.05, "error", "success")
-    features = [name for name in cols if name != "prediction"]
-    return [
+    features = [name for name in cols if name not in ("prediction", "embedding")]
+    out = [
         {
             "model": model,
             "features": {name: _value(cols[name][i]) for name in features},
@@ -130,6 +135,10 @@ def events(model: str, cols: Columns, rng: np.random.Generator) -> list[dict[str
         }
         for i in range(n)
     ]
+    if "embedding" in cols:
+        for ev, row in zip(out, cols["embedding"].tolist(), strict=True):
+            ev["embedding"] = row
+    return out
 
 
 def concat(parts: Sequence[Columns]) -> Columns:
@@ -233,6 +242,7 @@ def config(paths: dict[str, Path]) -> dict[str, Any]:
                     {"name": "country", "type": "categorical"},
                 ],
                 "prediction": {"type": "numeric"},
+                "embedding": {"dim": EMBEDDING_DIM, "device": "numpy", "features": 128},
             },
             {
                 "name": "churn",
@@ -260,6 +270,7 @@ def write_baselines(
             numeric={"amount": fraud["amount"], "score": fraud["score"]},
             categorical={"country": fraud["country"]},
             prediction=fraud["prediction"], prediction_kind="numeric",
+            embedding=fraud["embedding"],
         ),
         "churn": write_baseline(
             paths["churn"], "churn",
@@ -420,6 +431,7 @@ def test_every_alert_expression_returns_exactly_the_expected_series(fleet: Fleet
             {(inst[DRIFTING], "fraud", f) for f in DRIFTED_FRAUD_FEATURES},
         ),
         "PredictionDrift": (("instance", "model_name"), {(inst[DRIFTING], "fraud")}),
+        "EmbeddingDrift": (("instance", "model_name"), {(inst[DRIFTING], "fraud")}),
         "FleetFeatureDrift": (MF, fleet_features),
         "FleetPredictionDrift": (M, fleet_predictions),
         "DriftCheckStale": ((), set()),  # checks run every half second
@@ -695,6 +707,9 @@ EMPTY_DASHBOARD_QUERIES: dict[str, tuple[set[str], str]] = {
     "model_name:ml_prediction_drift_ks_statistic:fleet_1h": ({"churn"}, "churn predicts classes"),
     "ml_prediction_drift_chi2_pvalue": ({"fraud"}, "fraud predicts numbers"),
     "ml_prediction_drift_mean_shift_ratio": ({"churn"}, "churn predicts classes"),
+    "ml_embedding_drift_statistic": ({"churn"}, "churn sends no embeddings"),
+    "ml_embedding_drift_centroid_distance": ({"churn"}, "churn sends no embeddings"),
+    "ml_embedding_drift_detected": ({"churn"}, "churn sends no embeddings"),
 }
 
 

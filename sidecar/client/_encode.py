@@ -81,12 +81,19 @@ def _features(value: Any) -> dict[str, Any]:
     return out
 
 
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
 def _number_list(value: Any, name: str) -> list[float | int]:
     tolist = getattr(value, "tolist", None)
     if tolist is not None and not isinstance(value, (list, tuple)):
-        value = tolist()
+        value = tolist()  # numpy arrays and tensors: one C-level conversion
     if not isinstance(value, (list, tuple)):
         raise Invalid(f"{name}: expected a list of numbers, got {type(value).__name__}")
+    # Two C-level passes decide the common case (plain finite floats, as tolist() gives);
+    # only a list that fails them is checked value by value for the error message.
+    if set(map(type, value)) <= _PLAIN_NUMBERS and all(map(math.isfinite, value)):
+        return value if isinstance(value, list) else list(value)
     return [_number(v, name) for v in value]
 
 

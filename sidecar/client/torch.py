@@ -41,6 +41,7 @@ def record_batch(
     ids: Sequence[str] | None = None,
     status: str = "success",
     trace_id: str | None = None,
+    embeddings: torch.Tensor | Any | None = None,
 ) -> int:
     """Record one event per row of `outputs`: predicted class, confidence, probabilities.
 
@@ -51,6 +52,8 @@ def record_batch(
     one value per row. The tensor math runs here (moving results to the CPU waits for
     the GPU); conversion to events runs on the flusher thread. Returns how many events
     were buffered; bad shapes are counted as `invalid_input`, never raised.
+    `embeddings` is a (batch, dim) tensor (the penultimate layer, say) or array: copied to
+    the CPU as float32 here, one event's `embedding` per row.
     """
     try:
         with torch.no_grad():
@@ -71,6 +74,9 @@ def record_batch(
             if isinstance(features, torch.Tensor):
                 # A copy, so the caller may reuse its input buffer at once.
                 feats = features.detach().to("cpu", copy=True)
+            embs: Any = embeddings
+            if isinstance(embeddings, torch.Tensor):
+                embs = embeddings.detach().to("cpu", dtype=torch.float32, copy=True)
         return monitor.record_batch(
             predictions=pred,
             probabilities=probs,
@@ -82,6 +88,7 @@ def record_batch(
             ids=ids,
             status=status,
             trace_id=trace_id,
+            embeddings=embs,
         )
     except Exception as exc:
         monitor.note_invalid(f"torch.record_batch: {type(exc).__name__}: {exc}")

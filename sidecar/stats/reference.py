@@ -15,6 +15,7 @@ import numpy as np
 
 from sidecar.errors import BaselineError
 from sidecar.stats.bins import OTHER, bin_index, quantile_edges, shares, sorted_bin_counts
+from sidecar.stats.mmd import EmbeddingReference
 from sidecar.stats.numbers import rate
 
 TAIL_FACTOR = 4
@@ -23,6 +24,8 @@ one (the kept ones and its tail); a live vocabulary keeps as many (sidecar.track
 
 PREDICTION_COLUMN = "prediction"
 """Name of the predictions' column; no feature may take it."""
+EMBEDDING_COLUMN = "embedding"
+"""Name of the embeddings' column: a list (or fixed-size list) of floats per row."""
 
 
 def category_key(value: object) -> str | None:
@@ -207,6 +210,8 @@ class Baseline:
     stats_source: str = "computed"
     """"stored" when every statistic came from the file's metadata, "computed" when none
     did, "mixed" otherwise."""
+    embedding: EmbeddingReference | None = None
+    """The reference of the embedding test, when the model has `embedding:` configured."""
 
     @property
     def numeric_names(self) -> tuple[str, ...]:
