@@ -92,7 +92,7 @@ class Spread:
 def _g(x: float, digits: int) -> str:
     if math.isnan(x):
         return "nan"
-    if abs(x) >= 10 ** digits:
+    if abs(x) >= 10**digits:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
@@ -109,11 +109,18 @@ def bench_args(
 ) -> argparse.Namespace:
     """The flags every benchmark takes; `extra` adds a bench's own."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true",
-                   help="a tiny run that only checks the benchmark works (seconds)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny run that only checks the benchmark works (seconds)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results here as JSON")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="repeated runs per case (default: 5, or 1 with --quick)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="repeated runs per case (default: 5, or 1 with --quick)",
+    )
     if extra is not None:
         extra(p)
     args = p.parse_args(argv)
@@ -150,15 +157,27 @@ def machine() -> dict[str, Any]:
     }
 
 
-def summary_row(
-    case: str, value: Spread | float, unit: str, note: str = ""
-) -> dict[str, Any]:
+def summary_row(case: str, value: Spread | float, unit: str, note: str = "") -> dict[str, Any]:
     """One headline figure for the combined table."""
     if isinstance(value, Spread):
-        return {"case": case, "value": value.median, "lo": value.lo, "hi": value.hi,
-                "n": value.n, "unit": unit, "note": note}
-    return {"case": case, "value": value, "lo": None, "hi": None, "n": 1, "unit": unit,
-            "note": note}
+        return {
+            "case": case,
+            "value": value.median,
+            "lo": value.lo,
+            "hi": value.hi,
+            "n": value.n,
+            "unit": unit,
+            "note": note,
+        }
+    return {
+        "case": case,
+        "value": value,
+        "lo": None,
+        "hi": None,
+        "n": 1,
+        "unit": unit,
+        "note": note,
+    }
 
 
 def report(

@@ -202,14 +202,22 @@ def main(argv: list[str] | None = None) -> int:
         ev_repeats = args.evidently_repeats
 
     results = [
-        run_case(k, rows, window, repeats, args.seed,
-                 evidently_repeats=ev_repeats if k in ev_sizes else 0)
+        run_case(
+            k,
+            rows,
+            window,
+            repeats,
+            args.seed,
+            evidently_repeats=ev_repeats if k in ev_sizes else 0,
+        )
         for k in sizes
     ]
 
     print(f"baseline {rows} rows, window {window} rows, {repeats} repeats; times in ms")
-    print(f"{'features':>8}  {'check_model median (min-max)':>30}  "
-          f"{'ks_2samp+PSI loop median (min-max)':>36}  {'ratio':>6}  {'KS max |diff|':>13}")
+    print(
+        f"{'features':>8}  {'check_model median (min-max)':>30}  "
+        f"{'ks_2samp+PSI loop median (min-max)':>36}  {'ratio':>6}  {'KS max |diff|':>13}"
+    )
     for r in results:
         a, b = r["check_model"], r["scipy_loop"]
         print(
@@ -222,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         print("Evidently: not installed (pip install -e '.[bench]' in a separate environment)")
     elif any(r["evidently"] for r in results):
         print(f"\nEvidently {ev_version} DataDriftPreset on the same data; times in ms")
-        print(f"{'features':>8}  {'method=ks median (min-max)':>30}  {'ours/ks':>8}  "
-              f"{'defaults median (min-max)':>30}  {'ours/defaults':>13}  "
-              f"{'KS p max rel diff':>17}")
+        print(
+            f"{'features':>8}  {'method=ks median (min-max)':>30}  {'ours/ks':>8}  "
+            f"{'defaults median (min-max)':>30}  {'ours/defaults':>13}  "
+            f"{'KS p max rel diff':>17}"
+        )
         for r in results:
             ev = r["evidently"]
             if not ev:

@@ -82,16 +82,22 @@ def speed(args: argparse.Namespace, rng: np.random.Generator) -> list[dict[str, 
             t0 = time.perf_counter()
             cross_mmd_test(ref, window)  # ends with .cpu() copies: the GPU has finished
             times.append((time.perf_counter() - t0) * 1000)
-        row = {"device": backend.device, "reference_prep_s": prep,
-               "check_ms": _summary(times), "reference_stats_bytes": ref.nbytes}
+        row = {
+            "device": backend.device,
+            "reference_prep_s": prep,
+            "check_ms": _summary(times),
+            "reference_stats_bytes": ref.nbytes,
+        }
         if backend.device.startswith("cuda"):
             import torch
 
             row["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
         out.append(row)
-        print(f"speed  {backend.device:7s} prep {prep:6.2f} s   check median "
-              f"{row['check_ms']['median']:8.1f} ms (min {row['check_ms']['min']:.1f}, "
-              f"max {row['check_ms']['max']:.1f}) over {args.repeats}")
+        print(
+            f"speed  {backend.device:7s} prep {prep:6.2f} s   check median "
+            f"{row['check_ms']['median']:8.1f} ms (min {row['check_ms']['min']:.1f}, "
+            f"max {row['check_ms']['max']:.1f}) over {args.repeats}"
+        )
     return out
 
 
@@ -100,19 +106,32 @@ def calibration(args: argparse.Namespace, rng: np.random.Generator) -> dict[str,
     p = []
     t0 = time.perf_counter()
     for _ in range(args.calib_runs):
-        ref = build_reference(_normal(rng, args.calib_ref, args.calib_dim), backend,
-                              n_features=args.calib_features, seed=int(rng.integers(1 << 30)))
+        ref = build_reference(
+            _normal(rng, args.calib_ref, args.calib_dim),
+            backend,
+            n_features=args.calib_features,
+            seed=int(rng.integers(1 << 30)),
+        )
         p.append(cross_mmd_test(ref, _normal(rng, args.calib_window, args.calib_dim)).pvalue)
     pv = np.array(p)
     rate = float((pv < ALPHA).mean())
     se = float(np.sqrt(ALPHA * (1 - ALPHA) / len(pv)))
-    print(f"calib  {len(pv)} no-drift runs at {args.calib_window} x {args.calib_dim} vs "
-          f"{args.calib_ref}: flagged {rate:.3f} at alpha {ALPHA} (binomial sd {se:.3f}); "
-          f"rate at 0.01 {float((pv < 0.01).mean()):.3f}  [{time.perf_counter() - t0:.0f} s]")
-    return {"runs": len(pv), "window": args.calib_window, "reference": args.calib_ref,
-            "dim": args.calib_dim, "features": args.calib_features, "alpha": ALPHA,
-            "flagged_rate": rate, "flagged_rate_0.01": float((pv < 0.01).mean()),
-            "binomial_sd": se}
+    print(
+        f"calib  {len(pv)} no-drift runs at {args.calib_window} x {args.calib_dim} vs "
+        f"{args.calib_ref}: flagged {rate:.3f} at alpha {ALPHA} (binomial sd {se:.3f}); "
+        f"rate at 0.01 {float((pv < 0.01).mean()):.3f}  [{time.perf_counter() - t0:.0f} s]"
+    )
+    return {
+        "runs": len(pv),
+        "window": args.calib_window,
+        "reference": args.calib_ref,
+        "dim": args.calib_dim,
+        "features": args.calib_features,
+        "alpha": ALPHA,
+        "flagged_rate": rate,
+        "flagged_rate_0.01": float((pv < 0.01).mean()),
+        "binomial_sd": se,
+    }
 
 
 def _shifted(rng: np.random.Generator, n: int, d: int, shift: float, share: float) -> np.ndarray:
@@ -129,14 +148,24 @@ def power(args: argparse.Namespace, rng: np.random.Generator) -> list[dict[str, 
     for shift, share in ((0.02, 1.0), (args.sparse_shift, 0.05)):
         hits = 0
         for _ in range(args.power_runs):
-            hits += cross_mmd_test(ref, _shifted(rng, args.window, args.dim, shift, share)
-                                   ).pvalue < ALPHA
-        row = {"shift": shift, "share_of_dims": share, "window": args.window,
-               "reference": args.ref, "dim": args.dim, "runs": args.power_runs,
-               "detected_rate": hits / args.power_runs}
+            hits += (
+                cross_mmd_test(ref, _shifted(rng, args.window, args.dim, shift, share)).pvalue
+                < ALPHA
+            )
+        row = {
+            "shift": shift,
+            "share_of_dims": share,
+            "window": args.window,
+            "reference": args.ref,
+            "dim": args.dim,
+            "runs": args.power_runs,
+            "detected_rate": hits / args.power_runs,
+        }
         out.append(row)
-        print(f"power  shift {shift} in {share:.0%} of {args.dim} dims, {args.window} vs "
-              f"{args.ref}: detected {hits}/{args.power_runs}")
+        print(
+            f"power  shift {shift} in {share:.0%} of {args.dim} dims, {args.window} vs "
+            f"{args.ref}: detected {hits}/{args.power_runs}"
+        )
     return out
 
 
@@ -144,8 +173,12 @@ def side_by_side(args: argparse.Namespace, rng: np.random.Generator) -> list[dic
     """Both tests on the same subsampled rows: power and time per test."""
     out = []
     n = args.exact_n
-    for shift, share in ((0.0, 1.0), (0.02, 1.0), (args.sparse_shift, 0.05),
-                         (args.exact_shift, 1.0)):
+    for shift, share in (
+        (0.0, 1.0),
+        (0.02, 1.0),
+        (args.sparse_shift, 0.05),
+        (args.exact_shift, 1.0),
+    ):
         rff_hits = exact_hits = 0
         rff_t: list[float] = []
         exact_t: list[float] = []
@@ -153,25 +186,36 @@ def side_by_side(args: argparse.Namespace, rng: np.random.Generator) -> list[dic
             y = _normal(rng, n, args.dim)
             x = _shifted(rng, n, args.dim, shift, share)
             t0 = time.perf_counter()
-            ref = build_reference(y, NumpyBackend(), n_features=args.features,
-                                  seed=int(rng.integers(1 << 30)))
+            ref = build_reference(
+                y, NumpyBackend(), n_features=args.features, seed=int(rng.integers(1 << 30))
+            )
             rff_hits += cross_mmd_test(ref, x).pvalue < ALPHA
             rff_t.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            _, p = permutation_pvalue(x, y, median_bandwidth(y), args.permutations,
-                                      seed=int(rng.integers(1 << 30)))
+            _, p = permutation_pvalue(
+                x, y, median_bandwidth(y), args.permutations, seed=int(rng.integers(1 << 30))
+            )
             exact_hits += p < ALPHA
             exact_t.append(time.perf_counter() - t0)
-        row = {"shift": shift, "share_of_dims": share, "n_per_side": n, "dim": args.dim,
-               "runs": args.exact_runs, "permutations": args.permutations,
-               "rff_cross_mmd_rate": rff_hits / args.exact_runs,
-               "exact_permutation_rate": exact_hits / args.exact_runs,
-               "rff_s": statistics.median(rff_t), "exact_s": statistics.median(exact_t)}
+        row = {
+            "shift": shift,
+            "share_of_dims": share,
+            "n_per_side": n,
+            "dim": args.dim,
+            "runs": args.exact_runs,
+            "permutations": args.permutations,
+            "rff_cross_mmd_rate": rff_hits / args.exact_runs,
+            "exact_permutation_rate": exact_hits / args.exact_runs,
+            "rff_s": statistics.median(rff_t),
+            "exact_s": statistics.median(exact_t),
+        }
         out.append(row)
-        print(f"vs     shift {shift} in {share:.0%} dims, {n} per side: rff cross-MMD "
-              f"{rff_hits}/{args.exact_runs} ({row['rff_s']:.2f} s incl. prep), exact MMD "
-              f"+ {args.permutations} perms {exact_hits}/{args.exact_runs} "
-              f"({row['exact_s']:.2f} s)")
+        print(
+            f"vs     shift {shift} in {share:.0%} dims, {n} per side: rff cross-MMD "
+            f"{rff_hits}/{args.exact_runs} ({row['rff_s']:.2f} s incl. prep), exact MMD "
+            f"+ {args.permutations} perms {exact_hits}/{args.exact_runs} "
+            f"({row['exact_s']:.2f} s)"
+        )
     return out
 
 
@@ -180,8 +224,10 @@ def memory(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]
     w.append(_normal(rng, args.window, args.dim), np.zeros(args.window))
     kept = args.window * args.dim * 4
     ratio = w.nbytes / kept
-    print(f"memory window {w.nbytes / 2**20:.1f} MiB for {kept / 2**20:.1f} MiB of float32 "
-          f"rows: {ratio:.3f}x")
+    print(
+        f"memory window {w.nbytes / 2**20:.1f} MiB for {kept / 2**20:.1f} MiB of float32 "
+        f"rows: {ratio:.3f}x"
+    )
     return {"window_bytes": w.nbytes, "float32_bytes": kept, "ratio": ratio}
 
 
@@ -192,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="all", choices=["all", "numpy", "cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--speed-only", action="store_true",
-                    help="only the timing (bench/gpu_check.py runs this with --device cuda)")
+    ap.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="only the timing (bench/gpu_check.py runs this with --device cuda)",
+    )
     args = ap.parse_args(argv)
     q = args.quick
     args.dim = 64 if q else 768
@@ -233,17 +282,38 @@ def main(argv: list[str] | None = None) -> int:
     doc["side_by_side"] = side_by_side(args, rng)
     doc["memory"] = memory(args, rng)
     doc["summary"] = [
-        *({"case": f"check {args.window:,} x {args.dim} vs {args.ref:,} ({r['device']})",
-           "value": r["check_ms"]["median"], "lo": r["check_ms"]["min"],
-           "hi": r["check_ms"]["max"], "unit": "ms",
-           "note": f"reference prep {r['reference_prep_s']:.1f} s"} for r in doc["speed"]),
-        {"case": "no-drift share flagged at 0.05", "value": doc["calibration"]["flagged_rate"],
-         "unit": "", "note": f"{doc['calibration']['runs']} runs"},
-        *({"case": f"power, shift {r['shift']} in {r['share_of_dims']:.0%} of dims",
-           "value": r["detected_rate"], "unit": "", "note": f"{r['runs']} runs"}
-          for r in doc["power"]),
-        {"case": "window bytes / float32 rows", "value": doc["memory"]["ratio"], "unit": "x",
-         "note": ""},
+        *(
+            {
+                "case": f"check {args.window:,} x {args.dim} vs {args.ref:,} ({r['device']})",
+                "value": r["check_ms"]["median"],
+                "lo": r["check_ms"]["min"],
+                "hi": r["check_ms"]["max"],
+                "unit": "ms",
+                "note": f"reference prep {r['reference_prep_s']:.1f} s",
+            }
+            for r in doc["speed"]
+        ),
+        {
+            "case": "no-drift share flagged at 0.05",
+            "value": doc["calibration"]["flagged_rate"],
+            "unit": "",
+            "note": f"{doc['calibration']['runs']} runs",
+        },
+        *(
+            {
+                "case": f"power, shift {r['shift']} in {r['share_of_dims']:.0%} of dims",
+                "value": r["detected_rate"],
+                "unit": "",
+                "note": f"{r['runs']} runs",
+            }
+            for r in doc["power"]
+        ),
+        {
+            "case": "window bytes / float32 rows",
+            "value": doc["memory"]["ratio"],
+            "unit": "x",
+            "note": "",
+        },
     ]
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))

@@ -98,10 +98,24 @@ class Sizes:
     file: int
 
 
-FULL = Sizes(window=10_000, interval_s=30.0, period_s=86_400.0, high=10_000, low=100,
-             captured=1_000, file=50_000)
-QUICK = Sizes(window=2_000, interval_s=900.0, period_s=86_400.0, high=2_000, low=100,
-              captured=1_000, file=50_000)
+FULL = Sizes(
+    window=10_000,
+    interval_s=30.0,
+    period_s=86_400.0,
+    high=10_000,
+    low=100,
+    captured=1_000,
+    file=50_000,
+)
+QUICK = Sizes(
+    window=2_000,
+    interval_s=900.0,
+    period_s=86_400.0,
+    high=2_000,
+    low=100,
+    captured=1_000,
+    file=50_000,
+)
 
 
 # --------------------------------------------------------------------------- the replay
@@ -142,8 +156,9 @@ class Replay:
             pred = self.class_codes[pred.astype(np.int64)]
         self.tracker.append_rows(num, cat, pred, np.full(n, self.now))
 
-    def warm_up(self, rows: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]],
-                window: int) -> None:
+    def warm_up(
+        self, rows: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]], window: int
+    ) -> None:
         """The state of a daemon that has run a while: HORIZON_WINDOWS + 1 windows of
         undrifted events, with the horizon's snapshots taken along the way (a check takes
         them; here the window is coded without running the statistics)."""
@@ -159,19 +174,28 @@ class Replay:
         return check_model(self.tracker.baseline, window, self.params, self.now), window
 
 
-def model_spec(n_numeric: int, n_categorical: int, prediction: str | None,
-               capture: bool) -> ModelSpec:
+def model_spec(
+    n_numeric: int, n_categorical: int, prediction: str | None, capture: bool
+) -> ModelSpec:
     features = [FeatureSpec(name=f"x{i}") for i in range(n_numeric)]
     features += [FeatureSpec(name=f"c{i}", type="categorical") for i in range(n_categorical)]
     return ModelSpec(
-        name="m", features=features,
+        name="m",
+        features=features,
         prediction=PredictionSpec(type=prediction) if prediction else None,
         baseline=BaselineSpec(capture=1000) if capture else BaselineSpec(path="b.parquet"),
     )
 
 
-def make_baseline(rng: np.random.Generator, rows: int, n_numeric: int, n_categorical: int,
-                  prediction: str | None, *, source: str) -> Baseline:
+def make_baseline(
+    rng: np.random.Generator,
+    rows: int,
+    n_numeric: int,
+    n_categorical: int,
+    prediction: str | None,
+    *,
+    source: str,
+) -> Baseline:
     pred: Any = None
     if prediction == "numeric":
         pred = rng.normal(2.0, 1.0, rows)
@@ -180,14 +204,19 @@ def make_baseline(rng: np.random.Generator, rows: int, n_numeric: int, n_categor
     return build_baseline(
         "m",
         numeric={f"x{i}": rng.normal(size=rows) for i in range(n_numeric)},
-        categorical={f"c{i}": [CATEGORIES[k] for k in rng.choice(12, rows, p=CATEGORY_P)]
-                     for i in range(n_categorical)},
-        prediction=pred, prediction_kind=prediction, source=source,
+        categorical={
+            f"c{i}": [CATEGORIES[k] for k in rng.choice(12, rows, p=CATEGORY_P)]
+            for i in range(n_categorical)
+        },
+        prediction=pred,
+        prediction_kind=prediction,
+        source=source,
     )
 
 
-def draw(rng: np.random.Generator, n: int, n_numeric: int, n_categorical: int,
-         prediction: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw(
+    rng: np.random.Generator, n: int, n_numeric: int, n_categorical: int, prediction: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     num = rng.normal(size=(n, n_numeric))
     cat = rng.choice(12, size=(n, n_categorical), p=CATEGORY_P)
     if prediction == "categorical":
@@ -250,10 +279,12 @@ def one_day(args: tuple[str, str, int, Sizes, int]) -> dict[str, Any]:
     prediction = "numeric" if day % 2 == 0 else "categorical"
     captured = baseline_kind == "captured"
     rows = sizes.captured if captured else sizes.file
-    b = make_baseline(rng, rows, N_NUMERIC, N_CATEGORICAL, prediction,
-                      source="capture" if captured else "file")
-    drift = DriftSettings(window_size=sizes.window, interval_s=sizes.interval_s,
-                          false_alarm_period_s=sizes.period_s)
+    b = make_baseline(
+        rng, rows, N_NUMERIC, N_CATEGORICAL, prediction, source="capture" if captured else "file"
+    )
+    drift = DriftSettings(
+        window_size=sizes.window, interval_s=sizes.interval_s, false_alarm_period_s=sizes.period_s
+    )
     replay = Replay(model_spec(N_NUMERIC, N_CATEGORICAL, prediction, captured), drift, b)
     replay.warm_up(lambda n: draw(rng, n, N_NUMERIC, N_CATEGORICAL, prediction), sizes.window)
     per_check = sizes.high if traffic == "high" else sizes.low
@@ -272,8 +303,15 @@ def one_day(args: tuple[str, str, int, Sizes, int]) -> dict[str, Any]:
             first_new = i
         if first_today is None and today_alarm(result, window, b):
             first_today = i
-    return {"baseline": baseline_kind, "traffic": traffic, "day": day, "prediction": prediction,
-            "first_today": first_today, "first_new": first_new, "min_adjusted": min_adjusted}
+    return {
+        "baseline": baseline_kind,
+        "traffic": traffic,
+        "day": day,
+        "prediction": prediction,
+        "first_today": first_today,
+        "first_new": first_new,
+        "min_adjusted": min_adjusted,
+    }
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -290,15 +328,23 @@ def summarize_days(days: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
     mins = sorted(d["min_adjusted"] for d in days)
     out = {
         "days": n,
-        "today": {"days_with_alarm": len(today), "rate": len(today) / n,
-                  "ci95": clopper_pearson(len(today), n),
-                  "median_minutes_to_first": (statistics.median(today) * sizes.interval_s / 60
-                                              if today else None)},
-        "new": {"days_with_alarm": len(new), "rate": len(new) / n,
-                "ci95": clopper_pearson(len(new), n),
-                "share_days_min_adjusted_le": {
-                    str(r): sum(m <= r for m in mins) / n for r in (0.05, 0.25, 0.5)},
-                "median_min_adjusted": statistics.median(mins)},
+        "today": {
+            "days_with_alarm": len(today),
+            "rate": len(today) / n,
+            "ci95": clopper_pearson(len(today), n),
+            "median_minutes_to_first": (
+                statistics.median(today) * sizes.interval_s / 60 if today else None
+            ),
+        },
+        "new": {
+            "days_with_alarm": len(new),
+            "rate": len(new) / n,
+            "ci95": clopper_pearson(len(new), n),
+            "share_days_min_adjusted_le": {
+                str(r): sum(m <= r for m in mins) / n for r in (0.05, 0.25, 0.5)
+            },
+            "median_min_adjusted": statistics.median(mins),
+        },
     }
     return out
 
@@ -349,14 +395,17 @@ def one_delay(args: tuple[str, str, str, int, Sizes, float]) -> dict[str, Any]:
     n_num = 1 if shift.column == "numeric" else 0
     n_cat = 1 if shift.column == "categorical" else 0
     prediction = "categorical" if shift.column == "class" else None
-    b = make_baseline(rng, rows, n_num, n_cat, prediction,
-                      source="capture" if captured else "file")
-    drift = DriftSettings(window_size=sizes.window, interval_s=sizes.interval_s,
-                          false_alarm_period_s=sizes.period_s)
+    b = make_baseline(rng, rows, n_num, n_cat, prediction, source="capture" if captured else "file")
+    drift = DriftSettings(
+        window_size=sizes.window, interval_s=sizes.interval_s, false_alarm_period_s=sizes.period_s
+    )
     replay = Replay(model_spec(n_num, n_cat, prediction, captured), drift, b)
-    policy = AlarmPolicy(false_alarm_rate=drift.false_alarm_rate,
-                         period_s=drift.false_alarm_period_s, interval_s=drift.interval_s,
-                         correction=drift.correction)
+    policy = AlarmPolicy(
+        false_alarm_rate=drift.false_alarm_rate,
+        period_s=drift.false_alarm_period_s,
+        interval_s=drift.interval_s,
+        correction=drift.correction,
+    )
     others = np.ones(DELAY_FEATURES)  # the 100 undrifted tests, for M alone
 
     def rows_of(n: int, drifted: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -381,8 +430,9 @@ def one_delay(args: tuple[str, str, str, int, Sizes, float]) -> dict[str, Any]:
         if shift.column == "numeric":
             p_today = min(1.0, float(t.ks_pvalue) * DELAY_FEATURES)  # type: ignore[arg-type]
         elif shift.column == "categorical":
-            p_today = min(1.0, _gof(b.categorical[0].shares, window.categorical[:, 0])
-                          * DELAY_FEATURES)
+            p_today = min(
+                1.0, _gof(b.categorical[0].shares, window.categorical[:, 0]) * DELAY_FEATURES
+            )
         else:
             assert b.prediction is not None
             p_today = _gof(b.prediction.shares, window.predictions)
@@ -405,15 +455,24 @@ def one_delay(args: tuple[str, str, str, int, Sizes, float]) -> dict[str, Any]:
             first["new"] = events
         if today and first["today"] is None:
             first["today"] = events
-    return {"shift": shift_name, "baseline": baseline_kind, "traffic": traffic, "rep": rep,
-            "new": first["new"], "today": first["today"], "today_before_drift": today_before,
-            "limit": limit}
+    return {
+        "shift": shift_name,
+        "baseline": baseline_kind,
+        "traffic": traffic,
+        "rep": rep,
+        "new": first["new"],
+        "today": first["today"],
+        "today_before_drift": today_before,
+        "limit": limit,
+    }
 
 
 def summarize_delays(rows: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
     shift = next(s for s in SHIFTS if s.name == rows[0]["shift"])
-    out: dict[str, Any] = {"replicates": len(rows),
-                           "today_flags_before_drift": sum(r["today_before_drift"] for r in rows)}
+    out: dict[str, Any] = {
+        "replicates": len(rows),
+        "today_flags_before_drift": sum(r["today_before_drift"] for r in rows),
+    }
     for rule in ("new", "today"):
         # censored runs count as the limit: the median is then a lower bound ("> ...")
         ev = [r[rule] if r[rule] is not None else math.inf for r in rows]
@@ -421,9 +480,12 @@ def summarize_delays(rows: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]
         within = None
         if shift.goal_windows is not None:
             within = sum(e <= shift.goal_windows * sizes.window for e in ev) / len(ev)
-        out[rule] = {"median_events": None if math.isinf(med) else med,
-                     "median_windows": None if math.isinf(med) else med / sizes.window,
-                     "censored": sum(math.isinf(e) for e in ev), "within_goal": within}
+        out[rule] = {
+            "median_events": None if math.isinf(med) else med,
+            "median_windows": None if math.isinf(med) else med / sizes.window,
+            "censored": sum(math.isinf(e) for e in ev),
+            "within_goal": within,
+        }
     return out
 
 
@@ -438,12 +500,24 @@ def _fmt_windows(entry: dict[str, Any], limit_windows: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     def extra(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--days", type=int, default=None,
-                       help="no-drift days per baseline and traffic (default 10; 1 --quick)")
-        p.add_argument("--replicates", type=int, default=None,
-                       help="drifted streams per shift, baseline and traffic (default 10)")
-        p.add_argument("--max-windows", type=float, default=None,
-                       help="give a drifted stream up after this many windows (default 10)")
+        p.add_argument(
+            "--days",
+            type=int,
+            default=None,
+            help="no-drift days per baseline and traffic (default 10; 1 --quick)",
+        )
+        p.add_argument(
+            "--replicates",
+            type=int,
+            default=None,
+            help="drifted streams per shift, baseline and traffic (default 10)",
+        )
+        p.add_argument(
+            "--max-windows",
+            type=float,
+            default=None,
+            help="give a drifted stream up after this many windows (default 10)",
+        )
         p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
         p.add_argument("--no-delays", action="store_true", help="only the no-drift days")
 
@@ -451,87 +525,169 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     days = args.days if args.days is not None else (1 if args.quick else 10)
     reps = args.replicates if args.replicates is not None else (2 if args.quick else 10)
-    max_windows = args.max_windows if args.max_windows is not None else (
-        3.0 if args.quick else 10.0)
+    max_windows = (
+        args.max_windows if args.max_windows is not None else (3.0 if args.quick else 10.0)
+    )
     checks = AlarmPolicy(period_s=sizes.period_s, interval_s=sizes.interval_s).checks
     t0 = time.perf_counter()
     cases = [(bk, tr) for bk in ("captured", "file") for tr in ("high", "low")]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        day_rows = list(pool.map(one_day, [(bk, tr, d, sizes, checks)
-                                           for bk, tr in cases for d in range(days)]))
+        day_rows = list(
+            pool.map(one_day, [(bk, tr, d, sizes, checks) for bk, tr in cases for d in range(days)])
+        )
         delay_rows: list[dict[str, Any]] = []
         if not args.no_delays:
             shifts = SHIFTS[1:4:2] if args.quick else SHIFTS
-            delay_rows = list(pool.map(one_delay, [
-                (s.name, bk, tr, r, sizes, max_windows)
-                for s in shifts for bk, tr in cases for r in range(reps)]))
+            delay_rows = list(
+                pool.map(
+                    one_delay,
+                    [
+                        (s.name, bk, tr, r, sizes, max_windows)
+                        for s in shifts
+                        for bk, tr in cases
+                        for r in range(reps)
+                    ],
+                )
+            )
     seconds = time.perf_counter() - t0
 
     false_alarms = []
     for bk, tr in cases:
-        s = summarize_days([d for d in day_rows if (d["baseline"], d["traffic"]) == (bk, tr)],
-                           sizes)
+        s = summarize_days(
+            [d for d in day_rows if (d["baseline"], d["traffic"]) == (bk, tr)], sizes
+        )
         false_alarms.append({"baseline": bk, "traffic": tr, **s})
     pooled = summarize_days(day_rows, sizes)
     false_alarms.append({"baseline": "all", "traffic": "all", **pooled})
     delays = []
     for name in dict.fromkeys(r["shift"] for r in delay_rows):
         for bk, tr in cases:
-            rows = [r for r in delay_rows if (r["shift"], r["baseline"], r["traffic"])
-                    == (name, bk, tr)]
-            delays.append({"shift": name, "baseline": bk, "traffic": tr,
-                           **summarize_delays(rows, sizes)})
+            rows = [
+                r for r in delay_rows if (r["shift"], r["baseline"], r["traffic"]) == (name, bk, tr)
+            ]
+            delays.append(
+                {"shift": name, "baseline": bk, "traffic": tr, **summarize_delays(rows, sizes)}
+            )
 
     per = {"high": sizes.high, "low": sizes.low, "all": "all"}
-    rows_of_baseline = {"captured": f"captured ({sizes.captured:,})",
-                        "file": f"file ({sizes.file:,})", "all": "all of the above"}
-    print(f"no-drift days: {checks:,} checks a day (interval {sizes.interval_s:g} s), window "
-          f"{sizes.window:,}; {N_NUMERIC} numeric + {N_CATEGORICAL} categorical features and "
-          f"predictions (numeric on even days, classes on odd); {days} days per row")
-    print(table(
-        ["baseline", "new/check", "today: days alarmed", "95% CI", "median min to 1st",
-         "new: days alarmed", "95% CI", "days min adj p <= 0.25", "<= 0.5"],
-        [[rows_of_baseline[r["baseline"]],
-          f"{per[r['traffic']]:,}" if r["traffic"] != "all" else "all",
-          f"{r['today']['days_with_alarm']}/{r['days']}",
-          "{:.2f}-{:.2f}".format(*r["today"]["ci95"]),
-          "-" if r["today"]["median_minutes_to_first"] is None
-          else f"{r['today']['median_minutes_to_first']:.1f}",
-          f"{r['new']['days_with_alarm']}/{r['days']}",
-          "{:.2f}-{:.2f}".format(*r["new"]["ci95"]),
-          f"{r['new']['share_days_min_adjusted_le']['0.25']:.2f}",
-          f"{r['new']['share_days_min_adjusted_le']['0.5']:.2f}"]
-         for r in false_alarms]))
+    rows_of_baseline = {
+        "captured": f"captured ({sizes.captured:,})",
+        "file": f"file ({sizes.file:,})",
+        "all": "all of the above",
+    }
+    print(
+        f"no-drift days: {checks:,} checks a day (interval {sizes.interval_s:g} s), window "
+        f"{sizes.window:,}; {N_NUMERIC} numeric + {N_CATEGORICAL} categorical features and "
+        f"predictions (numeric on even days, classes on odd); {days} days per row"
+    )
+    print(
+        table(
+            [
+                "baseline",
+                "new/check",
+                "today: days alarmed",
+                "95% CI",
+                "median min to 1st",
+                "new: days alarmed",
+                "95% CI",
+                "days min adj p <= 0.25",
+                "<= 0.5",
+            ],
+            [
+                [
+                    rows_of_baseline[r["baseline"]],
+                    f"{per[r['traffic']]:,}" if r["traffic"] != "all" else "all",
+                    f"{r['today']['days_with_alarm']}/{r['days']}",
+                    "{:.2f}-{:.2f}".format(*r["today"]["ci95"]),
+                    "-"
+                    if r["today"]["median_minutes_to_first"] is None
+                    else f"{r['today']['median_minutes_to_first']:.1f}",
+                    f"{r['new']['days_with_alarm']}/{r['days']}",
+                    "{:.2f}-{:.2f}".format(*r["new"]["ci95"]),
+                    f"{r['new']['share_days_min_adjusted_le']['0.25']:.2f}",
+                    f"{r['new']['share_days_min_adjusted_le']['0.5']:.2f}",
+                ]
+                for r in false_alarms
+            ],
+        )
+    )
     if delays:
-        print(f"\ndetection delay: median windows ({sizes.window:,} events) of drifted events "
-              f"until the first flag, {reps} streams per row (> {max_windows:g}: not flagged)")
-        print(table(
-            ["shift", "baseline", "new/check", "today", "new", "new within goal",
-             "today flags before drift"],
-            [[r["shift"], r["baseline"], f"{per[r['traffic']]:,}",
-              _fmt_windows(r["today"], max_windows), _fmt_windows(r["new"], max_windows),
-              "-" if r["new"]["within_goal"] is None else f"{r['new']['within_goal']:.2f}",
-              f"{r['today_flags_before_drift']}/{r['replicates']}"]
-             for r in delays]))
+        print(
+            f"\ndetection delay: median windows ({sizes.window:,} events) of drifted events "
+            f"until the first flag, {reps} streams per row (> {max_windows:g}: not flagged)"
+        )
+        print(
+            table(
+                [
+                    "shift",
+                    "baseline",
+                    "new/check",
+                    "today",
+                    "new",
+                    "new within goal",
+                    "today flags before drift",
+                ],
+                [
+                    [
+                        r["shift"],
+                        r["baseline"],
+                        f"{per[r['traffic']]:,}",
+                        _fmt_windows(r["today"], max_windows),
+                        _fmt_windows(r["new"], max_windows),
+                        "-"
+                        if r["new"]["within_goal"] is None
+                        else f"{r['new']['within_goal']:.2f}",
+                        f"{r['today_flags_before_drift']}/{r['replicates']}",
+                    ]
+                    for r in delays
+                ],
+            )
+        )
     print(f"\n{seconds:.0f} s")
 
     summary = []
     for r in false_alarms:
         traffic = "all traffic" if r["traffic"] == "all" else f"{per[r['traffic']]:,}/check"
         case = f"days with a false alarm, {r['baseline']} baseline, {traffic}"
-        summary.append(summary_row(f"{case}, new", r["new"]["rate"], "share",
-                                   "95% CI {:.2f}-{:.2f}".format(*r["new"]["ci95"])))
-        summary.append(summary_row(f"{case}, today", r["today"]["rate"], "share",
-                                   "95% CI {:.2f}-{:.2f}".format(*r["today"]["ci95"])))
+        summary.append(
+            summary_row(
+                f"{case}, new",
+                r["new"]["rate"],
+                "share",
+                "95% CI {:.2f}-{:.2f}".format(*r["new"]["ci95"]),
+            )
+        )
+        summary.append(
+            summary_row(
+                f"{case}, today",
+                r["today"]["rate"],
+                "share",
+                "95% CI {:.2f}-{:.2f}".format(*r["today"]["ci95"]),
+            )
+        )
     for r in delays:
         med = r["new"]["median_windows"]
-        summary.append(summary_row(
-            f"delay {r['shift']}, {r['baseline']}, {per[r['traffic']]:,}/check, new",
-            math.nan if med is None else med, "windows",
-            f"today {_fmt_windows(r['today'], max_windows)}"))
-    report("false_alarms", args, summary, sizes=sizes.__dict__, days=days, replicates=reps,
-           checks_per_day=checks, max_windows=max_windows, seconds=seconds,
-           false_alarms=false_alarms, delays=delays)
+        summary.append(
+            summary_row(
+                f"delay {r['shift']}, {r['baseline']}, {per[r['traffic']]:,}/check, new",
+                math.nan if med is None else med,
+                "windows",
+                f"today {_fmt_windows(r['today'], max_windows)}",
+            )
+        )
+    report(
+        "false_alarms",
+        args,
+        summary,
+        sizes=sizes.__dict__,
+        days=days,
+        replicates=reps,
+        checks_per_day=checks,
+        max_windows=max_windows,
+        seconds=seconds,
+        false_alarms=false_alarms,
+        delays=delays,
+    )
     return 0
 
 

@@ -104,8 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mem-tolerance-mib", type=float, default=300.0)
     p.add_argument("--mem-tolerance-pct", type=float, default=3.0)
     p.add_argument("--scrapes", type=int, default=10, help="timed scrapes for the latency line")
-    p.add_argument("--embedding-only", action="store_true",
-                   help="only time the embedding drift test on cuda (no daemon, no NVML)")
+    p.add_argument(
+        "--embedding-only",
+        action="store_true",
+        help="only time the embedding drift test on cuda (no daemon, no NVML)",
+    )
     p.add_argument("--embedding-goal-ms", type=float, default=50.0)
     return p.parse_args(argv)
 
@@ -115,8 +118,18 @@ def embedding_check(python: Path, goal_ms: float) -> bool:
     median check time against the goal, and the device memory it peaked at."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "embedding.json"
-        proc = _run([str(python), str(ROOT / "bench" / "embedding_bench.py"), "--device", "cuda",
-                     "--speed-only", "--json", str(out)], cwd=str(ROOT))
+        proc = _run(
+            [
+                str(python),
+                str(ROOT / "bench" / "embedding_bench.py"),
+                "--device",
+                "cuda",
+                "--speed-only",
+                "--json",
+                str(out),
+            ],
+            cwd=str(ROOT),
+        )
         if proc.returncode == 2:
             print("FAIL  embedding check: torch sees no CUDA GPU")
             return False
@@ -127,10 +140,12 @@ def embedding_check(python: Path, goal_ms: float) -> bool:
     for row in rows:
         ms = row["check_ms"]
         ok = ms["median"] <= goal_ms
-        print(f"{'PASS' if ok else 'FAIL'}  embedding check on {row['device']}: median "
-              f"{ms['median']:.1f} ms (min {ms['min']:.1f}, max {ms['max']:.1f}), goal "
-              f"{goal_ms:.0f} ms; reference prep {row['reference_prep_s']:.2f} s; peak "
-              f"{row.get('cuda_peak_bytes', 0) / MIB:.0f} MiB")
+        print(
+            f"{'PASS' if ok else 'FAIL'}  embedding check on {row['device']}: median "
+            f"{ms['median']:.1f} ms (min {ms['min']:.1f}, max {ms['max']:.1f}), goal "
+            f"{goal_ms:.0f} ms; reference prep {row['reference_prep_s']:.2f} s; peak "
+            f"{row.get('cuda_peak_bytes', 0) / MIB:.0f} MiB"
+        )
         return ok
     return False
 

@@ -125,8 +125,14 @@ def make_workload(lines: list[bytes], per_line: int, conns: int, label: str) -> 
         offsets.append(offsets[-1] + len(ln))
     for a, b in itertools.pairwise(bounds):
         parts.append(view[offsets[a] : offsets[b]])
-    return Workload(label, per_line, conns, len(lines) * per_line if per_line > 1 else len(lines),
-                    parts, len(blob))
+    return Workload(
+        label,
+        per_line,
+        conns,
+        len(lines) * per_line if per_line > 1 else len(lines),
+        parts,
+        len(blob),
+    )
 
 
 # --------------------------------------------------------------------------- client
@@ -187,20 +193,23 @@ class DaemonTarget(Target):
         rng = np.random.default_rng(1)
         baseline = tmp / "baseline.parquet"
         write_baseline(
-            baseline, MODEL,
+            baseline,
+            MODEL,
             numeric={f: rng.random(WINDOW) for f in FEATURES},
             categorical={},
             prediction=rng.integers(0, 2, WINDOW).astype(float),
             prediction_kind="numeric",
         )
         extra = {
-            "models": [{
-                "name": MODEL,
-                "version": "1.0.0",
-                "baseline": {"path": str(baseline)},
-                "features": [{"name": f, "type": "numeric"} for f in FEATURES],
-                "prediction": {"type": "numeric"},
-            }],
+            "models": [
+                {
+                    "name": MODEL,
+                    "version": "1.0.0",
+                    "baseline": {"path": str(baseline)},
+                    "features": [{"name": f, "type": "numeric"} for f in FEATURES],
+                    "prediction": {"type": "numeric"},
+                }
+            ],
             # No drift pass or snapshot during the runs: this measures ingest alone.
             "drift": {"window_size": WINDOW, "interval_s": 3600},
             "state": {"snapshot_interval_s": 3600},
@@ -228,8 +237,9 @@ class DaemonTarget(Target):
         raise AssertionError("unreachable")
 
     def accepted(self) -> float:
-        v = sample_value(self.scrape(f"/metrics?name[]={ACCEPTED}"), ACCEPTED,
-                         f'model_name="{MODEL}"')
+        v = sample_value(
+            self.scrape(f"/metrics?name[]={ACCEPTED}"), ACCEPTED, f'model_name="{MODEL}"'
+        )
         return -1.0 if v is None else v
 
     def run(self, w: Workload) -> float:
@@ -268,18 +278,28 @@ class DaemonTarget(Target):
         dropped = sum(m.series("drift_sidecar_events_dropped_total").values())
         expect("rejected", rejected, 0)
         expect("dropped", dropped, 0)
-        expect("requests", m.value("ml_prediction_requests_total", model_name=MODEL,
-                                   model_version="1.0.0", status="success"), n)
-        expect("latency count", m.value("ml_prediction_latency_seconds_count",
-                                        model_name=MODEL), n)
+        expect(
+            "requests",
+            m.value(
+                "ml_prediction_requests_total",
+                model_name=MODEL,
+                model_version="1.0.0",
+                status="success",
+            ),
+            n,
+        )
+        expect("latency count", m.value("ml_prediction_latency_seconds_count", model_name=MODEL), n)
         expect("window", m.value("ml_drift_window_samples", model_name=MODEL), min(n, WINDOW))
         bins: dict[str, float] = {}
         for labels, v in m.series("ml_feature_bin_events_total").items():
             f = dict(labels)["feature_name"]
             bins[f] = bins.get(f, 0.0) + v
         for f in FEATURES:
-            expect(f"{f} histogram count", m.value("ml_feature_value_count",
-                                                   model_name=MODEL, feature_name=f), n)
+            expect(
+                f"{f} histogram count",
+                m.value("ml_feature_value_count", model_name=MODEL, feature_name=f),
+                n,
+            )
             expect(f"{f} bin counts", bins.get(f), n)
         if problems:
             raise RuntimeError("daemon totals do not match: " + "; ".join(problems))
@@ -301,7 +321,10 @@ class BareTarget(Target):
         self.socket_path = str(tmp / f"{mode}.sock")
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", mode, "--socket", self.socket_path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         line = self._readline(30)
@@ -345,29 +368,47 @@ def _seed_instrumentation() -> Callable[[list[Any]], int]:
     from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 
     reg = CollectorRegistry()
-    requests = Counter("ml_prediction_requests_total", "Total prediction requests",
-                       ["model_name", "model_version", "status"], registry=reg)
-    latency = Histogram("ml_prediction_latency_seconds", "Prediction latency in seconds",
-                        ["model_name"], buckets=[0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0],
-                        registry=reg)
-    confidence = Histogram(
-        "ml_prediction_confidence", "Model prediction confidence scores",
-        ["model_name", "predicted_class"],
-        buckets=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99], registry=reg,
+    requests = Counter(
+        "ml_prediction_requests_total",
+        "Total prediction requests",
+        ["model_name", "model_version", "status"],
+        registry=reg,
     )
-    value = Summary("ml_prediction_value", "Distribution of prediction values", ["model_name"],
-                    registry=reg)
-    feature = Histogram("ml_feature_value", "Feature value distribution", ["feature_name"],
-                        buckets=np.linspace(0, 1, 11).tolist(), registry=reg)
+    latency = Histogram(
+        "ml_prediction_latency_seconds",
+        "Prediction latency in seconds",
+        ["model_name"],
+        buckets=[0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0],
+        registry=reg,
+    )
+    confidence = Histogram(
+        "ml_prediction_confidence",
+        "Model prediction confidence scores",
+        ["model_name", "predicted_class"],
+        buckets=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
+        registry=reg,
+    )
+    value = Summary(
+        "ml_prediction_value", "Distribution of prediction values", ["model_name"], registry=reg
+    )
+    feature = Histogram(
+        "ml_feature_value",
+        "Feature value distribution",
+        ["feature_name"],
+        buckets=np.linspace(0, 1, 11).tolist(),
+        registry=reg,
+    )
 
     def handle(events: list[Any]) -> int:
         for ev in events:
             for name, v in (ev.features or {}).items():
                 feature.labels(feature_name=name).observe(v)
-            requests.labels(model_name=ev.model, model_version=ev.version or "1.0.0",
-                            status=ev.status).inc()
-            confidence.labels(model_name=ev.model,
-                              predicted_class=str(int(ev.prediction))).observe(ev.confidence)
+            requests.labels(
+                model_name=ev.model, model_version=ev.version or "1.0.0", status=ev.status
+            ).inc()
+            confidence.labels(model_name=ev.model, predicted_class=str(int(ev.prediction))).observe(
+                ev.confidence
+            )
             value.labels(model_name=ev.model).observe(ev.prediction)
             latency.labels(model_name=ev.model).observe(ev.latency_s)
         return len(events)
@@ -470,9 +511,21 @@ class Profiler:
             raise SystemExit("--profile needs py-spy (pip install py-spy)")
         self.out = out
         self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-             "--nonblocking", "-o", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                exe,
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--nonblocking",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         time.sleep(1.0)  # py-spy attaches asynchronously; let it find the interpreter
 
@@ -501,8 +554,10 @@ def summarize_profile(path: Path, top: int = 25) -> str:
         self_[frames[-1]] = self_.get(frames[-1], 0) + n
     if not total:
         return "no samples"
-    lines = [f"{total} samples (non-idle) of the daemon during the measured runs",
-             "inclusive%  self%  function"]
+    lines = [
+        f"{total} samples (non-idle) of the daemon during the measured runs",
+        "inclusive%  self%  function",
+    ]
     for f, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"{100 * n / total:9.1f}  {100 * self_.get(f, 0) / total:5.1f}  {f}")
     lines.append("top self time:")
@@ -519,10 +574,15 @@ def _short(frame: str) -> str:
 
 def extra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, help="events per run (default 102400; quick 2560)")
-    p.add_argument("--seed-events", type=int,
-                   help="events per seed-style run (default 20480; quick 1024)")
-    p.add_argument("--profile", type=Path, metavar="FILE",
-                   help="sample the daemon with py-spy during the runs; print a summary")
+    p.add_argument(
+        "--seed-events", type=int, help="events per seed-style run (default 20480; quick 1024)"
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the daemon with py-spy during the runs; print a summary",
+    )
     p.add_argument("--serve", choices=["decode", "seed"], help=argparse.SUPPRESS)
     p.add_argument("--socket", help=argparse.SUPPRESS)
 
@@ -545,12 +605,19 @@ def main(argv: list[str] | None = None) -> int:
         seed_lines = lines[: n_seed // per_line]
         for conns in (1, 4):
             label = f"{'1/line' if batch == 1 else f'{batch}/line'} x{conns} conn"
-            cases.append(Case(make_workload(lines, per_line, conns, label),
-                              make_workload(seed_lines, per_line, conns, label)))
+            cases.append(
+                Case(
+                    make_workload(lines, per_line, conns, label),
+                    make_workload(seed_lines, per_line, conns, label),
+                )
+            )
     del events
-    print(f"workload: {n} events ({cases[0].workload.nbytes / n:.0f} B/event one per line), "
-          f"seed-style {n_seed}; encoded in {time.perf_counter() - t_enc:.1f}s; "
-          f"{args.repeats} repeats", flush=True)
+    print(
+        f"workload: {n} events ({cases[0].workload.nbytes / n:.0f} B/event one per line), "
+        f"seed-style {n_seed}; encoded in {time.perf_counter() - t_enc:.1f}s; "
+        f"{args.repeats} repeats",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -584,20 +651,33 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         d, dec, seed = case.rate("daemon"), case.rate("decode"), case.rate("seed")
         r_dec, r_seed = case.ratio("daemon", "decode"), case.ratio("daemon", "seed")
-        rows.append([case.workload.name, d.fmt(), dec.fmt(), seed.fmt(),
-                     r_dec.fmt(2), r_seed.fmt(2)])
-        results.append({
-            "case": case.workload.name, "batch": case.workload.batch,
-            "connections": case.workload.conns, "events": case.workload.events,
-            "seed_events": case.seed_workload.events, "bytes": case.workload.nbytes,
-            "daemon_events_per_s": d, "decode_only_events_per_s": dec,
-            "seed_style_events_per_s": seed, "daemon_over_decode": r_dec,
-            "daemon_over_seed": r_seed,
-            "seconds": case.seconds,
-        })
-        summary.append(summary_row(f"daemon {case.workload.name}", d, "events/s",
-                                   f"{r_dec.median:.2f}x decode-only, "
-                                   f"{r_seed.median:.1f}x seed-style"))
+        rows.append(
+            [case.workload.name, d.fmt(), dec.fmt(), seed.fmt(), r_dec.fmt(2), r_seed.fmt(2)]
+        )
+        results.append(
+            {
+                "case": case.workload.name,
+                "batch": case.workload.batch,
+                "connections": case.workload.conns,
+                "events": case.workload.events,
+                "seed_events": case.seed_workload.events,
+                "bytes": case.workload.nbytes,
+                "daemon_events_per_s": d,
+                "decode_only_events_per_s": dec,
+                "seed_style_events_per_s": seed,
+                "daemon_over_decode": r_dec,
+                "daemon_over_seed": r_seed,
+                "seconds": case.seconds,
+            }
+        )
+        summary.append(
+            summary_row(
+                f"daemon {case.workload.name}",
+                d,
+                "events/s",
+                f"{r_dec.median:.2f}x decode-only, {r_seed.median:.1f}x seed-style",
+            )
+        )
         if case.workload.batch == BATCH and case.workload.conns == 1:
             summary.append(summary_row(f"decode-only {case.workload.name}", dec, "events/s"))
             summary.append(summary_row(f"seed-style {case.workload.name}", seed, "events/s"))
@@ -605,17 +685,33 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if args.profile:
         print(profile + "\n")
-    print(table(
-        ["case", "daemon ev/s", "decode-only ev/s", "seed-style ev/s",
-         "daemon/decode", "daemon/seed"],
-        rows,
-    ))
-    print(f"\nmedian (min-max) over {args.repeats} repeats; ratios are paired per repeat; "
-          f"goals: daemon/decode >= {GOAL_DECODE}, daemon/seed >= {GOAL_SEED}. Daemon totals "
-          f"verified on /metrics: {verified['events']} events, per-feature histograms and bin "
-          "counters exact.")
-    report("ingest", args, summary, cases=results, verified=verified,
-           goals={"daemon_over_decode": GOAL_DECODE, "daemon_over_seed": GOAL_SEED})
+    print(
+        table(
+            [
+                "case",
+                "daemon ev/s",
+                "decode-only ev/s",
+                "seed-style ev/s",
+                "daemon/decode",
+                "daemon/seed",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nmedian (min-max) over {args.repeats} repeats; ratios are paired per repeat; "
+        f"goals: daemon/decode >= {GOAL_DECODE}, daemon/seed >= {GOAL_SEED}. Daemon totals "
+        f"verified on /metrics: {verified['events']} events, per-feature histograms and bin "
+        "counters exact."
+    )
+    report(
+        "ingest",
+        args,
+        summary,
+        cases=results,
+        verified=verified,
+        goals={"daemon_over_decode": GOAL_DECODE, "daemon_over_seed": GOAL_SEED},
+    )
     return 0
 
 

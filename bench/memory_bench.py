@@ -62,8 +62,16 @@ def encoded_events(n_features: int) -> list[bytes]:
     values = rng.random((DISTINCT_EVENTS, n_features)).tolist()
     enc = msgspec.json.Encoder()
     return [
-        enc.encode({"model": MODEL, "features": dict(zip(names, row, strict=True)),
-                    "prediction": float(i % 2), "confidence": 0.9, "latency_s": 0.01}) + b"\n"
+        enc.encode(
+            {
+                "model": MODEL,
+                "features": dict(zip(names, row, strict=True)),
+                "prediction": float(i % 2),
+                "confidence": 0.9,
+                "latency_s": 0.01,
+            }
+        )
+        + b"\n"
         for i, row in enumerate(values)
     ]
 
@@ -71,8 +79,11 @@ def encoded_events(n_features: int) -> list[bytes]:
 def floor_kib(tmp: Path) -> dict[str, int]:
     """/proc/PID/status of a ready daemon with no model: interpreter, libraries, servers.
     (A config with no model must turn auto-registration on, or it would refuse every event.)"""
-    d = start_daemon(tmp, {"models": [], "auto_register": {"enabled": True},
-                           "log": {"level": "warning"}}, wait_ready=True)
+    d = start_daemon(
+        tmp,
+        {"models": [], "auto_register": {"enabled": True}, "log": {"level": "warning"}},
+        wait_ready=True,
+    )
     try:
         d.get("/metrics")
         return proc_memory_kib(d.proc.pid)
@@ -94,12 +105,14 @@ def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str,
     pq.write_table(pa.table(columns), baseline)  # plain columns: no stored statistics
     del columns
     extra = {
-        "models": [{
-            "name": MODEL,
-            "baseline": {"path": str(baseline)},
-            "features": [{"name": f, "type": "numeric"} for f in names],
-            "prediction": {"type": "numeric"},
-        }],
+        "models": [
+            {
+                "name": MODEL,
+                "baseline": {"path": str(baseline)},
+                "features": [{"name": f, "type": "numeric"} for f in names],
+                "prediction": {"type": "numeric"},
+            }
+        ],
         "socket": {"max_features_per_event": max(1024, features)},
         "drift": {"window_size": window, "min_samples": min(500, window), "interval_s": 1.0},
         "state": {"snapshot_interval_s": 3600},
@@ -108,8 +121,15 @@ def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str,
     enc = msgspec.json.Encoder()
     values = rng.normal(0.1, 1.0, size=(window, features)).tolist()
     lines = [
-        enc.encode({"model": MODEL, "features": dict(zip(names, row, strict=True)),
-                    "prediction": float(i % 7) / 7, "confidence": 0.9, "latency_s": 0.01})
+        enc.encode(
+            {
+                "model": MODEL,
+                "features": dict(zip(names, row, strict=True)),
+                "prediction": float(i % 7) / 7,
+                "confidence": 0.9,
+                "latency_s": 0.01,
+            }
+        )
         + b"\n"
         for i, row in enumerate(values)
     ]
@@ -123,8 +143,11 @@ def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str,
 
         def checked() -> bool:
             m = d.json("/v1/drift")["models"].get(MODEL, {})
-            return (m.get("window_samples") == window and m.get("status") == "ok"
-                    and m.get("checked_at", 0) >= filled_at)
+            return (
+                m.get("window_samples") == window
+                and m.get("status") == "ok"
+                and m.get("checked_at", 0) >= filled_at
+            )
 
         wait_for(checked, 120, f"a drift check over a full window of {window}")
         d.get("/metrics")
@@ -198,17 +221,22 @@ def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict
     rng = np.random.default_rng(0)
     baseline = tmp / "baseline.parquet"
     write_baseline(
-        baseline, MODEL,
+        baseline,
+        MODEL,
         numeric={f: rng.random(BASELINE_ROWS) for f in names},
-        categorical={}, prediction=rng.random(BASELINE_ROWS), prediction_kind="numeric",
+        categorical={},
+        prediction=rng.random(BASELINE_ROWS),
+        prediction_kind="numeric",
     )
     extra = {
-        "models": [{
-            "name": MODEL,
-            "baseline": {"path": str(baseline)},
-            "features": [{"name": f, "type": "numeric"} for f in names],
-            "prediction": {"type": "numeric"},
-        }],
+        "models": [
+            {
+                "name": MODEL,
+                "baseline": {"path": str(baseline)},
+                "features": [{"name": f, "type": "numeric"} for f in names],
+                "prediction": {"type": "numeric"},
+            }
+        ],
         "socket": {"max_features_per_event": max(1024, n_features)},
         # No drift pass during the measurement: this is the standing cost of the window.
         "drift": {"window_size": window, "min_samples": min(500, window), "interval_s": 3600},
@@ -225,7 +253,8 @@ def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict
             sent += take
         wait_for(
             lambda: d.scrape().value("ml_drift_window_samples", model_name=MODEL) == window,
-            120, f"a full window of {window}",
+            120,
+            f"a full window of {window}",
         )
         full = proc_memory_kib(d.proc.pid)
     finally:
@@ -244,8 +273,11 @@ def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict
 
 
 def extra_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--only", choices=("footprint", "grid"),
-                   help="run only the footprint workload or only the grid")
+    p.add_argument(
+        "--only",
+        choices=("footprint", "grid"),
+        help="run only the footprint workload or only the grid",
+    )
 
 
 def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
@@ -253,30 +285,46 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for env, label in (("installed", "as installed"), ("dev", "dev venv (+rich)")):
         e = fp[env]
-        rows += [[f"{what}, {label}", *(e[key][k].fmt() for k in KEYS)]
-                 for what, key in (("no model, ready", "floor"), ("model, ready", "ready"),
-                                   ("model, after a check", "checked"))]
+        rows += [
+            [f"{what}, {label}", *(e[key][k].fmt() for k in KEYS)]
+            for what, key in (
+                ("no model, ready", "floor"),
+                ("model, ready", "ready"),
+                ("model, after a check", "checked"),
+            )
+        ]
     print()
     print(table(["daemon", "RssAnon MiB", "RssFile MiB", "VmRSS MiB"], rows))
     e = fp["installed"]
-    print(f"\nfootprint workload: {w['features']} numeric features, a {w['rows']:,}-row "
-          f"baseline, a window of {w['window']:,}; median (min-max) of {len(e['runs'])} "
-          "daemons each. 'as installed' hides rich, which structlog imports when the dev "
-          "tools brought it. Peak while loading (VmHWM at ready, as installed): "
-          f"{e['load_peak'].fmt()} MiB, {e['load_peak_over_steady'].fmt()} x the VmRSS after "
-          f"the check; peak over the whole run: {e['peak'].fmt()} MiB.")
+    print(
+        f"\nfootprint workload: {w['features']} numeric features, a {w['rows']:,}-row "
+        f"baseline, a window of {w['window']:,}; median (min-max) of {len(e['runs'])} "
+        "daemons each. 'as installed' hides rich, which structlog imports when the dev "
+        "tools brought it. Peak while loading (VmHWM at ready, as installed): "
+        f"{e['load_peak'].fmt()} MiB, {e['load_peak_over_steady'].fmt()} x the VmRSS after "
+        f"the check; peak over the whole run: {e['peak'].fmt()} MiB."
+    )
     summary = []
     for env in ("installed", "dev"):
         e = fp[env]
         summary += [
             summary_row(f"RssAnon, no model ({env})", e["floor"]["RssAnon"], "MiB"),
-            summary_row(f"RssAnon, {w['features']} features, {w['rows']:,}-row baseline, "
-                        f"after a check ({env})", e["checked"]["RssAnon"], "MiB",
-                        f"RssFile {e['checked']['RssFile'].median:.0f}"),
+            summary_row(
+                f"RssAnon, {w['features']} features, {w['rows']:,}-row baseline, "
+                f"after a check ({env})",
+                e["checked"]["RssAnon"],
+                "MiB",
+                f"RssFile {e['checked']['RssFile'].median:.0f}",
+            ),
             summary_row(f"VmRSS, same ({env})", e["checked"]["VmRSS"], "MiB"),
         ]
-    summary.append(summary_row("peak while loading / VmRSS after the check (installed)",
-                               fp["installed"]["load_peak_over_steady"], "x"))
+    summary.append(
+        summary_row(
+            "peak while loading / VmRSS after the check (installed)",
+            fp["installed"]["load_peak_over_steady"],
+            "x",
+        )
+    )
     return summary
 
 
@@ -313,27 +361,54 @@ def grid(args: argparse.Namespace, extra: dict[str, Any]) -> list[dict[str, Any]
             c["bytes_per_value"] = c["anon_over_floor_kib"] * 1024 / (w * f)
             print(f"{f} features x window {w}: done", flush=True)
 
-    rows = [[
-        str(c["features"]), f"{c['window']:,}", f"{c['ready_rss_kib'] / MIB:.1f}",
-        f"{c['full_rss_kib'] / MIB:.1f}", f"{c['peak_rss_kib'] / MIB:.1f}",
-        f"{c['over_floor_kib'] / MIB:.1f}", f"{c['full_anon_kib'] / MIB:.1f}",
-        f"{c['anon_over_floor_kib'] / MIB:.1f}", f"{c['window_arrays_kib'] / MIB:.1f}",
-        f"{c['bytes_per_value']:.1f}",
-    ] for c in cells]
+    rows = [
+        [
+            str(c["features"]),
+            f"{c['window']:,}",
+            f"{c['ready_rss_kib'] / MIB:.1f}",
+            f"{c['full_rss_kib'] / MIB:.1f}",
+            f"{c['peak_rss_kib'] / MIB:.1f}",
+            f"{c['over_floor_kib'] / MIB:.1f}",
+            f"{c['full_anon_kib'] / MIB:.1f}",
+            f"{c['anon_over_floor_kib'] / MIB:.1f}",
+            f"{c['window_arrays_kib'] / MIB:.1f}",
+            f"{c['bytes_per_value']:.1f}",
+        ]
+        for c in cells
+    ]
     print()
-    print(table(["features", "window", "ready MiB", "filled MiB", "peak MiB",
-                 "over floor MiB", "filled RssAnon MiB", "RssAnon over floor MiB",
-                 "window arrays MiB", "B/value (RssAnon) over floor"], rows))
-    print(f"\nfloor (a ready daemon with no model): {floor / MIB:.1f} MiB, RssAnon "
-          f"{floor_anon / MIB:.1f} MiB. RSS from "
-          "/proc/PID/status (VmRSS; peak = VmHWM), one daemon per cell; B/value = over floor / "
-          "(window x features).")
+    print(
+        table(
+            [
+                "features",
+                "window",
+                "ready MiB",
+                "filled MiB",
+                "peak MiB",
+                "over floor MiB",
+                "filled RssAnon MiB",
+                "RssAnon over floor MiB",
+                "window arrays MiB",
+                "B/value (RssAnon) over floor",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nfloor (a ready daemon with no model): {floor / MIB:.1f} MiB, RssAnon "
+        f"{floor_anon / MIB:.1f} MiB. RSS from "
+        "/proc/PID/status (VmRSS; peak = VmHWM), one daemon per cell; B/value = over floor / "
+        "(window x features)."
+    )
     summary = [summary_row("RSS floor, no model", floor / MIB, "MiB")]
     summary += [
-        summary_row(f"RSS {c['features']} features x window {c['window']:,}",
-                    c["full_rss_kib"] / MIB, "MiB",
-                    f"{c['over_floor_kib'] / MIB:.0f} over floor; window arrays "
-                    f"{c['window_arrays_kib'] / MIB:.1f}; peak {c['peak_rss_kib'] / MIB:.0f}")
+        summary_row(
+            f"RSS {c['features']} features x window {c['window']:,}",
+            c["full_rss_kib"] / MIB,
+            "MiB",
+            f"{c['over_floor_kib'] / MIB:.0f} over floor; window arrays "
+            f"{c['window_arrays_kib'] / MIB:.1f}; peak {c['peak_rss_kib'] / MIB:.0f}",
+        )
         for c in cells
     ]
     extra.update(floor_rss_kib=floor, floor_anon_kib=floor_anon, cells=cells)

@@ -58,20 +58,23 @@ def start(tmp: Path, n_features: int, interval_s: float) -> Any:
     rng = np.random.default_rng(n_features)
     baseline = tmp / "baseline.parquet"
     write_baseline(
-        baseline, MODEL,
+        baseline,
+        MODEL,
         numeric={f: rng.random(BASELINE_ROWS) for f in names},
         categorical={},
         prediction=rng.random(BASELINE_ROWS),
         prediction_kind="numeric",
     )
     extra = {
-        "models": [{
-            "name": MODEL,
-            "version": "1.0.0",
-            "baseline": {"path": str(baseline)},
-            "features": [{"name": f, "type": "numeric"} for f in names],
-            "prediction": {"type": "numeric"},
-        }],
+        "models": [
+            {
+                "name": MODEL,
+                "version": "1.0.0",
+                "baseline": {"path": str(baseline)},
+                "features": [{"name": f, "type": "numeric"} for f in names],
+                "prediction": {"type": "numeric"},
+            }
+        ],
         "socket": {"max_features_per_event": max(1024, n_features)},
         "drift": {"window_size": WINDOW, "min_samples": 200, "interval_s": interval_s},
         "state": {"snapshot_interval_s": 3600},
@@ -82,9 +85,16 @@ def start(tmp: Path, n_features: int, interval_s: float) -> Any:
     preds = rng.random(WINDOW).tolist()
     enc = msgspec.json.Encoder()
     d.send(
-        enc.encode({"model": MODEL, "features": dict(zip(names, row, strict=True)),
-                    "prediction": preds[i], "confidence": 0.9, "latency_s": 0.01,
-                    "trace_id": f"{i:032x}"})
+        enc.encode(
+            {
+                "model": MODEL,
+                "features": dict(zip(names, row, strict=True)),
+                "prediction": preds[i],
+                "confidence": 0.9,
+                "latency_s": 0.01,
+                "trace_id": f"{i:032x}",
+            }
+        )
         for i, row in enumerate(values)
     )
     return d, names
@@ -101,9 +111,11 @@ def wait_checked(d: Any, n_features: int, timeout: float) -> dict[str, int]:
             "bins": len(m.series("ml_feature_bin_events_total")),
             "histograms": len(m.series("ml_feature_value_count")),
         }
-        ok = (counts["psi"] == counts["ks"] == counts["histograms"] == n_features
-              and counts["bins"] >= n_features
-              and m.value("ml_drift_window_samples", model_name=MODEL) == WINDOW)
+        ok = (
+            counts["psi"] == counts["ks"] == counts["histograms"] == n_features
+            and counts["bins"] >= n_features
+            and m.value("ml_drift_window_samples", model_name=MODEL) == WINDOW
+        )
         return counts if ok else None
 
     counts: dict[str, int] = wait_for(ready, timeout, f"a drift check over {n_features} features")
@@ -213,40 +225,82 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 conn.close()
                 check_s = parse_metrics(d.get("/metrics")[1].decode()).value(
-                    "drift_sidecar_drift_check_duration_seconds_sum", model_name=MODEL)
+                    "drift_sidecar_drift_check_duration_seconds_sum", model_name=MODEL
+                )
             finally:
                 d.stop()
                 kill_quietly(d)
         t, om = per_format["text"], per_format["openmetrics"]
-        rows.append([
-            str(n), str(t["samples"]),
-            t["seconds"].scaled(1e3).fmt(), f"{t['bytes'] / 1024:,.0f}",
-            f"{t['gzip_bytes'] / 1024:,.0f}",
-            om["seconds"].scaled(1e3).fmt(), f"{om['bytes'] / 1024:,.0f}",
-            f"{t['probe_max_s'] * 1e3:.1f} / {om['probe_max_s'] * 1e3:.1f}",
-            f"{t['probe_idle_s'] * 1e3:.2f}",
-        ])
-        results.append({"features": n, "series_counts": counts, "drift_check_seconds_sum": check_s,
-                        **per_format})
-        summary.append(summary_row(f"scrape text, {n} features", t["seconds"].scaled(1e3), "ms",
-                                   f"{t['bytes'] / 1024:,.0f} KiB, {t['samples']} samples"))
-        summary.append(summary_row(f"scrape OpenMetrics, {n} features",
-                                   om["seconds"].scaled(1e3), "ms",
-                                   f"{om['bytes'] / 1024:,.0f} KiB"))
-        summary.append(summary_row(
-            f"slowest /healthz during scrapes, {n} features",
-            max(t["probe_max_s"], om["probe_max_s"]) * 1e3, "ms",
-            f"idle median {t['probe_idle_s'] * 1e3:.2f} ms"))
+        rows.append(
+            [
+                str(n),
+                str(t["samples"]),
+                t["seconds"].scaled(1e3).fmt(),
+                f"{t['bytes'] / 1024:,.0f}",
+                f"{t['gzip_bytes'] / 1024:,.0f}",
+                om["seconds"].scaled(1e3).fmt(),
+                f"{om['bytes'] / 1024:,.0f}",
+                f"{t['probe_max_s'] * 1e3:.1f} / {om['probe_max_s'] * 1e3:.1f}",
+                f"{t['probe_idle_s'] * 1e3:.2f}",
+            ]
+        )
+        results.append(
+            {
+                "features": n,
+                "series_counts": counts,
+                "drift_check_seconds_sum": check_s,
+                **per_format,
+            }
+        )
+        summary.append(
+            summary_row(
+                f"scrape text, {n} features",
+                t["seconds"].scaled(1e3),
+                "ms",
+                f"{t['bytes'] / 1024:,.0f} KiB, {t['samples']} samples",
+            )
+        )
+        summary.append(
+            summary_row(
+                f"scrape OpenMetrics, {n} features",
+                om["seconds"].scaled(1e3),
+                "ms",
+                f"{om['bytes'] / 1024:,.0f} KiB",
+            )
+        )
+        summary.append(
+            summary_row(
+                f"slowest /healthz during scrapes, {n} features",
+                max(t["probe_max_s"], om["probe_max_s"]) * 1e3,
+                "ms",
+                f"idle median {t['probe_idle_s'] * 1e3:.2f} ms",
+            )
+        )
         print(f"{n} features: done", flush=True)
 
     print()
-    print(table(["features", "samples", "text ms", "text KiB", "text gzip KiB",
-                 "OpenMetrics ms", "OpenMetrics KiB", "max /healthz ms (text / OM)",
-                 "idle /healthz ms"], rows))
-    print(f"\nmedian (min-max) of {scrapes} scrapes each, client-side round trip, after a "
-          f"completed drift check (window {WINDOW}, baseline {BASELINE_ROWS} rows). "
-          "/healthz: the slowest of the probes sent back to back during the scrapes, and "
-          "the median probe with the daemon idle.")
+    print(
+        table(
+            [
+                "features",
+                "samples",
+                "text ms",
+                "text KiB",
+                "text gzip KiB",
+                "OpenMetrics ms",
+                "OpenMetrics KiB",
+                "max /healthz ms (text / OM)",
+                "idle /healthz ms",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nmedian (min-max) of {scrapes} scrapes each, client-side round trip, after a "
+        f"completed drift check (window {WINDOW}, baseline {BASELINE_ROWS} rows). "
+        "/healthz: the slowest of the probes sent back to back during the scrapes, and "
+        "the median probe with the daemon idle."
+    )
     report("scrape", args, summary, sizes=results)
     return 0
 

@@ -54,13 +54,20 @@ def _line(rng: random.Random, batch: int, model: str) -> bytes:
     for _ in range(batch):
         features: dict[str, Any] = {f"f{j}": rng.gauss(j, 1) for j in range(N_NUMERIC)}
         features["country"] = rng.choice(["de", "fr", "it", "es"])
-        events.append({"model": model, "features": features, "prediction": rng.random(),
-                       "latency_s": rng.random() / 20})
+        events.append(
+            {
+                "model": model,
+                "features": features,
+                "prediction": rng.random(),
+                "latency_s": rng.random() / 20,
+            }
+        )
     return (json.dumps(events) + "\n").encode()
 
 
-def sender(path: str, *, rate: float, duration: float, batch: int, model: str, seed: int,
-           out: Any) -> None:
+def sender(
+    path: str, *, rate: float, duration: float, batch: int, model: str, seed: int, out: Any
+) -> None:
     """One connection at `rate` events/s for `duration` s; puts (sent, dropped) on `out`."""
     rng = random.Random(seed)
     pool = [_line(rng, batch, model) for _ in range(16)]
@@ -83,7 +90,7 @@ def sender(path: str, *, rate: float, duration: float, batch: int, model: str, s
             k += 1
             if pending:  # finish a partly written line first: framing must stay intact
                 with contextlib.suppress(BlockingIOError):
-                    pending = pending[s.send(pending):]
+                    pending = pending[s.send(pending) :]
             if pending:
                 dropped += batch
                 continue
@@ -109,12 +116,17 @@ def scrape(url: str) -> str:
 
 def counters(text: str, model: str) -> dict[str, float]:
     def total(name: str) -> float:
-        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
-                   if ln.startswith(name + "{") or ln.startswith(name + " "))
+        return sum(
+            float(ln.rsplit(" ", 1)[1])
+            for ln in text.splitlines()
+            if ln.startswith(name + "{") or ln.startswith(name + " ")
+        )
 
     return {
-        "accepted": sample_value(text, "drift_sidecar_events_accepted_total",
-                                 f'model_name="{model}"') or 0.0,
+        "accepted": sample_value(
+            text, "drift_sidecar_events_accepted_total", f'model_name="{model}"'
+        )
+        or 0.0,
         "rejected": total("drift_sidecar_events_rejected_total"),
         "dropped": total("drift_sidecar_events_dropped_total"),
         "queue_bytes": sample_value(text, "drift_sidecar_queue_bytes") or 0.0,
@@ -125,10 +137,19 @@ def start(tmp: Path, args: Any) -> Any:
     features = [{"name": f"f{j}", "type": "numeric"} for j in range(N_NUMERIC)]
     features.append({"name": "country", "type": "categorical"})
     extra = {
-        "models": [{"name": MODEL, "baseline": {"capture": 5_000}, "features": features,
-                    "prediction": {"type": "numeric"}}],
-        "drift": {"interval_s": 5.0 if not args.quick else 0.5, "window_size": 10_000,
-                  "min_samples": 500},
+        "models": [
+            {
+                "name": MODEL,
+                "baseline": {"capture": 5_000},
+                "features": features,
+                "prediction": {"type": "numeric"},
+            }
+        ],
+        "drift": {
+            "interval_s": 5.0 if not args.quick else 0.5,
+            "window_size": 10_000,
+            "min_samples": 500,
+        },
         "state": {"snapshot_interval_s": 30.0 if not args.quick else 0.5},
         "log": {"level": "warning"},
     }
@@ -178,9 +199,21 @@ def main(argv: list[str] | None = None) -> int:
         ctx = mp.get_context("fork")
         out = ctx.Queue()
         per = args.rate / args.connections
-        procs = [ctx.Process(target=sender, args=(path,), kwargs={
-            "rate": per, "duration": args.duration, "batch": args.batch, "model": model,
-            "seed": k, "out": out}) for k in range(args.connections)]
+        procs = [
+            ctx.Process(
+                target=sender,
+                args=(path,),
+                kwargs={
+                    "rate": per,
+                    "duration": args.duration,
+                    "batch": args.batch,
+                    "model": model,
+                    "seed": k,
+                    "out": out,
+                },
+            )
+            for k in range(args.connections)
+        ]
         t0 = time.monotonic()
         for p in procs:
             p.start()
@@ -221,36 +254,70 @@ def main(argv: list[str] | None = None) -> int:
     rss_first, rss_end = (loaded[0], loaded[-1]) if loaded else (float("nan"),) * 2
     growth = (rss_end - rss_first) / rss_first * 100 if loaded else float("nan")
 
-    print(table(["t (s)", "accepted", "rejected", "dropped", "queue bytes", "RSS (MiB)"],
-                [[s["t"], f"{s['accepted']:,.0f}", f"{s['rejected']:,.0f}",
-                  f"{s['dropped']:,.0f}", f"{s['queue_bytes']:,.0f}",
-                  f"{s.get('rss_mib', float('nan')):.1f}"] for s in samples]))
+    print(
+        table(
+            ["t (s)", "accepted", "rejected", "dropped", "queue bytes", "RSS (MiB)"],
+            [
+                [
+                    s["t"],
+                    f"{s['accepted']:,.0f}",
+                    f"{s['rejected']:,.0f}",
+                    f"{s['dropped']:,.0f}",
+                    f"{s['queue_bytes']:,.0f}",
+                    f"{s.get('rss_mib', float('nan')):.1f}",
+                ]
+                for s in samples
+            ],
+        )
+    )
     print()
-    print(table(["figure", "value"], [
-        ["connections", args.connections],
-        ["target rate (events/s)", f"{args.rate:,.0f}"],
-        ["achieved accepted rate (events/s)", f"{accepted / send_s:,.0f}"],
-        ["sending time (s)", f"{send_s:.1f}"],
-        ["sent", f"{sent:,}"],
-        ["dropped by senders (back-pressure)", f"{client_dropped:,}"],
-        ["accepted", f"{accepted:,.0f}"],
-        ["rejected", f"{rejected:,.0f}"],
-        ["dropped by the daemon", f"{end['dropped'] - base['dropped']:,.0f}"],
-        ["unaccounted for (lost)", f"{lost:,.0f}"],
-        ["RSS idle at start (MiB)", f"{rss[0]:.1f}" if rss else "n/a"],
-        ["RSS first loaded sample -> end (MiB)", f"{rss_first:.1f} -> {rss_end:.1f}"],
-        ["RSS change under load (%)", f"{growth:+.1f}"],
-        ["RSS max (MiB)", f"{max(rss):.1f}" if rss else "n/a"],
-    ]))
-    report("soak", args, [
-        summary_row("accepted rate", accepted / send_s, "events/s",
-                    f"target {args.rate:,.0f}, {args.connections} connections"),
-        summary_row("events lost", lost, "events"),
-        summary_row("RSS change under load", growth, "%",
-                    f"{rss_first:.1f} -> {rss_end:.1f} MiB"),
-    ], connections=args.connections, rate=args.rate, duration=args.duration,
-        batch=args.batch, sent=sent, client_dropped=client_dropped, accepted=accepted,
-        rejected=rejected, lost=lost, samples=samples)
+    print(
+        table(
+            ["figure", "value"],
+            [
+                ["connections", args.connections],
+                ["target rate (events/s)", f"{args.rate:,.0f}"],
+                ["achieved accepted rate (events/s)", f"{accepted / send_s:,.0f}"],
+                ["sending time (s)", f"{send_s:.1f}"],
+                ["sent", f"{sent:,}"],
+                ["dropped by senders (back-pressure)", f"{client_dropped:,}"],
+                ["accepted", f"{accepted:,.0f}"],
+                ["rejected", f"{rejected:,.0f}"],
+                ["dropped by the daemon", f"{end['dropped'] - base['dropped']:,.0f}"],
+                ["unaccounted for (lost)", f"{lost:,.0f}"],
+                ["RSS idle at start (MiB)", f"{rss[0]:.1f}" if rss else "n/a"],
+                ["RSS first loaded sample -> end (MiB)", f"{rss_first:.1f} -> {rss_end:.1f}"],
+                ["RSS change under load (%)", f"{growth:+.1f}"],
+                ["RSS max (MiB)", f"{max(rss):.1f}" if rss else "n/a"],
+            ],
+        )
+    )
+    report(
+        "soak",
+        args,
+        [
+            summary_row(
+                "accepted rate",
+                accepted / send_s,
+                "events/s",
+                f"target {args.rate:,.0f}, {args.connections} connections",
+            ),
+            summary_row("events lost", lost, "events"),
+            summary_row(
+                "RSS change under load", growth, "%", f"{rss_first:.1f} -> {rss_end:.1f} MiB"
+            ),
+        ],
+        connections=args.connections,
+        rate=args.rate,
+        duration=args.duration,
+        batch=args.batch,
+        sent=sent,
+        client_dropped=client_dropped,
+        accepted=accepted,
+        rejected=rejected,
+        lost=lost,
+        samples=samples,
+    )
     with contextlib.suppress(OSError):
         for p in tmp.rglob("*"):
             if p.is_file():

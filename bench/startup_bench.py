@@ -55,8 +55,14 @@ def write_files(tmp: Path, rows: int, n_features: int) -> tuple[Path, Path, list
     numeric = {f: rng.normal(i % 7, 1 + i % 3, rows) for i, f in enumerate(names)}
     prediction = rng.random(rows)
     stored = tmp / "baseline-stored.parquet"
-    write_baseline(stored, MODEL, numeric=numeric, categorical={}, prediction=prediction,
-                   prediction_kind="numeric")
+    write_baseline(
+        stored,
+        MODEL,
+        numeric=numeric,
+        categorical={},
+        prediction=prediction,
+        prediction_kind="numeric",
+    )
     plain = tmp / "baseline-plain.parquet"
     pq.write_table(pa.table({**numeric, "prediction": prediction}), plain, compression="zstd")
     return stored, plain, names
@@ -65,12 +71,14 @@ def write_files(tmp: Path, rows: int, n_features: int) -> tuple[Path, Path, list
 def start_once(tmp: Path, baseline: Path | None, names: list[str]) -> tuple[float, dict[str, int]]:
     source: dict[str, Any] = {"path": str(baseline)} if baseline else {"capture": 1000}
     extra = {
-        "models": [{
-            "name": MODEL,
-            "baseline": source,
-            "features": [{"name": f, "type": "numeric"} for f in names],
-            "prediction": {"type": "numeric"},
-        }],
+        "models": [
+            {
+                "name": MODEL,
+                "baseline": source,
+                "features": [{"name": f, "type": "numeric"} for f in names],
+                "prediction": {"type": "numeric"},
+            }
+        ],
         "log": {"level": "warning"},
     }
     config, _ = write_config(tmp, extra)
@@ -103,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmpdir:
         tmp = Path(tmpdir)
         stored, plain, names = write_files(tmp, rows, n_features)
-        sizes = {"stored statistics": stored.stat().st_size,
-                 "no stored statistics": plain.stat().st_size}
+        sizes = {
+            "stored statistics": stored.stat().st_size,
+            "no stored statistics": plain.stat().st_size,
+        }
         files: dict[str, Path | None] = {
-            "stored statistics": stored, "no stored statistics": plain, "no baseline": None
+            "stored statistics": stored,
+            "no stored statistics": plain,
+            "no baseline": None,
         }
         for r in range(args.repeats):
             for v in VARIANTS:
@@ -123,14 +135,29 @@ def main(argv: list[str] | None = None) -> int:
         what = "/healthz" if v == "no baseline" else "/readyz"
         size = f"{sizes[v] / 2**20:.1f}" if v in sizes else "-"
         table_rows.append([v, what, spreads[v].fmt(), f"{Spread.of(rss[v]).median:.0f}", size])
-        summary.append(summary_row(f"startup to {what}, {v}", spreads[v], "s",
-                                   f"{rows:,} x {n_features} baseline" if v in sizes else ""))
+        summary.append(
+            summary_row(
+                f"startup to {what}, {v}",
+                spreads[v],
+                "s",
+                f"{rows:,} x {n_features} baseline" if v in sizes else "",
+            )
+        )
     print(table(["baseline", "until", "seconds", "RSS MiB", "file MiB"], table_rows))
-    print(f"\n{rows:,} rows x {n_features} numeric features + prediction; median (min-max) of "
-          f"{args.repeats} starts, from process start to the first 200 (polled every 20 ms).")
-    report("startup", args, summary, rows=rows, features=n_features,
-           seconds={v: spreads[v] for v in VARIANTS},
-           rss_mib={v: Spread.of(rss[v]) for v in VARIANTS}, file_bytes=sizes)
+    print(
+        f"\n{rows:,} rows x {n_features} numeric features + prediction; median (min-max) of "
+        f"{args.repeats} starts, from process start to the first 200 (polled every 20 ms)."
+    )
+    report(
+        "startup",
+        args,
+        summary,
+        rows=rows,
+        features=n_features,
+        seconds={v: spreads[v] for v in VARIANTS},
+        rss_mib={v: Spread.of(rss[v]) for v in VARIANTS},
+        file_bytes=sizes,
+    )
     return 0
 
 

@@ -163,12 +163,20 @@ def _stored_categorical(meta: Mapping[str, Any], name: str) -> CategoricalRefere
         return None
     if counts[-1] > 0 and "tail" not in meta:
         return None
-    if (tail_counts.shape != (len(tail),) or (tail_counts < 0).any()
-            or int(tail_counts.sum()) > int(counts[-1])):
+    if (
+        tail_counts.shape != (len(tail),)
+        or (tail_counts < 0).any()
+        or int(tail_counts.sum()) > int(counts[-1])
+    ):
         return None
     return CategoricalReference(
-        name=name, categories=categories, shares=readonly(shares), missing_rate=missing_rate,
-        counts=readonly(counts), tail=tail, tail_counts=readonly(tail_counts),
+        name=name,
+        categories=categories,
+        shares=readonly(shares),
+        missing_rate=missing_rate,
+        counts=readonly(counts),
+        tail=tail,
+        tail_counts=readonly(tail_counts),
     )
 
 
@@ -372,9 +380,7 @@ def embedding_rows(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.
     return finite
 
 
-def embedding_reference(
-    rows: np.ndarray, opts: EmbeddingOptions, where: str
-) -> EmbeddingReference:
+def embedding_reference(rows: np.ndarray, opts: EmbeddingOptions, where: str) -> EmbeddingReference:
     """The reference statistics of (n, dim) rows; BaselineError if too few or no device."""
     if rows.shape[0] < MIN_EMBEDDING_ROWS:
         raise BaselineError(
@@ -509,8 +515,7 @@ def _load(
                 f"baseline file {f.where}: no column {EMBEDDING_COLUMN!r}, but the model has "
                 "embedding drift configured"
             )
-        rows = embedding_rows(f.column(EMBEDDING_COLUMN), embedding.dim,
-                              f"baseline file {f.where}")
+        rows = embedding_rows(f.column(EMBEDDING_COLUMN), embedding.dim, f"baseline file {f.where}")
         emb = embedding_reference(rows, embedding, f.where)
     return Baseline(
         model=model,

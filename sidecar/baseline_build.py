@@ -231,11 +231,17 @@ def build_baseline_file(
         summaries.append(_summary_categorical(b.prediction, table.num_rows, "prediction", seen))
     if embedding is not None:
         finite = int(np.isfinite(embedding).all(axis=1).sum())
-        summaries.append({
-            "name": EMBEDDING_COLUMN, "role": "embedding", "type": "vector",
-            "rows": finite, "source_rows": seen, "dim": int(embedding.shape[1]),
-            "missing_rate": 1.0 - finite / embedding.shape[0] if embedding.shape[0] else None,
-        })
+        summaries.append(
+            {
+                "name": EMBEDDING_COLUMN,
+                "role": "embedding",
+                "type": "vector",
+                "rows": finite,
+                "source_rows": seen,
+                "dim": int(embedding.shape[1]),
+                "missing_rate": 1.0 - finite / embedding.shape[0] if embedding.shape[0] else None,
+            }
+        )
     return b, summaries
 
 

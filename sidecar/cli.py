@@ -45,15 +45,21 @@ def _cmd_baseline_build(args: argparse.Namespace) -> int:
     spec = config.model(args.model)
     if spec is None:
         names = ", ".join(m.name for m in config.models) or "none"
-        raise ConfigError([f"models: no model named {args.model!r} (configured: {names})"],
-                          args.config)
+        raise ConfigError(
+            [f"models: no model named {args.model!r} (configured: {names})"], args.config
+        )
     d = config.drift_for(spec)
     baseline, summary = build_baseline_file(
-        args.source, args.out, spec.name,
+        args.source,
+        args.out,
+        spec.name,
         numeric_names=[f.name for f in spec.features if f.type == "numeric"],
         categorical_names=[f.name for f in spec.features if f.type == "categorical"],
         prediction_kind=spec.prediction.type if spec.prediction else None,
-        sample=args.sample, seed=args.seed, psi_bins=d.psi_bins, max_categories=d.max_categories,
+        sample=args.sample,
+        seed=args.seed,
+        psi_bins=d.psi_bins,
+        max_categories=d.max_categories,
         embedding_dim=spec.embedding.dim if spec.embedding else None,
     )
     print(f"wrote {args.out}: {baseline.rows} rows, sha256 {baseline.sha256}")
@@ -65,8 +71,13 @@ def _cmd_baseline_build(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sidecar.demo import run_demo  # noqa: PLC0415
 
-    return run_demo(duration=args.duration, port=args.port, drift_after=args.drift_after,
-                    rate=args.rate, quiet=args.quiet)
+    return run_demo(
+        duration=args.duration,
+        port=args.port,
+        drift_after=args.drift_after,
+        rate=args.rate,
+        quiet=args.quiet,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,29 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check-config", help="validate a config file; names each bad key")
     chk.add_argument("file")
-    chk.add_argument("--baselines", action="store_true",
-                     help="also load every baseline file the config names")
+    chk.add_argument(
+        "--baselines", action="store_true", help="also load every baseline file the config names"
+    )
     chk.set_defaults(func=_cmd_check_config)
 
     base = sub.add_parser("baseline", help="baseline tools")
     bsub = base.add_subparsers(dest="baseline_command", required=True)
     build = bsub.add_parser("build", help="build a baseline parquet from training data")
-    build.add_argument("--from", dest="source", required=True,
-                       help="training data, .parquet or .csv")
+    build.add_argument(
+        "--from", dest="source", required=True, help="training data, .parquet or .csv"
+    )
     build.add_argument("--config", required=True, help="sidecar.yaml naming the model")
     build.add_argument("--model", required=True)
     build.add_argument("--out", required=True, help="baseline parquet to write")
-    build.add_argument("--sample", type=int, default=50_000,
-                       help="rows kept by reservoir sampling (default 50000)")
+    build.add_argument(
+        "--sample", type=int, default=50_000, help="rows kept by reservoir sampling (default 50000)"
+    )
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(func=_cmd_baseline_build)
 
     demo = sub.add_parser("demo", help="daemon + stand-in model server whose traffic drifts")
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
     demo.add_argument("--port", type=int, default=9108, help="HTTP port for /metrics")
-    demo.add_argument("--drift-after", type=float, default=20.0,
-                      help="seconds of clean traffic before features start to drift")
+    demo.add_argument(
+        "--drift-after",
+        type=float,
+        default=20.0,
+        help="seconds of clean traffic before features start to drift",
+    )
     demo.add_argument("--rate", type=float, default=500.0, help="predictions per second")
     demo.add_argument("--quiet", action="store_true", help="no live table; for scripts")
     demo.set_defaults(func=_cmd_demo)

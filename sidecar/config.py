@@ -371,8 +371,13 @@ def _semantic_problems(cfg: Config) -> list[str]:
             p.append(f"socket.mode: must be a permission mode like 0o660, got {cfg.socket.mode!r}")
     except ValueError:
         p.append(f"socket.mode: not an octal mode, got {cfg.socket.mode!r}")
-    for key in ("max_line_bytes", "max_batch_events", "max_features_per_event",
-                "max_connections", "queue_max_bytes"):
+    for key in (
+        "max_line_bytes",
+        "max_batch_events",
+        "max_features_per_event",
+        "max_connections",
+        "queue_max_bytes",
+    ):
         if getattr(cfg.socket, key) < 1:
             p.append(f"socket.{key}: must be at least 1")
     for key in ("max_body_bytes", "max_connections", "max_inflight_body_bytes"):
@@ -382,15 +387,19 @@ def _semantic_problems(cfg: Config) -> list[str]:
         if not getattr(cfg.http, key) > 0:
             p.append(f"http.{key}: must be > 0")
     if cfg.http.max_inflight_body_bytes < cfg.http.max_body_bytes:
-        p.append(f"http.max_inflight_body_bytes: {cfg.http.max_inflight_body_bytes} is less "
-                 f"than http.max_body_bytes {cfg.http.max_body_bytes}: a body of the largest "
-                 "allowed size could never be received")
+        p.append(
+            f"http.max_inflight_body_bytes: {cfg.http.max_inflight_body_bytes} is less "
+            f"than http.max_body_bytes {cfg.http.max_body_bytes}: a body of the largest "
+            "allowed size could never be received"
+        )
     label_limit = cfg.limits.max_label_bytes
     if label_limit < len(b"__other__"):
         p.append(f"limits.max_label_bytes: must be at least {len(b'__other__')}")
     if not cfg.models and not cfg.auto_register.enabled:
-        p.append("models: no model is configured and auto_register.enabled is false, so "
-                 "every event would be refused; list a model or turn auto-registration on")
+        p.append(
+            "models: no model is configured and auto_register.enabled is false, so "
+            "every event would be refused; list a model or turn auto-registration on"
+        )
     p.extend(_drift_problems(cfg.drift, "drift"))
     if cfg.gpu.interval_s <= 0:
         p.append("gpu.interval_s: must be > 0")

@@ -79,10 +79,15 @@ class Daemon:
         self.registry.register(
             SidecarCollector(lambda: list(self.pipeline.trackers.values()), self.health)
         )
-        self.gpu = gpu if gpu is not None else GpuMonitor.create(
-            config.gpu.enabled, config.gpu.interval_s,
-            model_pids=config.gpu.model_pids,
-            visible_process_model=config.gpu.visible_process_model,
+        self.gpu = (
+            gpu
+            if gpu is not None
+            else GpuMonitor.create(
+                config.gpu.enabled,
+                config.gpu.interval_s,
+                model_pids=config.gpu.model_pids,
+                visible_process_model=config.gpu.visible_process_model,
+            )
         )
         self.registry.register(self.gpu.collector())
         self.state = StateStore(config.state_path)
@@ -142,18 +147,24 @@ class Daemon:
         await self.ingest.start()
         app = make_app(self.registry, self)
         self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None,
+            app,
+            handle_signals=False,
+            access_log=None,
             keepalive_timeout=self.config.http.idle_timeout_s,
         )
         await self._runner.setup()
-        site = LimitedTCPSite(self._runner, self.config.http.host, self.config.http.port,
-                              app[CONNECTIONS])
+        site = LimitedTCPSite(
+            self._runner, self.config.http.host, self.config.http.port, app[CONNECTIONS]
+        )
         try:
             await site.start()
         except OSError as exc:
             raise ConfigError(
-                [f"http: cannot listen on {self.config.http.host}:{self.config.http.port}: "
-                 f"{exc.strerror or exc}"], self.config.source or "<embedded defaults>",
+                [
+                    f"http: cannot listen on {self.config.http.host}:{self.config.http.port}: "
+                    f"{exc.strerror or exc}"
+                ],
+                self.config.source or "<embedded defaults>",
             ) from exc
         self.http_port = site.bound_port
         self._spawn("processor", self.ingest.process_forever(), eternal=True)
@@ -195,8 +206,11 @@ class Daemon:
         await self.gpu.aclose()
         self.ingest.close_socket()
         self._state_lock.release()
-        log.info("stopped", seconds=round(time.monotonic() - t0, 3),
-                 accepted=sum(t.accepted for t in self.pipeline.trackers.values()))
+        log.info(
+            "stopped",
+            seconds=round(time.monotonic() - t0, 3),
+            accepted=sum(t.accepted for t in self.pipeline.trackers.values()),
+        )
 
     async def _abandon(self) -> None:
         """Undo a start that failed part way, writing nothing."""
@@ -251,9 +265,13 @@ class Daemon:
             if removed:
                 log.info("state_temp_files_removed", state_dir=str(root), files=removed)
         if problem is not None:
-            log.error("state_dir_degraded", state_dir=str(root), reason=problem,
-                      effect="windows and captured baselines are kept in memory; every "
-                      "write is retried at each snapshot and counted as a failure")
+            log.error(
+                "state_dir_degraded",
+                state_dir=str(root),
+                reason=problem,
+                effect="windows and captured baselines are kept in memory; every "
+                "write is retried at each snapshot and counted as a failure",
+            )
 
     async def _restore_auto_models(self) -> None:
         """Auto-registered models of the last run, with their captured baselines."""
@@ -261,25 +279,37 @@ class Daemon:
         if not auto.enabled:
             return
         specs = await asyncio.to_thread(
-            read_auto_models, self.state.root, capture=auto.capture,
-            max_models=auto.max_models, max_features=auto.max_features,
+            read_auto_models,
+            self.state.root,
+            capture=auto.capture,
+            max_models=auto.max_models,
+            max_features=auto.max_features,
         )
         specs = [s for s in specs if s.name not in self.pipeline.trackers]
         limit = self.config.limits.max_label_bytes
         unfit = [s.name[:100] for s in specs if not _auto_spec_fits(s, limit)]
         if unfit:  # a file edited by hand, or written under a larger limit: not label values
-            log.warning("auto_registered_skipped", models=unfit,
-                        reason="a name is reserved or longer than limits.max_label_bytes")
+            log.warning(
+                "auto_registered_skipped",
+                models=unfit,
+                reason="a name is reserved or longer than limits.max_label_bytes",
+            )
             specs = [s for s in specs if _auto_spec_fits(s, limit)]
         if not specs:
             return
+
         def load() -> dict[str, Baseline | None]:
             return {s.name: captured_baseline(self.config, s, self.state) for s in specs}
 
         baselines = await asyncio.to_thread(load)
         for spec in specs:
-            t = ModelTracker(spec, self.config.drift, auto_registered=True,
-                             on_capture=self._on_capture, max_label_bytes=limit)
+            t = ModelTracker(
+                spec,
+                self.config.drift,
+                auto_registered=True,
+                on_capture=self._on_capture,
+                max_label_bytes=limit,
+            )
             baseline = baselines.get(spec.name)
             if baseline is not None:
                 t.install_baseline(baseline)
@@ -366,16 +396,20 @@ class Daemon:
         self.health.observe_check(tracker.name, time.perf_counter() - t0)
         tracker.latest = result
         if result.drifted:
-            log.info("drift_detected", model=tracker.name,
-                     features=[f.name for f in result.features if f.drifted],
-                     prediction=bool(result.prediction and result.prediction.drifted),
-                     embedding=bool(result.embedding and result.embedding.drifted))
+            log.info(
+                "drift_detected",
+                model=tracker.name,
+                features=[f.name for f in result.features if f.drifted],
+                prediction=bool(result.prediction and result.prediction.drifted),
+                embedding=bool(result.embedding and result.embedding.drifted),
+            )
 
     def _on_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
         # Not a supervised task: a failed capture is logged and captured again, it never
         # stops the daemon; shutdown waits for it, so its baseline is in the final state.
-        task = asyncio.create_task(self._finish_capture(tracker, data),
-                                   name=f"capture:{tracker.name}")
+        task = asyncio.create_task(
+            self._finish_capture(tracker, data), name=f"capture:{tracker.name}"
+        )
         self._captures.add(task)
         task.add_done_callback(self._capture_done)
 
@@ -392,27 +426,42 @@ class Daemon:
         path = self.state.captured_baseline_path(tracker.name)
         d = tracker.drift
         columns: dict[str, Any] = {
-            "numeric": data.numeric, "categorical": data.categorical,
-            "prediction": data.prediction, "prediction_kind": tracker.pred_kind,
-            "psi_bins": d.psi_bins, "max_categories": d.max_categories, "source": "capture",
+            "numeric": data.numeric,
+            "categorical": data.categorical,
+            "prediction": data.prediction,
+            "prediction_kind": tracker.pred_kind,
+            "psi_bins": d.psi_bins,
+            "max_categories": d.max_categories,
+            "source": "capture",
             "embedding": data.embedding,
         }
         try:
             baseline = await asyncio.to_thread(
-                write_baseline, path, tracker.name, mode=CAPTURED_MODE, **columns)
+                write_baseline, path, tracker.name, mode=CAPTURED_MODE, **columns
+            )
         except Exception as exc:
             self.health.baseline_writes["failure"] += 1
-            log.error("baseline_write_failed", model=tracker.name, path=str(path),
-                      error=repr(exc)[:300], action="using it from memory; the write is "
-                      "retried at each snapshot")
+            log.error(
+                "baseline_write_failed",
+                model=tracker.name,
+                path=str(path),
+                error=repr(exc)[:300],
+                action="using it from memory; the write is retried at each snapshot",
+            )
             try:
                 baseline = await asyncio.to_thread(
-                    build_baseline, tracker.name,
-                    **{k: v for k, v in columns.items() if k != "embedding"})
+                    build_baseline,
+                    tracker.name,
+                    **{k: v for k, v in columns.items() if k != "embedding"},
+                )
             except Exception as exc2:
                 self.health.capture_failures[tracker.name] += 1
-                log.error("baseline_capture_failed", model=tracker.name,
-                          error=repr(exc2)[:300], action="capturing again")
+                log.error(
+                    "baseline_capture_failed",
+                    model=tracker.name,
+                    error=repr(exc2)[:300],
+                    action="capturing again",
+                )
                 if tracker.spec.baseline.capture is not None and tracker.baseline is None:
                     tracker.capture = Capture(tracker.spec.baseline.capture)
                 return
@@ -420,12 +469,19 @@ class Daemon:
         else:
             self.health.baseline_writes["success"] += 1
         baseline = dataclasses.replace(
-            baseline, source="capture",
-            embedding=await self._captured_embedding(tracker, data, str(path)))
+            baseline,
+            source="capture",
+            embedding=await self._captured_embedding(tracker, data, str(path)),
+        )
         warn_overflowed(baseline)
         tracker.install_baseline(baseline, backfill=True)
-        log.info("baseline_captured", model=tracker.name, rows=baseline.rows,
-                 path=str(path), sha256=baseline.sha256 or None)
+        log.info(
+            "baseline_captured",
+            model=tracker.name,
+            rows=baseline.rows,
+            path=str(path),
+            sha256=baseline.sha256 or None,
+        )
         if self.started.is_set() and self.accepting:
             self._sync_drift_loops()  # an auto-registered model gets its loop now
 
@@ -454,17 +510,24 @@ class Daemon:
             path = self.state.captured_baseline_path(name)
             try:
                 written = await asyncio.to_thread(
-                    write_baseline, path, name, mode=CAPTURED_MODE, **columns)
+                    write_baseline, path, name, mode=CAPTURED_MODE, **columns
+                )
             except Exception as exc:
                 self.health.baseline_writes["failure"] += 1
-                log.warning("baseline_write_failed", model=name, path=str(path),
-                            error=repr(exc)[:300], action="retried at the next snapshot")
+                log.warning(
+                    "baseline_write_failed",
+                    model=name,
+                    path=str(path),
+                    error=repr(exc)[:300],
+                    action="retried at the next snapshot",
+                )
                 continue
             self.health.baseline_writes["success"] += 1
             del self._unwritten[name]
             if self.pipeline.trackers.get(name) is tracker and tracker.baseline is not None:
                 tracker.baseline = dataclasses.replace(
-                    tracker.baseline, sha256=written.sha256, path=written.path)
+                    tracker.baseline, sha256=written.sha256, path=written.path
+                )
             log.info("baseline_written", model=name, path=str(path), sha256=written.sha256)
 
     def _on_stats(self, model: str, nbytes: int, ts: float) -> None:
@@ -499,8 +562,11 @@ class Daemon:
             return None  # left as it is: turning auto-registration back on restores them
         specs = [t.spec for t in self.pipeline.trackers.values() if t.auto_registered]
         doc = auto_models_doc(specs)
-        if doc == self._auto_doc or (not specs and self._auto_doc is None
-                                     and not (self.state.root / AUTO_MODELS_FILE).exists()):
+        if doc == self._auto_doc or (
+            not specs
+            and self._auto_doc is None
+            and not (self.state.root / AUTO_MODELS_FILE).exists()
+        ):
             return None
         return doc
 
@@ -544,8 +610,13 @@ class Daemon:
         rebuilt, retuned = self._apply(new, baselines)
         self.health.reloads["success"] += 1
         self.health.last_reload_ok = True
-        log.info("reloaded", config=new.source, models=sorted(self.pipeline.trackers),
-                 rebuilt=rebuilt, retuned=retuned)
+        log.info(
+            "reloaded",
+            config=new.source,
+            models=sorted(self.pipeline.trackers),
+            rebuilt=rebuilt,
+            retuned=retuned,
+        )
         return True
 
     def _apply(self, new: Config, baselines: dict[str, Baseline]) -> tuple[list[str], list[str]]:
@@ -564,18 +635,25 @@ class Daemon:
             old = old_trackers.get(spec.name)
             drift = new.drift_for(spec)
             baseline = baselines.get(spec.name)
-            if old is not None and not old.auto_registered and _same_structure(
-                old, spec, drift
-            ) and (baseline is None or old.baseline is None
-                   or baseline.sha256 == old.baseline.sha256):
+            if (
+                old is not None
+                and not old.auto_registered
+                and _same_structure(old, spec, drift)
+                and (
+                    baseline is None
+                    or old.baseline is None
+                    or baseline.sha256 == old.baseline.sha256
+                )
+            ):
                 if old.spec != spec or old.drift != drift:
                     old.spec, old.drift = spec, drift
                     old.window.max_age_s = drift.max_age_s
                     retuned.append(spec.name)
                 trackers[spec.name] = old
                 continue
-            t = ModelTracker(spec, drift, on_capture=self._on_capture,
-                             max_label_bytes=new.limits.max_label_bytes)
+            t = ModelTracker(
+                spec, drift, on_capture=self._on_capture, max_label_bytes=new.limits.max_label_bytes
+            )
             if baseline is not None:
                 t.install_baseline(baseline)
             trackers[spec.name] = t
@@ -643,8 +721,12 @@ def load_baselines(config: Config, *, captured: bool = True) -> dict[str, Baseli
             raise BaselineError(f"baseline file {path} for model {spec.name!r} does not exist")
         out[spec.name] = _loader(config, spec, path)(None)
         if spec.prediction is not None and out[spec.name].prediction is None:
-            log.warning("prediction_drift_off", model=spec.name, baseline=str(path),
-                        reason="the baseline has no `prediction` column")
+            log.warning(
+                "prediction_drift_off",
+                model=spec.name,
+                baseline=str(path),
+                reason="the baseline has no `prediction` column",
+            )
     for baseline in out.values():
         warn_overflowed(baseline)
     return out
@@ -660,8 +742,11 @@ def warn_overflowed(baseline: Baseline) -> None:
     for ref in refs:
         if ref.overflowed:
             log.warning(
-                "categorical_reference_overflowed", model=baseline.model, column=ref.name,
-                counted=len(ref.categories) + len(ref.tail), pooled_values=ref.residual,
+                "categorical_reference_overflowed",
+                model=baseline.model,
+                column=ref.name,
+                counted=len(ref.categories) + len(ref.tail),
+                pooled_values=ref.residual,
                 advice="raise drift.max_categories, or treat the column as high-cardinality",
             )
 
@@ -677,8 +762,12 @@ def captured_baseline(config: Config, spec: ModelSpec, store: StateStore) -> Bas
     rows = spec.baseline.capture or config.auto_register.capture
     emb_columns = spec.embedding.dim if spec.embedding is not None else 0
     b = load_captured_baseline(
-        target, spec.name, _loader(config, spec, target), max_rows=rows,
-        columns=len(spec.features) + 1 + emb_columns, legacy=use_legacy,
+        target,
+        spec.name,
+        _loader(config, spec, target),
+        max_rows=rows,
+        columns=len(spec.features) + 1 + emb_columns,
+        legacy=use_legacy,
     )
     return dataclasses.replace(b, source="capture") if b is not None else None
 
@@ -689,11 +778,14 @@ def _loader(config: Config, spec: ModelSpec, path: Path) -> Callable[[bytes | No
 
     def load(data: bytes | None) -> Baseline:
         return load_baseline(
-            path, spec.name,
+            path,
+            spec.name,
             numeric_names=[f.name for f in spec.features if f.type == "numeric"],
             categorical_names=[f.name for f in spec.features if f.type == "categorical"],
             prediction_kind=spec.prediction.type if spec.prediction else None,
-            psi_bins=d.psi_bins, max_categories=d.max_categories, data=data,
+            psi_bins=d.psi_bins,
+            max_categories=d.max_categories,
+            data=data,
             embedding=embedding_options(spec.embedding) if spec.embedding else None,
         )
 
@@ -704,8 +796,10 @@ def _same_structure(t: ModelTracker, spec: ModelSpec, drift: DriftSettings) -> b
     """Whether a tracker built for `spec` and `drift` would have the same shape as `t`."""
     old, was = t.spec, t.drift
     return (
-        old.features == spec.features and old.prediction == spec.prediction
-        and old.max_classes == spec.max_classes and old.baseline == spec.baseline
+        old.features == spec.features
+        and old.prediction == spec.prediction
+        and old.max_classes == spec.max_classes
+        and old.baseline == spec.baseline
         and old.embedding == spec.embedding
         and (was.window_size, was.psi_bins, was.max_categories)
         == (drift.window_size, drift.psi_bins, drift.max_categories)
@@ -724,7 +818,8 @@ def _auto_spec_fits(spec: ModelSpec, limit: int) -> bool:
     """What auto-registration itself would take: names within the label limit, none reserved."""
     names = [f.name for f in spec.features]
     return all(label_fits(x, limit) for x in (spec.name, spec.version, *names)) and not (
-        RESERVED_FEATURE_NAMES & set(names))
+        RESERVED_FEATURE_NAMES & set(names)
+    )
 
 
 def _check_immutable(old: Config, new: Config) -> None:
@@ -740,5 +835,3 @@ def _check_immutable(old: Config, new: Config) -> None:
         problems.append("http.idle_timeout_s: cannot change on reload; restart the sidecar")
     if problems:
         raise ConfigError(problems, new.source or "<config>")
-
-

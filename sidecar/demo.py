@@ -59,42 +59,59 @@ class Traffic:
         score[missing] = np.nan
         embedding = r.standard_normal((n, EMBEDDING_DIM), dtype=np.float32)
         embedding += np.outer(np.log(amount) - 3.5, self.direction).astype(np.float32)
-        return {"amount": amount, "age": age, "score": score, "hour": hour,
-                "country": country, "device": device, "prediction": prediction,
-                "embedding": embedding}
+        return {
+            "amount": amount,
+            "age": age,
+            "score": score,
+            "hour": hour,
+            "country": country,
+            "device": device,
+            "prediction": prediction,
+            "embedding": embedding,
+        }
 
 
 def _config(folder: Path, port: int, drift_every: float) -> Any:
-    return parse_config({
-        "socket": {"path": str(folder / "events.sock")},
-        "http": {"host": "127.0.0.1", "port": port},
-        "state_dir": str(folder / "state"),
-        "drift": {"interval_s": drift_every, "window_size": 5000, "min_samples": 500},
-        "models": [{
-            "name": MODEL, "version": "1.0.0",
-            "baseline": {"path": str(folder / "baseline.parquet")},
-            "features": [
-                {"name": "amount"}, {"name": "age", "buckets": [18, 25, 35, 50, 65, 80]},
-                {"name": "score"}, {"name": "hour", "buckets": [3, 6, 9, 12, 15, 18, 21]},
-                {"name": "country", "type": "categorical"},
-                {"name": "device", "type": "categorical"},
+    return parse_config(
+        {
+            "socket": {"path": str(folder / "events.sock")},
+            "http": {"host": "127.0.0.1", "port": port},
+            "state_dir": str(folder / "state"),
+            "drift": {"interval_s": drift_every, "window_size": 5000, "min_samples": 500},
+            "models": [
+                {
+                    "name": MODEL,
+                    "version": "1.0.0",
+                    "baseline": {"path": str(folder / "baseline.parquet")},
+                    "features": [
+                        {"name": "amount"},
+                        {"name": "age", "buckets": [18, 25, 35, 50, 65, 80]},
+                        {"name": "score"},
+                        {"name": "hour", "buckets": [3, 6, 9, 12, 15, 18, 21]},
+                        {"name": "country", "type": "categorical"},
+                        {"name": "device", "type": "categorical"},
+                    ],
+                    "prediction": {"type": "numeric"},
+                    # numpy: the demo starts in a second, where importing torch takes several
+                    "embedding": {"dim": EMBEDDING_DIM, "features": 256, "device": "numpy"},
+                }
             ],
-            "prediction": {"type": "numeric"},
-            # numpy: the demo starts in a second, where importing torch takes several
-            "embedding": {"dim": EMBEDDING_DIM, "features": 256, "device": "numpy"},
-        }],
-        "gpu": {"enabled": "auto"},
-        "log": {"level": "warning"},
-    }, source=str(folder / "demo.yaml"))
+            "gpu": {"enabled": "auto"},
+            "log": {"level": "warning"},
+        },
+        source=str(folder / "demo.yaml"),
+    )
 
 
 def _write_baseline(folder: Path) -> None:
     cols = Traffic(seed=1).columns(20_000)
     write_baseline(
-        folder / "baseline.parquet", MODEL,
+        folder / "baseline.parquet",
+        MODEL,
         numeric={k: cols[k] for k in ("amount", "age", "score", "hour")},
         categorical={k: list(cols[k]) for k in ("country", "device")},
-        prediction=cols["prediction"], prediction_kind="numeric",
+        prediction=cols["prediction"],
+        prediction_kind="numeric",
         embedding=cols["embedding"],
     )
 
@@ -108,8 +125,10 @@ def _send(monitor: Monitor, traffic: Traffic, rate: float, stop: threading.Event
         cols = traffic.columns(per_tick)
         for i in range(per_tick):
             monitor.record(
-                {k: (float(cols[k][i]) if k not in ("country", "device") else str(cols[k][i]))
-                 for k in ("amount", "age", "score", "hour", "country", "device")},
+                {
+                    k: (float(cols[k][i]) if k not in ("country", "device") else str(cols[k][i]))
+                    for k in ("amount", "age", "score", "hour", "country", "device")
+                },
                 prediction=float(cols["prediction"][i]),
                 confidence=float(max(cols["prediction"][i], 1 - cols["prediction"][i])),
                 latency_s=float(traffic.rng.gamma(2.0, 0.01)),
@@ -143,23 +162,34 @@ def _table(daemon: Daemon, started: float, traffic: Traffic, url: str, tty: bool
             stat = f.ks_statistic if f.ks_statistic is not None else f.chi2_statistic
             p = f.ks_pvalue if f.ks_pvalue is not None else f.chi2_pvalue
             mark = f"{red}DRIFT{reset}" if f.drifted else f"{green}ok{reset}"
-            lines.append(f"{f.name:<10} {_fmt(f.psi, '8.3f')} {_fmt(stat, '10.4f')} "
-                         f"{_fmt(p, '10.2e')}  {mark}")
+            lines.append(
+                f"{f.name:<10} {_fmt(f.psi, '8.3f')} {_fmt(stat, '10.4f')} "
+                f"{_fmt(p, '10.2e')}  {mark}"
+            )
         q = r.prediction
         if q is not None and q.sufficient:
             mark = f"{red}DRIFT{reset}" if q.drifted else f"{green}ok{reset}"
-            lines.append(f"{'prediction':<10} {_fmt(q.psi, '8.3f')} "
-                         f"{_fmt(q.ks_statistic, '10.4f')} {_fmt(q.ks_pvalue, '10.2e')}  {mark}")
+            lines.append(
+                f"{'prediction':<10} {_fmt(q.psi, '8.3f')} "
+                f"{_fmt(q.ks_statistic, '10.4f')} {_fmt(q.ks_pvalue, '10.2e')}  {mark}"
+            )
         e = r.embedding
         if e is not None and e.sufficient:
             mark = f"{red}DRIFT{reset}" if e.drifted else f"{green}ok{reset}"
-            lines.append(f"{'embedding':<10} {'':>8} {_fmt(e.statistic, '10.2f')} "
-                         f"{_fmt(e.pvalue, '10.2e')}  {mark}  (cross-MMD on {e.device})")
+            lines.append(
+                f"{'embedding':<10} {'':>8} {_fmt(e.statistic, '10.2f')} "
+                f"{_fmt(e.pvalue, '10.2e')}  {mark}  (cross-MMD on {e.device})"
+            )
     return "\n".join(lines)
 
 
-def run_demo(duration: float | None = None, port: int = 9108, drift_after: float = 20.0,
-             rate: float = 500.0, quiet: bool = False) -> int:
+def run_demo(
+    duration: float | None = None,
+    port: int = 9108,
+    drift_after: float = 20.0,
+    rate: float = 500.0,
+    quiet: bool = False,
+) -> int:
     configure("warning", "console" if sys.stderr.isatty() else "json")
     # On Ctrl-C the daemon may stop before the stand-in; its reconnect notices are noise here.
     logging.getLogger("sidecar.client").setLevel(logging.ERROR)
@@ -170,8 +200,9 @@ def run_demo(duration: float | None = None, port: int = 9108, drift_after: float
         return asyncio.run(_main(config, duration, drift_after, rate, quiet))
 
 
-async def _main(config: Any, duration: float | None, drift_after: float, rate: float,
-                quiet: bool) -> int:
+async def _main(
+    config: Any, duration: float | None, drift_after: float, rate: float, quiet: bool
+) -> int:
     daemon = Daemon(config)
     traffic = Traffic()
     stop = threading.Event()
@@ -186,13 +217,17 @@ async def _main(config: Any, duration: float | None, drift_after: float, rate: f
         sender = threading.Thread(target=_send, args=(monitor, traffic, rate, stop), daemon=True)
         sender.start()
         if not quiet:
-            print(f"drift-sidecar demo: sending {rate:.0f} predictions/s; metrics at {url}"
-                  f"\nPress Ctrl-C to stop.", flush=True)
+            print(
+                f"drift-sidecar demo: sending {rate:.0f} predictions/s; metrics at {url}"
+                f"\nPress Ctrl-C to stop.",
+                flush=True,
+            )
         try:
             while True:
                 elapsed = time.monotonic() - started
-                traffic.phase = 0 if elapsed < drift_after else (
-                    1 if elapsed < 2 * drift_after else 2)
+                traffic.phase = (
+                    0 if elapsed < drift_after else (1 if elapsed < 2 * drift_after else 2)
+                )
                 if duration is not None and elapsed >= duration:
                     break
                 if not quiet:
@@ -220,6 +255,9 @@ async def _main(config: Any, duration: float | None, drift_after: float, rate: f
         drifted = [f.name for f in r.features if f.drifted] if r is not None else []
         if r is not None and r.embedding is not None and r.embedding.drifted:
             drifted.append("embedding")
-        print(f"\ndemo finished: {t.accepted} events accepted; drifted features: "
-              f"{', '.join(drifted) or 'none yet'}", flush=True)
+        print(
+            f"\ndemo finished: {t.accepted} events accepted; drifted features: "
+            f"{', '.join(drifted) or 'none yet'}",
+            flush=True,
+        )
     return code

@@ -85,9 +85,13 @@ class DriftParams:
     def from_settings(cls, d: DriftSettings) -> DriftParams:
         """The parameters a model's effective `drift:` settings give its checks."""
         return cls(
-            min_samples=d.min_samples, psi_threshold=d.psi_threshold, p_value=d.p_value,
-            correction=d.correction, false_alarm_rate=d.false_alarm_rate,
-            false_alarm_period_s=d.false_alarm_period_s, interval_s=d.interval_s,
+            min_samples=d.min_samples,
+            psi_threshold=d.psi_threshold,
+            p_value=d.p_value,
+            correction=d.correction,
+            false_alarm_rate=d.false_alarm_rate,
+            false_alarm_period_s=d.false_alarm_period_s,
+            interval_s=d.interval_s,
         )
 
     @property
@@ -269,8 +273,9 @@ class ModelDriftResult:
                 entry["changed_category"] = f.changed_category
                 entry["horizon_samples"] = f.horizon_samples
                 entry["horizon_pvalue"] = finite_or_none(f.horizon_pvalue)
-            entry.update(_verdict_json(f.test_pvalue, f.p_adjusted, f.significant,
-                                       f.alarm_p_adjusted, p))
+            entry.update(
+                _verdict_json(f.test_pvalue, f.p_adjusted, f.significant, f.alarm_p_adjusted, p)
+            )
             entry["missing_rate"] = finite_or_none(f.missing_rate)
             entry["baseline_missing_rate"] = finite_or_none(f.baseline_missing_rate)
             features[f.name] = entry
@@ -299,8 +304,9 @@ class ModelDriftResult:
                 pred["changed_category"] = q.changed_category
                 pred["horizon_samples"] = q.horizon_samples
                 pred["horizon_pvalue"] = finite_or_none(q.horizon_pvalue)
-            pred.update(_verdict_json(q.test_pvalue, q.p_adjusted, q.significant,
-                                      q.alarm_p_adjusted, p))
+            pred.update(
+                _verdict_json(q.test_pvalue, q.p_adjusted, q.significant, q.alarm_p_adjusted, p)
+            )
             pred["missing_rate"] = finite_or_none(q.missing_rate)
         return {
             "model": self.model,
@@ -330,7 +336,10 @@ class ModelDriftResult:
 
 
 def _verdict_json(
-    test_p: float | None, p_adj: float | None, significant: bool, alarm_p: float | None,
+    test_p: float | None,
+    p_adj: float | None,
+    significant: bool,
+    alarm_p: float | None,
     p: DriftParams,
 ) -> dict[str, Any]:
     return {
@@ -407,12 +416,21 @@ def check_model(
         if go[j]:
             features.append(
                 FeatureDrift(
-                    name=ref.name, kind="numeric", samples=m, psi=psi_of[j],
-                    ks_statistic=float(d[j]), ks_pvalue=float(p[j]),
-                    chi2_statistic=None, chi2_pvalue=None,
-                    missing_rate=rate(n - m, n), baseline_missing_rate=ref.missing_rate,
-                    p_adjusted=None, drifted=False, sufficient=True,
-                    test_pvalue=float(p[j]), reference_samples=ref.count,
+                    name=ref.name,
+                    kind="numeric",
+                    samples=m,
+                    psi=psi_of[j],
+                    ks_statistic=float(d[j]),
+                    ks_pvalue=float(p[j]),
+                    chi2_statistic=None,
+                    chi2_pvalue=None,
+                    missing_rate=rate(n - m, n),
+                    baseline_missing_rate=ref.missing_rate,
+                    p_adjusted=None,
+                    drifted=False,
+                    sufficient=True,
+                    test_pvalue=float(p[j]),
+                    reference_samples=ref.count,
                     psi_expected=psi_expected(_nonzero(ref.shares), m, ref.count),
                 )
             )
@@ -430,14 +448,25 @@ def check_model(
             c = _categorical(cref, counts_c, labels, horizon)
             features.append(
                 FeatureDrift(
-                    name=cref.name, kind="categorical", samples=m, psi=c.psi,
-                    ks_statistic=None, ks_pvalue=None,
-                    chi2_statistic=c.chi2_statistic, chi2_pvalue=c.chi2_pvalue,
-                    missing_rate=rate(n - m, n), baseline_missing_rate=cref.missing_rate,
-                    p_adjusted=None, drifted=False, sufficient=True,
-                    test_pvalue=c.test_pvalue, reference_samples=cref.count,
-                    psi_expected=c.psi_expected, chi2_dof=c.chi2_dof,
-                    changed_category=c.changed_category, horizon_samples=c.horizon_samples,
+                    name=cref.name,
+                    kind="categorical",
+                    samples=m,
+                    psi=c.psi,
+                    ks_statistic=None,
+                    ks_pvalue=None,
+                    chi2_statistic=c.chi2_statistic,
+                    chi2_pvalue=c.chi2_pvalue,
+                    missing_rate=rate(n - m, n),
+                    baseline_missing_rate=cref.missing_rate,
+                    p_adjusted=None,
+                    drifted=False,
+                    sufficient=True,
+                    test_pvalue=c.test_pvalue,
+                    reference_samples=cref.count,
+                    psi_expected=c.psi_expected,
+                    chi2_dof=c.chi2_dof,
+                    changed_category=c.changed_category,
+                    horizon_samples=c.horizon_samples,
                     horizon_pvalue=c.horizon_pvalue,
                 )
             )
@@ -451,8 +480,13 @@ def check_model(
     prediction = None
     if baseline.prediction is not None and window.predictions is not None:
         prediction = _prediction_drift(
-            baseline.prediction, window.predictions, window.prediction_labels,
-            window.prediction_horizon, n=n, enough=enough, params=params,
+            baseline.prediction,
+            window.predictions,
+            window.prediction_labels,
+            window.prediction_horizon,
+            n=n,
+            enough=enough,
+            params=params,
         )
 
     # the embedding test is one more test of the model's check: its p-value joins the
@@ -462,7 +496,8 @@ def check_model(
     emb_rows = window.embeddings
     has_emb = emb_ref is not None and emb_rows is not None
     if (
-        emb_ref is not None and emb_rows is not None
+        emb_ref is not None
+        and emb_rows is not None
         and emb_rows.shape[0] >= max(params.min_samples, 4)
     ):
         mmd = cross_mmd_test(emb_ref, emb_rows)
@@ -479,7 +514,8 @@ def check_model(
     verdicts = policy.verdicts(pvals)
     final = [
         _decide(f, float(within[i]), float(period[i]), bool(verdicts[i]), params)
-        if f.sufficient else f
+        if f.sufficient
+        else f
         for i, f in enumerate(features)
     ]
     k = len(features)  # the prediction's index; the embedding's is k + 1
@@ -490,8 +526,12 @@ def check_model(
     embedding: EmbeddingDrift | None = None
     if emb_ref is not None and emb_rows is not None:
         embedding = _embedding_drift(
-            emb_ref, emb_rows.shape[0], mmd, within=float(within[k + 1]),
-            period=float(period[k + 1]), drifted=bool(verdicts[k + 1]),
+            emb_ref,
+            emb_rows.shape[0],
+            mmd,
+            within=float(within[k + 1]),
+            period=float(period[k + 1]),
+            drifted=bool(verdicts[k + 1]),
         )
 
     return ModelDriftResult(
@@ -518,15 +558,20 @@ def _embedding_drift(
     drifted: bool,
 ) -> EmbeddingDrift:
     return EmbeddingDrift(
-        dim=ref.dim, samples=samples, sufficient=mmd is not None,
+        dim=ref.dim,
+        samples=samples,
+        sufficient=mmd is not None,
         statistic=None if mmd is None else mmd.statistic,
         pvalue=None if mmd is None else mmd.pvalue,
         p_adjusted=None if mmd is None else finite_or_none(within),
         alarm_p_adjusted=None if mmd is None else finite_or_none(period),
         mmd2=None if mmd is None else mmd.mmd2,
         centroid_distance=None if mmd is None else mmd.centroid_distance,
-        drifted=mmd is not None and drifted, device=ref.backend.device,
-        n_features=ref.fmap.n_features, bandwidth=ref.fmap.bandwidth, reference_rows=ref.rows,
+        drifted=mmd is not None and drifted,
+        device=ref.backend.device,
+        n_features=ref.fmap.n_features,
+        bandwidth=ref.fmap.bandwidth,
+        reference_rows=ref.rows,
     )
 
 
@@ -642,9 +687,19 @@ def _insufficient(
     name: str, kind: str, m: int, n: int, base_missing: float, *, ref_count: int
 ) -> FeatureDrift:
     return FeatureDrift(
-        name=name, kind=kind, samples=m, psi=None, ks_statistic=None, ks_pvalue=None,
-        chi2_statistic=None, chi2_pvalue=None, missing_rate=rate(n - m, n),
-        baseline_missing_rate=base_missing, p_adjusted=None, drifted=False, sufficient=False,
+        name=name,
+        kind=kind,
+        samples=m,
+        psi=None,
+        ks_statistic=None,
+        ks_pvalue=None,
+        chi2_statistic=None,
+        chi2_pvalue=None,
+        missing_rate=rate(n - m, n),
+        baseline_missing_rate=base_missing,
+        p_adjusted=None,
+        drifted=False,
+        sufficient=False,
         reference_samples=ref_count,
     )
 
@@ -679,9 +734,17 @@ def _prediction_drift(
         missing = rate(total - m, total)
         if not (enough and m >= params.min_samples and ref.usable):
             return PredictionDrift(
-                kind="numeric", samples=m, ks_statistic=None, ks_pvalue=None,
-                mean_shift_ratio=None, psi=None, chi2_statistic=None, chi2_pvalue=None,
-                drifted=False, sufficient=False, missing_rate=missing,
+                kind="numeric",
+                samples=m,
+                ks_statistic=None,
+                ks_pvalue=None,
+                mean_shift_ratio=None,
+                psi=None,
+                chi2_statistic=None,
+                chi2_pvalue=None,
+                drifted=False,
+                sufficient=False,
+                missing_rate=missing,
                 reference_samples=ref.count,
             )
         d = ks_statistic_sorted(ref.sorted_values, v)
@@ -690,10 +753,19 @@ def _prediction_drift(
         if ref.mean != 0 and math.isfinite(ref.mean):
             shift = (float(v.mean()) - ref.mean) / abs(ref.mean)
         return PredictionDrift(
-            kind="numeric", samples=m, ks_statistic=d, ks_pvalue=p, mean_shift_ratio=shift,
-            psi=psi(ref.shares, ref.sorted_bin_counts(v)), chi2_statistic=None,
-            chi2_pvalue=None, drifted=False, sufficient=True, missing_rate=missing,
-            test_pvalue=p, reference_samples=ref.count,
+            kind="numeric",
+            samples=m,
+            ks_statistic=d,
+            ks_pvalue=p,
+            mean_shift_ratio=shift,
+            psi=psi(ref.shares, ref.sorted_bin_counts(v)),
+            chi2_statistic=None,
+            chi2_pvalue=None,
+            drifted=False,
+            sufficient=True,
+            missing_rate=missing,
+            test_pvalue=p,
+            reference_samples=ref.count,
             psi_expected=psi_expected(_nonzero(ref.shares), m, ref.count),
         )
     codes = np.asarray(predictions)
@@ -702,16 +774,37 @@ def _prediction_drift(
     missing = rate(codes.shape[0] - m, codes.shape[0])
     if not (enough and m >= params.min_samples and ref.usable):
         return PredictionDrift(
-            kind="categorical", samples=m, ks_statistic=None, ks_pvalue=None,
-            mean_shift_ratio=None, psi=None, chi2_statistic=None, chi2_pvalue=None,
-            drifted=False, sufficient=False, missing_rate=missing, reference_samples=ref.count,
+            kind="categorical",
+            samples=m,
+            ks_statistic=None,
+            ks_pvalue=None,
+            mean_shift_ratio=None,
+            psi=None,
+            chi2_statistic=None,
+            chi2_pvalue=None,
+            drifted=False,
+            sufficient=False,
+            missing_rate=missing,
+            reference_samples=ref.count,
         )
     c = _categorical(ref, counts, labels, horizon)
     return PredictionDrift(
-        kind="categorical", samples=m, ks_statistic=None, ks_pvalue=None,
-        mean_shift_ratio=None, psi=c.psi, chi2_statistic=c.chi2_statistic,
-        chi2_pvalue=c.chi2_pvalue, drifted=False, sufficient=True, missing_rate=missing,
-        test_pvalue=c.test_pvalue, reference_samples=ref.count, psi_expected=c.psi_expected,
-        chi2_dof=c.chi2_dof, changed_category=c.changed_category,
-        horizon_samples=c.horizon_samples, horizon_pvalue=c.horizon_pvalue,
+        kind="categorical",
+        samples=m,
+        ks_statistic=None,
+        ks_pvalue=None,
+        mean_shift_ratio=None,
+        psi=c.psi,
+        chi2_statistic=c.chi2_statistic,
+        chi2_pvalue=c.chi2_pvalue,
+        drifted=False,
+        sufficient=True,
+        missing_rate=missing,
+        test_pvalue=c.test_pvalue,
+        reference_samples=ref.count,
+        psi_expected=c.psi_expected,
+        chi2_dof=c.chi2_dof,
+        changed_category=c.changed_category,
+        horizon_samples=c.horizon_samples,
+        horizon_pvalue=c.horizon_pvalue,
     )

@@ -95,8 +95,7 @@ class TorchBackend:
         dev = self._device
         sum_phi = t.zeros(n_feat, dtype=t.float64, device=dev)
         g = t.zeros((n_feat, n_feat), dtype=t.float64, device=dev) if gram else None
-        w = None if witness is None else t.from_numpy(
-            np.asarray(witness, dtype=np.float32)).to(dev)
+        w = None if witness is None else t.from_numpy(np.asarray(witness, dtype=np.float32)).to(dev)
         s1 = t.zeros((), dtype=t.float64, device=dev)
         s2 = t.zeros((), dtype=t.float64, device=dev)
         step = self.chunk_rows(fmap, gram)
@@ -149,8 +148,11 @@ def reference_from_rows(rows: np.ndarray, opts: EmbeddingOptions) -> EmbeddingRe
     """The reference statistics of finite rows (n, dim); raises ValueError on too few."""
     backend = select_backend(opts.device, opts.max_device_mb)
     return build_reference(
-        rows, backend, n_features=opts.n_features,
-        bandwidth_rows=opts.bandwidth_rows, seed=opts.seed,
+        rows,
+        backend,
+        n_features=opts.n_features,
+        bandwidth_rows=opts.bandwidth_rows,
+        seed=opts.seed,
     )
 
 

@@ -62,6 +62,7 @@ pin the worker thread."""
 CLOSE_WAIT_S: Final = 5.0
 """How long `close()` waits for a poll in flight before shutting NVML down anyway."""
 
+
 @dataclass(frozen=True, slots=True)
 class GpuReading:
     """One GPU at one poll, in base units; None where the GPU does not report the field."""

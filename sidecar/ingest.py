@@ -180,8 +180,7 @@ class IngestServer:
         limit = self.limits.max_connections
         if len(self._conns) >= limit:
             self.health.connections_refused += 1
-            log.warning("connection_refused", reason="too_many_connections",
-                        limit=limit)
+            log.warning("connection_refused", reason="too_many_connections", limit=limit)
             return False
         self._conns.add(proto)
         self.health.connections = len(self._conns)
@@ -267,13 +266,18 @@ class IngestServer:
         (rate-limited), and keep processing the next one."""
         self.health.dropped["internal_error"] += n
         self.pipeline.rejection_log.event(
-            "events_dropped", "internal_error:socket", level="error", reason="internal_error",
-            count=n, unit=unit, transport="socket", error=repr(exc), exc_info=exc,
+            "events_dropped",
+            "internal_error:socket",
+            level="error",
+            reason="internal_error",
+            count=n,
+            unit=unit,
+            transport="socket",
+            error=repr(exc),
+            exc_info=exc,
         )
 
     def drain(self) -> None:
         """Process everything already queued (shutdown)."""
         while len(self.queue):
             self.process_pending()
-
-

@@ -94,12 +94,19 @@ Labels = dict[str, str]
 
 
 _DRIFT_FAMILIES = (
-    "ml_feature_drift_psi", "ml_feature_drift_ks_statistic", "ml_feature_drift_ks_pvalue",
-    "ml_feature_drift_chi2_statistic", "ml_feature_drift_chi2_pvalue",
-    "ml_feature_drift_missing_rate", "ml_feature_baseline_missing_rate",
-    "ml_feature_drift_detected", "ml_feature_drift_adjusted_pvalue",
-    "ml_feature_drift_category_pvalue", "ml_feature_drift_samples",
-    "ml_feature_baseline_samples", "ml_feature_drift_psi_expected",
+    "ml_feature_drift_psi",
+    "ml_feature_drift_ks_statistic",
+    "ml_feature_drift_ks_pvalue",
+    "ml_feature_drift_chi2_statistic",
+    "ml_feature_drift_chi2_pvalue",
+    "ml_feature_drift_missing_rate",
+    "ml_feature_baseline_missing_rate",
+    "ml_feature_drift_detected",
+    "ml_feature_drift_adjusted_pvalue",
+    "ml_feature_drift_category_pvalue",
+    "ml_feature_drift_samples",
+    "ml_feature_baseline_samples",
+    "ml_feature_drift_psi_expected",
 )
 
 
@@ -242,11 +249,10 @@ class _TrackerLabels:
         columns: dict[str, tuple[list[Any], np.ndarray]] = {
             "ml_feature_drift_missing_rate": ([f.missing_rate for f in feats], everyone),
             "ml_feature_baseline_missing_rate": (
-                [f.baseline_missing_rate for f in feats], everyone
+                [f.baseline_missing_rate for f in feats],
+                everyone,
             ),
-            "ml_feature_drift_detected": (
-                [1.0 if f.drifted else 0.0 for f in feats], sufficient
-            ),
+            "ml_feature_drift_detected": ([1.0 if f.drifted else 0.0 for f in feats], sufficient),
             "ml_feature_drift_psi": ([f.psi for f in feats], has_psi),
             "ml_feature_drift_ks_statistic": ([f.ks_statistic for f in feats], has_ks),
             "ml_feature_drift_ks_pvalue": ([f.ks_pvalue for f in feats], has_ks),
@@ -304,14 +310,16 @@ class SidecarCollector(Collector):
     # ------------------------------------------------------------ guide metrics
     def _traffic(self, trackers: list[ModelTracker]) -> Iterator[Metric]:
         req = CounterMetricFamily(
-            "ml_prediction_requests", "Total prediction requests",
+            "ml_prediction_requests",
+            "Total prediction requests",
             labels=["model_name", "model_version", "status"],
         )
         lat = HistogramMetricFamily(
             "ml_prediction_latency_seconds", "Prediction latency in seconds", labels=["model_name"]
         )
         conf = HistogramMetricFamily(
-            "ml_prediction_confidence", "Model prediction confidence scores",
+            "ml_prediction_confidence",
+            "Model prediction confidence scores",
             labels=["model_name", "predicted_class"],
         )
         val = SummaryMetricFamily(
@@ -319,7 +327,8 @@ class SidecarCollector(Collector):
         )
         fval = CachedFamily("ml_feature_value", "Feature value distribution", "histogram")
         miss = CachedFamily(
-            "ml_feature_missing", "Count of missing feature values (null, absent, NaN, inf)",
+            "ml_feature_missing",
+            "Count of missing feature values (null, absent, NaN, inf)",
             "counter",
         )
         for t in trackers:
@@ -398,7 +407,8 @@ class SidecarCollector(Collector):
         pksp = g("ml_prediction_drift_ks_pvalue", "KS p-value of predictions", m)
         pshift = g(
             "ml_prediction_drift_mean_shift_ratio",
-            "(window mean - baseline mean) / |baseline mean| of predictions", m,
+            "(window mean - baseline mean) / |baseline mean| of predictions",
+            m,
         )
         ppsi = g("ml_prediction_drift_psi", "PSI of predictions", m)
         pchi = g("ml_prediction_drift_chi2_statistic", "Chi-square statistic of classes", m)
@@ -410,11 +420,13 @@ class SidecarCollector(Collector):
         )
         padj = g(
             "ml_prediction_drift_adjusted_pvalue",
-            "The verdict's p-value on the false-alarm rate's scale (detected when <= the rate)", m,
+            "The verdict's p-value on the false-alarm rate's scale (detected when <= the rate)",
+            m,
         )
         pcatp = g(
             "ml_prediction_drift_category_pvalue",
-            "Exact per-class two-sample test p-value, Bonferroni over classes", m,
+            "Exact per-class two-sample test p-value, Bonferroni over classes",
+            m,
         )
         pn = g("ml_prediction_drift_samples", "Non-missing window predictions the tests used", m)
         pref = g(
@@ -422,7 +434,8 @@ class SidecarCollector(Collector):
         )
         ppsie = g(
             "ml_prediction_drift_psi_expected",
-            "PSI of predictions expected with no drift at these sample sizes", m,
+            "PSI of predictions expected with no drift at these sample sizes",
+            m,
         )
         suff = g("ml_drift_sufficient_data", "1 when the last check met min_samples", m)
         last = g("ml_drift_last_check_timestamp_seconds", "Unix time of the last drift check", m)
@@ -453,9 +466,14 @@ class SidecarCollector(Collector):
                 pn.add_metric([t.name], p.samples)
                 pref.add_metric([t.name], p.reference_samples)
                 for fam, v in (
-                    (pks, p.ks_statistic), (pksp, p.ks_pvalue), (pshift, p.mean_shift_ratio),
-                    (ppsi, p.psi), (pchi, p.chi2_statistic), (pchip, p.chi2_pvalue),
-                    (padj, p.alarm_p_adjusted), (ppsie, p.psi_expected),
+                    (pks, p.ks_statistic),
+                    (pksp, p.ks_pvalue),
+                    (pshift, p.mean_shift_ratio),
+                    (ppsi, p.psi),
+                    (pchi, p.chi2_statistic),
+                    (pchip, p.chi2_pvalue),
+                    (padj, p.alarm_p_adjusted),
+                    (ppsie, p.psi_expected),
                     (pcatp, p.test_pvalue if p.kind == "categorical" else None),
                 ):
                     if v is not None:
@@ -468,20 +486,21 @@ class SidecarCollector(Collector):
     def _bins(self, trackers: list[ModelTracker]) -> Iterator[Metric]:
         fcount = CachedFamily(
             "ml_feature_bin_events",
-            "Live values per baseline bin, for fleet-wide PSI in PromQL", "counter",
+            "Live values per baseline bin, for fleet-wide PSI in PromQL",
+            "counter",
         )
-        fref = CachedFamily(
-            "ml_feature_bin_reference_ratio", "Baseline share of each bin", "gauge"
-        )
+        fref = CachedFamily("ml_feature_bin_reference_ratio", "Baseline share of each bin", "gauge")
         fupper = CachedFamily(
             "ml_feature_bin_upper_bound", "Upper edge of each numeric bin", "gauge"
         )
         pcount = CounterMetricFamily(
-            "ml_prediction_bin_events", "Live predictions per baseline bin",
+            "ml_prediction_bin_events",
+            "Live predictions per baseline bin",
             labels=["model_name", "bin"],
         )
         pref = GaugeMetricFamily(
-            "ml_prediction_bin_reference_ratio", "Baseline share of each prediction bin",
+            "ml_prediction_bin_reference_ratio",
+            "Baseline share of each prediction bin",
             labels=["model_name", "bin"],
         )
         for t in trackers:
@@ -532,27 +551,32 @@ class SidecarCollector(Collector):
             rej.add_metric([k], h.rejected[k])
         yield rej
         drop = CounterMetricFamily(
-            "drift_sidecar_events_dropped", "Events dropped unprocessed, by reason",
+            "drift_sidecar_events_dropped",
+            "Events dropped unprocessed, by reason",
             labels=["reason"],
         )
         for k in sorted({*DROP_REASONS, *h.dropped}):
             drop.add_metric([k], h.dropped[k])
         yield drop
         acc = CounterMetricFamily(
-            "drift_sidecar_events_accepted", "Events folded into a model's state",
+            "drift_sidecar_events_accepted",
+            "Events folded into a model's state",
             labels=["model_name"],
         )
         unk = CounterMetricFamily(
-            "drift_sidecar_unknown_features", "Feature values ignored: not configured",
+            "drift_sidecar_unknown_features",
+            "Feature values ignored: not configured",
             labels=["model_name"],
         )
         ready = GaugeMetricFamily(
-            "drift_sidecar_baseline_ready", "1 once the baseline is loaded or captured",
+            "drift_sidecar_baseline_ready",
+            "1 once the baseline is loaded or captured",
             labels=["model_name"],
         )
         prog = GaugeMetricFamily(
             "drift_sidecar_baseline_capture_progress_ratio",
-            "Captured events / baseline.capture", labels=["model_name"],
+            "Captured events / baseline.capture",
+            labels=["model_name"],
         )
         info = InfoMetricFamily(
             "drift_sidecar_baseline", "The baseline in use", labels=["model_name"]
@@ -570,24 +594,28 @@ class SidecarCollector(Collector):
                 )
         yield from (acc, unk, ready, prog, info)
         yield GaugeMetricFamily(
-            "drift_sidecar_queue_depth", "Frames waiting between reader and processor",
+            "drift_sidecar_queue_depth",
+            "Frames waiting between reader and processor",
             value=h.queue_depth,
         )
         yield GaugeMetricFamily(
-            "drift_sidecar_queue_bytes", "Bytes waiting between reader and processor",
+            "drift_sidecar_queue_bytes",
+            "Bytes waiting between reader and processor",
             value=h.queue_bytes,
         )
         yield GaugeMetricFamily(
             "drift_sidecar_connections", "Open event connections", value=h.connections
         )
         yield CounterMetricFamily(
-            "drift_sidecar_connections_refused", "Connections over socket.max_connections",
+            "drift_sidecar_connections_refused",
+            "Connections over socket.max_connections",
             value=h.connections_refused,
         )
         shed = CounterMetricFamily(
             "drift_sidecar_http_connections_shed",
             "HTTP connections closed over http.max_connections: the oldest idle one, or the "
-            "new one when every connection is busy", labels=["reason"],
+            "new one when every connection is busy",
+            labels=["reason"],
         )
         for k in sorted({"idle_closed", "refused", *h.http_connections_shed}):
             shed.add_metric([k], h.http_connections_shed[k])
@@ -599,7 +627,8 @@ class SidecarCollector(Collector):
             rel.add_metric([k], h.reloads[k])
         yield rel
         dur = HistogramMetricFamily(
-            "drift_sidecar_drift_check_duration_seconds", "Duration of one model's drift check",
+            "drift_sidecar_drift_check_duration_seconds",
+            "Duration of one model's drift check",
             labels=["model_name"],
         )
         for model, counts in sorted(h.check_counts.items()):
@@ -612,7 +641,8 @@ class SidecarCollector(Collector):
             err.add_metric([model], c)
         yield err
         snaps = CounterMetricFamily(
-            "drift_sidecar_state_snapshots", "State snapshots written, by result",
+            "drift_sidecar_state_snapshots",
+            "State snapshots written, by result",
             labels=["result"],
         )
         for k in ("success", "failure"):
@@ -626,12 +656,18 @@ def _embedding(
 ) -> Iterator[Metric]:
     """The embedding test's gauges, a few series per model (sidecar.stats.mmd)."""
     m = ["model_name"]
-    stat = g("ml_embedding_drift_statistic",
-             "Cross-MMD statistic of embeddings, standard normal under no drift", m)
+    stat = g(
+        "ml_embedding_drift_statistic",
+        "Cross-MMD statistic of embeddings, standard normal under no drift",
+        m,
+    )
     pval = g("ml_embedding_drift_pvalue", "Embedding drift p-value, uncorrected", m)
     det = g("ml_embedding_drift_detected", "1 if embedding drift is detected", m)
-    cdist = g("ml_embedding_drift_centroid_distance",
-              "Euclidean distance between the window's and the reference's mean embedding", m)
+    cdist = g(
+        "ml_embedding_drift_centroid_distance",
+        "Euclidean distance between the window's and the reference's mean embedding",
+        m,
+    )
     wsize = GaugeMetricFamily(
         "ml_embedding_window_samples", "Embeddings in the drift window", labels=m
     )
@@ -673,7 +709,8 @@ def _state_writes(h: Health) -> Iterator[Metric]:
     yield writes
     failed = CounterMetricFamily(
         "drift_sidecar_baseline_capture_failures",
-        "Captures that could not become a baseline (captured again)", labels=["model_name"],
+        "Captures that could not become a baseline (captured again)",
+        labels=["model_name"],
     )
     for model, c in sorted(h.capture_failures.items()):
         failed.add_metric([model], c)

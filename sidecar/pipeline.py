@@ -65,19 +65,25 @@ class Pipeline:
         self.rejection_log = RateLimitedLog()
         for spec in config.models:
             self.trackers[spec.name] = ModelTracker(
-                spec, config.drift_for(spec), on_capture=on_capture,
+                spec,
+                config.drift_for(spec),
+                on_capture=on_capture,
                 max_label_bytes=config.limits.max_label_bytes,
             )
 
-    def reject(self, reason: str, detail: str, n: int = 1,
-               errors: list[Rejection] | None = None) -> None:
+    def reject(
+        self, reason: str, detail: str, n: int = 1, errors: list[Rejection] | None = None
+    ) -> None:
         self.health.rejected[reason] += n
         self.rejection_log.warn(reason, detail)
         if errors is not None:
             errors.extend([Rejection(reason, detail)] * n)
 
     def handle(
-        self, decoded: Decoded, transport: str, now: float | None = None,
+        self,
+        decoded: Decoded,
+        transport: str,
+        now: float | None = None,
         errors: list[Rejection] | None = None,
     ) -> int:
         """Fold decoded events into trackers; returns how many were accepted. Every
@@ -95,8 +101,11 @@ class Pipeline:
             kept = []
             for ev in events:
                 if ev.features is not None and len(ev.features) > max_feats:
-                    self.reject("too_many_features",
-                                f"{len(ev.features)} features > {max_feats}", errors=errors)
+                    self.reject(
+                        "too_many_features",
+                        f"{len(ev.features)} features > {max_feats}",
+                        errors=errors,
+                    )
                 else:
                     kept.append(ev)
             events = kept
@@ -134,25 +143,37 @@ class Pipeline:
         """A tracker for a model not (yet) known, or why its events are refused."""
         limit = self.config.limits.max_label_bytes
         if not label_fits(model, limit):
-            return Rejection("label_too_long",
-                             f"model name of {len(model.encode())} bytes > "
-                             f"limits.max_label_bytes {limit}: {model[:100]!r}...")
+            return Rejection(
+                "label_too_long",
+                f"model name of {len(model.encode())} bytes > "
+                f"limits.max_label_bytes {limit}: {model[:100]!r}...",
+            )
         auto = self.config.auto_register
         if not auto.enabled:
-            return Rejection("unknown_model", f"model {model[:100]!r} is not configured "
-                             "(auto_register.enabled is false)")
+            return Rejection(
+                "unknown_model",
+                f"model {model[:100]!r} is not configured (auto_register.enabled is false)",
+            )
         if first.kind == "stats":
-            return Rejection("unknown_model", f"model {model[:100]!r} is not configured; "
-                             "a stats event does not auto-register it")
+            return Rejection(
+                "unknown_model",
+                f"model {model[:100]!r} is not configured; a stats event does not auto-register it",
+            )
         n_auto = sum(1 for t in self.trackers.values() if t.auto_registered)
         if n_auto >= auto.max_models:
             self.rejection_log.event(
-                "auto_register_cap_reached", "", model=model[:100], max_models=auto.max_models,
+                "auto_register_cap_reached",
+                "",
+                model=model[:100],
+                max_models=auto.max_models,
                 detail="the model is not registered: auto_register.max_models is reached",
             )
-            return Rejection("unknown_model", f"model {model[:100]!r} is not configured and "
-                             f"the auto-registration cap is reached "
-                             f"(auto_register.max_models {auto.max_models})")
+            return Rejection(
+                "unknown_model",
+                f"model {model[:100]!r} is not configured and "
+                f"the auto-registration cap is reached "
+                f"(auto_register.max_models {auto.max_models})",
+            )
         return self._auto_register(model, first)
 
     def _log_unknown_features(self, tracker: ModelTracker, events: list[Event]) -> None:
@@ -161,8 +182,11 @@ class Pipeline:
         known = set(tracker.feature_names)
         names = sorted({k for ev in events if ev.features for k in ev.features.keys() - known})
         self.rejection_log.event(
-            "unknown_features", tracker.name, model=tracker.name,
-            features=[n[:100] for n in names[:10]], distinct=len(names),
+            "unknown_features",
+            tracker.name,
+            model=tracker.name,
+            features=[n[:100] for n in names[:10]],
+            distinct=len(names),
             detail="feature names the model does not have, ignored; a typo in the client?",
         )
 
@@ -178,8 +202,11 @@ class Pipeline:
         limit = self.config.limits.max_label_bytes
         # The names a config may not use (reserved baseline columns, over-long labels) are
         # not taken from an event either: they stay unknown features, counted and logged.
-        usable = {k: v for k, v in (first.features or {}).items() if label_fits(k, limit)
-                  and k not in RESERVED_FEATURE_NAMES}
+        usable = {
+            k: v
+            for k, v in (first.features or {}).items()
+            if label_fits(k, limit) and k not in RESERVED_FEATURE_NAMES
+        }
         skipped = sorted((first.features or {}).keys() - usable.keys())
         feats = sorted(usable.items())[: auto.max_features]
         features = [
@@ -200,11 +227,18 @@ class Pipeline:
             prediction=pred,
         )
         tracker = ModelTracker(
-            spec, self.config.drift, auto_registered=True, on_capture=self.on_capture,
+            spec,
+            self.config.drift,
+            auto_registered=True,
+            on_capture=self.on_capture,
             max_label_bytes=limit,
         )
         self.trackers[model] = tracker
-        log.info("model_auto_registered", model=model, features=[f.name for f in features],
-                 capture=auto.capture, skipped_features=[k[:100] for k in skipped[:10]])
+        log.info(
+            "model_auto_registered",
+            model=model,
+            features=[f.name for f in features],
+            capture=auto.capture,
+            skipped_features=[k[:100] for k in skipped[:10]],
+        )
         return tracker
-

@@ -124,8 +124,11 @@ class StateStore:
             for old in entries:
                 # Only regular files of this model's own arrays pattern; a set-aside file
                 # (`.corrupt-...`) or anything else in the folder is left alone.
-                if (old.name != arrays_name and stale.fullmatch(old.name)
-                        and old.is_file(follow_symlinks=False)):
+                if (
+                    old.name != arrays_name
+                    and stale.fullmatch(old.name)
+                    and old.is_file(follow_symlinks=False)
+                ):
                     Path(old.path).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- restore
@@ -157,8 +160,12 @@ class StateStore:
 
     def _discard(self, model: str, reason: str, bad: Path | None, keep: bool) -> None:
         aside = set_aside(bad) if bad is not None and not keep else None
-        log.warning("state_discarded", model=model, reason=reason,
-                    **({"moved_to": str(aside)} if aside is not None else {}))
+        log.warning(
+            "state_discarded",
+            model=model,
+            reason=reason,
+            **({"moved_to": str(aside)} if aside is not None else {}),
+        )
 
     def restore_one(self, t: ModelTracker, man: Path) -> int:
         """Check the whole snapshot, then install it; returns the window rows restored.
@@ -179,8 +186,11 @@ class StateStore:
         if t.baseline is None or manifest.get("baseline_sha256") != t.baseline.sha256:
             raise StateError("baseline changed since the snapshot")
         layout = [list(t.numeric_names), list(t.categorical_names), t.pred_kind]
-        saved = [manifest.get("numeric_names"), manifest.get("categorical_names"),
-                 manifest.get("prediction_kind")]
+        saved = [
+            manifest.get("numeric_names"),
+            manifest.get("categorical_names"),
+            manifest.get("prediction_kind"),
+        ]
         if layout != saved:
             raise StateError("feature layout changed since the snapshot")
         npz = self.arrays_path(t.name, manifest)
@@ -207,8 +217,11 @@ def _max_arrays_bytes(t: ModelTracker, rows: int) -> int:
     """What the arrays of `rows` window rows can weigh, at 8 bytes a value, plus headers."""
     per_row = 8 * (len(t.numeric_names) + len(t.categorical_names) + 3)
     cap = 4 * t.drift.max_categories + 1
-    bins = sum(len(b) for b in t.num_bins) + cap * (len(t.categorical_names) + 1) + 64 * (
-        len(t.numeric_names) + 1)
+    bins = (
+        sum(len(b) for b in t.num_bins)
+        + cap * (len(t.categorical_names) + 1)
+        + 64 * (len(t.numeric_names) + 1)
+    )
     return rows * per_row + 8 * bins + 4096 * (len(_array_names(t)) + 1)
 
 
@@ -261,13 +274,16 @@ def _plan(t: ModelTracker, manifest: Mapping[str, Any], arrays: Mapping[str, np.
     numeric = _shaped(arrays["numeric"], (n, k_num), np.float64, "numeric")
     categorical = _shaped(arrays["categorical"], (n, k_cat), np.int32, "categorical")
     cat_pred = t.pred_vocab is not None
-    predictions = _shaped(arrays["predictions"], (n,), np.int32 if cat_pred else np.float64,
-                          "predictions")
+    predictions = _shaped(
+        arrays["predictions"], (n,), np.int32 if cat_pred else np.float64, "predictions"
+    )
     confidence = _shaped(arrays["confidence"], (n,), np.float64, "confidence")
     received = _shaped(arrays["received"], (n,), np.float64, "received")
 
-    cat_vocab = [_vocab_values(v, vocab) for v, vocab in
-                 zip(manifest["categorical_vocab"], t.cat_vocab, strict=True)]
+    cat_vocab = [
+        _vocab_values(v, vocab)
+        for v, vocab in zip(manifest["categorical_vocab"], t.cat_vocab, strict=True)
+    ]
     pred_vocab = None
     if t.pred_vocab is not None:
         pred_vocab = _vocab_values(manifest["prediction_vocab"], t.pred_vocab)
@@ -276,10 +292,14 @@ def _plan(t: ModelTracker, manifest: Mapping[str, Any], arrays: Mapping[str, np.
     if t.pred_vocab is not None:
         _codes_fit(predictions, t.pred_vocab.cap, "predictions")
 
-    num_bins = [_shaped(arrays[f"num_bins_{j}"], b.shape, np.int64, f"num_bins_{j}")
-                for j, b in enumerate(t.num_bins)]
-    cat_bins = [_shaped(arrays[f"cat_bins_{j}"], b.shape, np.int64, f"cat_bins_{j}")
-                for j, b in enumerate(t.cat_bins)]
+    num_bins = [
+        _shaped(arrays[f"num_bins_{j}"], b.shape, np.int64, f"num_bins_{j}")
+        for j, b in enumerate(t.num_bins)
+    ]
+    cat_bins = [
+        _shaped(arrays[f"cat_bins_{j}"], b.shape, np.int64, f"cat_bins_{j}")
+        for j, b in enumerate(t.cat_bins)
+    ]
     pred_bins = None
     if t.pred_bins is not None:
         pred_bins = _shaped(arrays["pred_bins"], t.pred_bins.shape, np.int64, "pred_bins")

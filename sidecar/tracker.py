@@ -121,8 +121,12 @@ class CaptureData:
 def embedding_options(spec: EmbeddingSpec) -> EmbeddingOptions:
     """A model's `embedding:` settings as `sidecar.embedding` takes them."""
     return EmbeddingOptions(
-        dim=spec.dim, device=spec.device, n_features=spec.features,
-        max_device_mb=spec.max_device_mb, bandwidth_rows=spec.bandwidth_rows, seed=spec.seed,
+        dim=spec.dim,
+        device=spec.device,
+        n_features=spec.features,
+        max_device_mb=spec.max_device_mb,
+        bandwidth_rows=spec.bandwidth_rows,
+        seed=spec.seed,
     )
 
 
@@ -265,10 +269,12 @@ class ModelTracker:
             # Only a numeric string ("1e308") gets here: numbers are checked by the decoder.
             huge = set(np.flatnonzero((np.abs(num) > MAX_ABS_VALUE).any(axis=1)).tolist())
             for i in sorted(huge):
-                rejections.append(Rejection(
-                    "out_of_range",
-                    f"event {events[i].id or i}: a feature beyond ±{MAX_ABS_VALUE:g}",
-                ))
+                rejections.append(
+                    Rejection(
+                        "out_of_range",
+                        f"event {events[i].id or i}: a feature beyond ±{MAX_ABS_VALUE:g}",
+                    )
+                )
             kept = [ev for i, ev in enumerate(events) if i not in huge]
             return rejections + (self.ingest(kept, now) if kept else [])
         self.accepted += n
@@ -540,7 +546,8 @@ class ModelTracker:
         embedding = None
         if self.embedding_dim is not None:
             embedding = (
-                np.concatenate(self.capture.embeddings) if self.capture.embeddings
+                np.concatenate(self.capture.embeddings)
+                if self.capture.embeddings
                 else np.empty((0, self.embedding_dim), np.float32)
             )
         self.capture.numeric.clear()
@@ -652,8 +659,11 @@ class ModelTracker:
         now = self.binned_events
         snaps = self._horizon
         if not snaps or now - snaps[-1][0] >= max(1, span // 10):
-            pred = self.pred_bins.copy() if (
-                self.pred_vocab is not None and self.pred_bins is not None) else None
+            pred = (
+                self.pred_bins.copy()
+                if (self.pred_vocab is not None and self.pred_bins is not None)
+                else None
+            )
             snaps.append((now, [c.copy() for c in self.cat_bins], pred))
         while len(snaps) >= 2 and snaps[1][0] <= now - span:
             snaps.popleft()
@@ -698,9 +708,13 @@ class ModelTracker:
         if b.embedding is not None and self.embedding_window is not None:
             embeddings = self.embedding_window.snapshot()
         return WindowData(
-            numeric=snap.numeric, categorical=cat, predictions=preds,
-            categorical_labels=tuple(cat_labels), prediction_labels=pred_labels,
-            categorical_horizon=tuple(cat_horizon), prediction_horizon=pred_h,
+            numeric=snap.numeric,
+            categorical=cat,
+            predictions=preds,
+            categorical_labels=tuple(cat_labels),
+            prediction_labels=pred_labels,
+            categorical_horizon=tuple(cat_horizon),
+            prediction_horizon=pred_h,
             embeddings=embeddings,
         )
 

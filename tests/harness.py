@@ -133,7 +133,8 @@ class DaemonProcess:
     ) -> Metrics:
         return wait_for(
             lambda: (m := self.scrape()).value(name, **labels) == expected and m,
-            timeout, f"{name}{labels} == {expected}",
+            timeout,
+            f"{name}{labels} == {expected}",
         )
 
     def logs(self) -> str:

@@ -65,7 +65,11 @@ def test_discrete_reference_has_deduplicated_edges() -> None:
 def test_categorical_reference_caps_and_codes() -> None:
     values = ["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"] + [None] * 2
     b = build_baseline(
-        "m", numeric={}, categorical={"k": values}, prediction=None, prediction_kind=None,
+        "m",
+        numeric={},
+        categorical={"k": values},
+        prediction=None,
+        prediction_kind=None,
         max_categories=2,
     )
     ref = b.categorical[0]
@@ -79,7 +83,13 @@ def test_categorical_reference_caps_and_codes() -> None:
 
 def test_category_key_spells_values_like_json() -> None:
     assert [category_key(v) for v in (True, 3, 3.0, 2.5, "x", None, float("nan"))] == [
-        "true", "3", "3", "2.5", "x", None, None,
+        "true",
+        "3",
+        "3",
+        "2.5",
+        "x",
+        None,
+        None,
     ]
 
 
@@ -93,7 +103,10 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
     assert not list(tmp_path.glob(".*tmp"))
 
     loaded = load_baseline(
-        path, "fraud", numeric_names=["amount", "count"], categorical_names=["country"],
+        path,
+        "fraud",
+        numeric_names=["amount", "count"],
+        categorical_names=["country"],
         prediction_kind="numeric",
     )
     assert loaded.stats_source == "stored" and loaded.source == "file"
@@ -113,9 +126,7 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
     assert cb.counts.tolist() == [country.count(c) for c in cb.categories] + [0]
     assert isinstance(loaded.prediction, NumericReference)
     assert written.prediction is not None
-    np.testing.assert_array_equal(
-        loaded.prediction.sorted_values, written.prediction.sorted_values
-    )
+    np.testing.assert_array_equal(loaded.prediction.sorted_values, written.prediction.sorted_values)
 
     # the statistics are JSON in the schema metadata, not a pickle
     meta = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
@@ -124,16 +135,25 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
 
     # other settings than stored: statistics computed from the columns, same result
     recomputed = load_baseline(
-        path, "fraud", numeric_names=["amount"], categorical_names=["country"],
-        prediction_kind="numeric", psi_bins=10, max_categories=3,
+        path,
+        "fraud",
+        numeric_names=["amount"],
+        categorical_names=["country"],
+        prediction_kind="numeric",
+        psi_bins=10,
+        max_categories=3,
     )
     assert recomputed.stats_source == "mixed"
     assert recomputed.categorical[0].categories == ("de", "fr", "us")
     assert recomputed.categorical[0].tail == ("jp",)  # counted for the tests, not a label
     assert not recomputed.categorical[0].overflowed
     five = load_baseline(
-        path, "fraud", numeric_names=["amount"], categorical_names=[],
-        prediction_kind=None, psi_bins=5,
+        path,
+        "fraud",
+        numeric_names=["amount"],
+        categorical_names=[],
+        prediction_kind=None,
+        psi_bins=5,
     )
     assert five.stats_source == "computed" and five.numeric[0].shares.shape == (5,)
     assert five.prediction is None
@@ -142,11 +162,17 @@ def test_round_trip_through_parquet_uses_stored_statistics(tmp_path: Path) -> No
 def test_captured_baseline_stays_captured_after_reload(tmp_path: Path) -> None:
     path = tmp_path / "state" / "captured.parquet"
     written = write_baseline(
-        path, "m", numeric={"x": np.arange(600.0)}, categorical={}, prediction=None,
-        prediction_kind=None, source="capture",
+        path,
+        "m",
+        numeric={"x": np.arange(600.0)},
+        categorical={},
+        prediction=None,
+        prediction_kind=None,
+        source="capture",
     )
-    loaded = load_baseline(path, "m", numeric_names=["x"], categorical_names=[],
-                           prediction_kind=None)
+    loaded = load_baseline(
+        path, "m", numeric_names=["x"], categorical_names=[], prediction_kind=None
+    )
     assert written.source == loaded.source == "capture"
     assert loaded.sha256 == written.sha256 != ""
 
@@ -155,16 +181,21 @@ def test_file_without_stored_statistics_is_computed(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     path = tmp_path / "plain.parquet"
     pq.write_table(
-        pa.table({
-            "x": rng.normal(size=500),
-            "n": pa.array(rng.integers(0, 9, size=500), pa.int32()),
-            "k": pa.array(rng.integers(0, 3, size=500)),
-            "prediction": pa.array(["yes", "no"] * 250),
-        }),
+        pa.table(
+            {
+                "x": rng.normal(size=500),
+                "n": pa.array(rng.integers(0, 9, size=500), pa.int32()),
+                "k": pa.array(rng.integers(0, 3, size=500)),
+                "prediction": pa.array(["yes", "no"] * 250),
+            }
+        ),
         path,
     )
     b = load_baseline(
-        path, "m", numeric_names=["x", "n"], categorical_names=["k"],
+        path,
+        "m",
+        numeric_names=["x", "n"],
+        categorical_names=["k"],
         prediction_kind="categorical",
     )
     assert b.stats_source == "computed"
@@ -183,9 +214,7 @@ def test_file_without_stored_statistics_is_computed(tmp_path: Path) -> None:
         ("strings", "'amount'"),
     ],
 )
-def test_bad_baseline_files_name_file_and_column(
-    tmp_path: Path, setup: str, message: str
-) -> None:
+def test_bad_baseline_files_name_file_and_column(tmp_path: Path, setup: str, message: str) -> None:
     path = tmp_path / "bad.parquet"
     if setup == "garbage":
         path.write_bytes(b"PAR1 this is not parquet")
@@ -195,7 +224,10 @@ def test_bad_baseline_files_name_file_and_column(
         pq.write_table(pa.table({"amount": ["1.0", "abc"], "country": ["de", "fr"]}), path)
     with pytest.raises(BaselineError, match=message) as err:
         load_baseline(
-            path, "m", numeric_names=["amount"], categorical_names=["country"],
+            path,
+            "m",
+            numeric_names=["amount"],
+            categorical_names=["country"],
             prediction_kind=None,
         )
     assert str(path) in str(err.value)
@@ -206,19 +238,22 @@ def test_unreadable_path(tmp_path: Path) -> None:
     path = tmp_path / "dir.parquet"
     path.mkdir()
     with pytest.raises(BaselineError, match="cannot be read") as err:
-        load_baseline(path, "m", numeric_names=["amount"], categorical_names=[],
-                      prediction_kind=None)
+        load_baseline(
+            path, "m", numeric_names=["amount"], categorical_names=[], prediction_kind=None
+        )
     assert str(path) in str(err.value)
 
 
 def training_table(rng: np.random.Generator, rows: int) -> pa.Table:
-    return pa.table({
-        "row": np.arange(rows),
-        "amount": rng.normal(size=rows),
-        "country": rng.choice(["de", "fr", "us"], size=rows),
-        "prediction": rng.normal(size=rows),
-        "unused": np.zeros(rows),
-    })
+    return pa.table(
+        {
+            "row": np.arange(rows),
+            "amount": rng.normal(size=rows),
+            "country": rng.choice(["de", "fr", "us"], size=rows),
+            "prediction": rng.normal(size=rows),
+            "unused": np.zeros(rows),
+        }
+    )
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -235,8 +270,11 @@ def test_reservoir_sampling_builds_a_baseline(tmp_path: Path, fmt: str) -> None:
         pacsv.write_csv(table, src)
     out = tmp_path / "baseline.parquet"
     kwargs = {
-        "numeric_names": ["row", "amount"], "categorical_names": ["country"],
-        "prediction_kind": "numeric", "sample": 5000, "seed": 7,
+        "numeric_names": ["row", "amount"],
+        "categorical_names": ["country"],
+        "prediction_kind": "numeric",
+        "sample": 5000,
+        "seed": 7,
     }
     b, summary = build_baseline_file(src, out, "m", **kwargs)  # type: ignore[arg-type]
     assert b.rows == 5000 and out.exists()
@@ -251,7 +289,10 @@ def test_reservoir_sampling_builds_a_baseline(tmp_path: Path, fmt: str) -> None:
     again, _ = build_baseline_file(src, tmp_path / "again.parquet", "m", **kwargs)  # type: ignore[arg-type]
     np.testing.assert_array_equal(again.numeric[0].sorted_values, sampled)
     other, _ = build_baseline_file(
-        src, tmp_path / "other.parquet", "m", **{**kwargs, "seed": 8}  # type: ignore[arg-type]
+        src,
+        tmp_path / "other.parquet",
+        "m",
+        **{**kwargs, "seed": 8},  # type: ignore[arg-type]
     )
     assert not np.array_equal(other.numeric[0].sorted_values, sampled)
 
@@ -262,7 +303,10 @@ def test_reservoir_sampling_builds_a_baseline(tmp_path: Path, fmt: str) -> None:
     assert by_name["country"]["categories"] == 3
     assert by_name["prediction"]["role"] == "prediction"
     loaded = load_baseline(
-        out, "m", numeric_names=["row", "amount"], categorical_names=["country"],
+        out,
+        "m",
+        numeric_names=["row", "amount"],
+        categorical_names=["country"],
         prediction_kind="numeric",
     )
     assert loaded.stats_source == "stored" and loaded.sha256 == b.sha256
@@ -272,8 +316,13 @@ def test_small_source_keeps_every_row(tmp_path: Path) -> None:
     src = tmp_path / "small.csv"
     src.write_text("amount,country\n1.5,de\n,fr\n2.5,\n")
     b, _ = build_baseline_file(
-        src, tmp_path / "b.parquet", "m", numeric_names=["amount"],
-        categorical_names=["country"], prediction_kind=None, sample=10,
+        src,
+        tmp_path / "b.parquet",
+        "m",
+        numeric_names=["amount"],
+        categorical_names=["country"],
+        prediction_kind=None,
+        sample=10,
     )
     assert b.rows == 3
     assert b.numeric[0].sorted_values.tolist() == [1.5, 2.5]
@@ -285,14 +334,22 @@ def test_csv_with_text_in_a_numeric_column_names_it(tmp_path: Path) -> None:
     src.write_text("country,amount\nde,1.0\nfr,abc\n")
     with pytest.raises(BaselineError, match="'amount'") as err:
         build_baseline_file(
-            src, tmp_path / "b.parquet", "m", numeric_names=["amount"],
-            categorical_names=["country"], prediction_kind=None,
+            src,
+            tmp_path / "b.parquet",
+            "m",
+            numeric_names=["amount"],
+            categorical_names=["country"],
+            prediction_kind=None,
         )
     assert str(src) in str(err.value)
     with pytest.raises(BaselineError, match="'missing'"):
         build_baseline_file(
-            src, tmp_path / "b.parquet", "m", numeric_names=["missing"],
-            categorical_names=[], prediction_kind=None,
+            src,
+            tmp_path / "b.parquet",
+            "m",
+            numeric_names=["missing"],
+            categorical_names=[],
+            prediction_kind=None,
         )
 
 
@@ -308,8 +365,13 @@ def test_files_without_stored_counts_still_load_with_counts(tmp_path: Path) -> N
     for entry in meta["categorical"].values():
         del entry["counts"]
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
-    b = load_baseline(path, "fraud", numeric_names=["amount", "count"],
-                      categorical_names=["country"], prediction_kind="numeric")
+    b = load_baseline(
+        path,
+        "fraud",
+        numeric_names=["amount", "count"],
+        categorical_names=["country"],
+        prediction_kind="numeric",
+    )
     assert b.stats_source == "mixed"  # numeric statistics stored, categorical computed
     ref = b.categorical[0]
     country = [c for c in cols["categorical"]["country"] if c is not None]  # type: ignore[index]
@@ -317,7 +379,12 @@ def test_files_without_stored_counts_still_load_with_counts(tmp_path: Path) -> N
     # counts that disagree with the shares are not trusted either
     meta["categorical"]["country"]["counts"] = [1, 1, 1, 1, 0]
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
-    again = load_baseline(path, "fraud", numeric_names=["amount", "count"],
-                          categorical_names=["country"], prediction_kind="numeric")
+    again = load_baseline(
+        path,
+        "fraud",
+        numeric_names=["amount", "count"],
+        categorical_names=["country"],
+        prediction_kind="numeric",
+    )
     assert again.stats_source == "mixed"
     assert again.categorical[0].counts.tolist() == ref.counts.tolist()

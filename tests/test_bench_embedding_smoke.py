@@ -18,9 +18,20 @@ def test_embedding_bench_quick(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "embedding_bench.py"), "--quick", "--device",
-         "numpy", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "embedding_bench.py"),
+            "--quick",
+            "--device",
+            "numpy",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())

@@ -15,9 +15,20 @@ def test_false_alarms_bench_quick(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "false_alarms.py"), "--quick", "--jobs", "1",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=240, env=env, check=False,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "false_alarms.py"),
+            "--quick",
+            "--jobs",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "days alarmed" in proc.stdout and "detection delay" in proc.stdout
@@ -25,7 +36,8 @@ def test_false_alarms_bench_quick(tmp_path: Path) -> None:
     assert doc["bench"] == "false_alarms" and doc["quick"] is True
     rows = {(r["baseline"], r["traffic"]): r for r in doc["false_alarms"]}
     assert set(rows) == {(b, t) for b in ("captured", "file") for t in ("high", "low")} | {
-        ("all", "all")}
+        ("all", "all")
+    }
     assert rows[("all", "all")]["days"] == 4
     for key, r in rows.items():
         assert r["days"] == (4 if key == ("all", "all") else 1)

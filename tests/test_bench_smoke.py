@@ -21,7 +21,11 @@ def run_bench(script: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, script, "--quick", "--json", str(out), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc: dict[str, Any] = json.loads(out.read_text())
@@ -39,18 +43,21 @@ def run_bench(script: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
 def test_ingest_bench_counts_every_event_on_all_three_servers(tmp_path: Path) -> None:
     doc = run_bench("bench/ingest_bench.py", tmp_path)
     cases = {c["case"]: c for c in doc["cases"]}
-    assert set(cases) == {"1/line x1 conn", "1/line x4 conn", "256/line x1 conn",
-                          "256/line x4 conn"}
+    assert set(cases) == {
+        "1/line x1 conn",
+        "1/line x4 conn",
+        "256/line x1 conn",
+        "256/line x4 conn",
+    }
     # The daemon's own counters matched the total sent: warm-up plus every timed run.
     warmup = cases["256/line x4 conn"]["seed_events"]
     assert doc["verified"]["events"] == warmup + sum(c["events"] for c in cases.values())
     for c in cases.values():
-        for key in ("daemon_events_per_s", "decode_only_events_per_s",
-                    "seed_style_events_per_s"):
+        for key in ("daemon_events_per_s", "decode_only_events_per_s", "seed_style_events_per_s"):
             assert c[key]["median"] > 0, (c["case"], key)
         assert c["daemon_over_decode"]["median"] == pytest.approx(
-            c["daemon_events_per_s"]["median"] / c["decode_only_events_per_s"]["median"],
-            rel=1e-9)
+            c["daemon_events_per_s"]["median"] / c["decode_only_events_per_s"]["median"], rel=1e-9
+        )
 
 
 @pytest.mark.slow
@@ -116,8 +123,11 @@ def test_runner_reports_missing_failed_and_ok_benchmarks(tmp_path: Path) -> None
     assert failed["status"] == "failed" and failed["rc"] == 3
     assert failed["output_tail"] == ["went wrong"]
     assert ok["status"] == "ok" and "--quick" in ok["command"]
-    rows = [r for n, e in (("gone", missing), ("bad", failed), ("good", ok))
-            for r in runner.summary_rows(n, e)]
+    rows = [
+        r
+        for n, e in (("gone", missing), ("bad", failed), ("good", ok))
+        for r in runner.summary_rows(n, e)
+    ]
     assert rows[0][:2] == ["gone", "MISSING"]
     assert rows[1][:2] == ["bad", "FAILED"] and "went wrong" in rows[1][5]
     assert rows[2] == ["good", "c", "2.5", "2-3", "ms", "n"]

@@ -18,7 +18,10 @@ def test_soak_quick(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--quick", "--json", str(out)],
-        capture_output=True, text=True, timeout=110, check=False,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = json.loads(out.read_text())

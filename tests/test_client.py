@@ -635,9 +635,11 @@ def test_forked_worker_gets_its_own_connection_and_sends_only_its_events(
         assert m.flush(5)
     wait_for(lambda: server.count == 12, what="12 events at the server")
     ids = sorted(e["id"] for e in server.events)
-    assert ids == sorted([f"parent-{i}" for i in range(3)]
-                         + [f"parent-late-{i}" for i in range(4)]
-                         + [f"child-{i}" for i in range(5)])
+    assert ids == sorted(
+        [f"parent-{i}" for i in range(3)]
+        + [f"parent-late-{i}" for i in range(4)]
+        + [f"child-{i}" for i in range(5)]
+    )
     assert server.connections == 2  # the child connected on its own
 
 

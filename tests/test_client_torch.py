@@ -133,8 +133,12 @@ def test_rows_become_events_on_the_flusher_thread_not_the_callers(
     logits = torch.randn(256, 10)
     with Monitor(server.path, model="m") as m:
         for _ in range(3):
-            assert record_batch(m, logits, features=torch.randn(256, 4),
-                                feature_names=["a", "b", "c", "d"]) == 256
+            assert (
+                record_batch(
+                    m, logits, features=torch.randn(256, 4), feature_names=["a", "b", "c", "d"]
+                )
+                == 256
+            )
             assert threading.get_ident() not in expanded_on
         assert m.flush(5)
     wait_for(lambda: server.count == 3 * 256)

@@ -28,9 +28,19 @@ def test_example_config_has_every_key_and_loads():
 
     from sidecar import config as c
 
-    for struct in (c.SocketSettings, c.HttpSettings, c.DriftSettings, c.GpuSettings,
-                   c.AutoRegisterSettings, c.StateSettings, c.ReloadSettings, c.LogSettings,
-                   c.LimitsSettings, c.ModelSpec, c.EmbeddingSpec):
+    for struct in (
+        c.SocketSettings,
+        c.HttpSettings,
+        c.DriftSettings,
+        c.GpuSettings,
+        c.AutoRegisterSettings,
+        c.StateSettings,
+        c.ReloadSettings,
+        c.LogSettings,
+        c.LimitsSettings,
+        c.ModelSpec,
+        c.EmbeddingSpec,
+    ):
         for f in msgspec.structs.fields(struct):
             assert f"{f.name}:" in text, f"{struct.__name__}.{f.name} missing from the example"
 
@@ -52,8 +62,13 @@ def test_a_file_that_would_refuse_every_event_is_refused(tmp_path):
         assert "auto_register.enabled" in err.value.problems[0]
     path = tmp_path / "empty.yaml"
     path.write_text("http: {port: 9200}\n")
-    proc = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(path)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "models:" in proc.stderr and "auto_register.enabled" in proc.stderr
 
@@ -72,9 +87,13 @@ def test_every_bad_key_is_named_by_its_path(tmp_path):
     problems = err.value.problems
     paths = {p.split(":")[0] for p in problems}
     assert paths == {
-        "socket.max_line_bytes", "socket.bogus", "drift.correction",
-        "models[0].features[0].type", "models[0].features[1].nme",
-        "models[0].features[1].name", "gpu.enabled",
+        "socket.max_line_bytes",
+        "socket.bogus",
+        "drift.correction",
+        "models[0].features[0].type",
+        "models[0].features[1].nme",
+        "models[0].features[1].name",
+        "gpu.enabled",
     }
     assert str(bad) in str(err.value)
 
@@ -92,18 +111,52 @@ def test_every_bad_key_is_named_by_its_path(tmp_path):
         ({"drift": {"false_alarm_period_s": 0}}, "drift.false_alarm_period_s"),
         ({"drift": {"false_alarm_period_s": float("inf")}}, "drift.false_alarm_period_s"),
         ({"drift": {"false_alarm_period_s": "a day"}}, "drift.false_alarm_period_s"),
-        ({"models": [{"name": "m", "baseline": {"capture": 5},
-                      "drift": {"false_alarm_rate": -0.1}}]}, "models[0].drift.false_alarm_rate"),
+        (
+            {
+                "models": [
+                    {"name": "m", "baseline": {"capture": 5}, "drift": {"false_alarm_rate": -0.1}}
+                ]
+            },
+            "models[0].drift.false_alarm_rate",
+        ),
         ({"models": [{"name": "m", "baseline": {}}]}, "models[0].baseline"),
-        ({"models": [{"name": "m", "baseline": {"capture": 5}},
-                     {"name": "m", "baseline": {"capture": 5}}]}, "models[1].name"),
-        ({"models": [{"name": "m", "baseline": {"capture": 5},
-                      "features": [{"name": "a"}, {"name": "a"}]}]}, "models[0].features[1].name"),
-        ({"models": [{"name": "m", "baseline": {"capture": 5},
-                      "drift": {"window_size": 10}}]}, "models[0].drift.min_samples"),
-        ({"models": [{"name": "m", "baseline": {"capture": 5},
-                      "features": [{"name": "a", "buckets": [2, 1]}]}]},
-         "models[0].features[0].buckets"),
+        (
+            {
+                "models": [
+                    {"name": "m", "baseline": {"capture": 5}},
+                    {"name": "m", "baseline": {"capture": 5}},
+                ]
+            },
+            "models[1].name",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "baseline": {"capture": 5},
+                        "features": [{"name": "a"}, {"name": "a"}],
+                    }
+                ]
+            },
+            "models[0].features[1].name",
+        ),
+        (
+            {"models": [{"name": "m", "baseline": {"capture": 5}, "drift": {"window_size": 10}}]},
+            "models[0].drift.min_samples",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "baseline": {"capture": 5},
+                        "features": [{"name": "a", "buckets": [2, 1]}],
+                    }
+                ]
+            },
+            "models[0].features[0].buckets",
+        ),
         ({"gpu": {"visible_process_model": "nope"}}, "gpu.visible_process_model"),
         ([1, 2], "$"),
         ({"models": {"name": "m"}}, "models"),
@@ -132,37 +185,63 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
 
 
 def test_check_config_command(tmp_path):
-    good = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(EXAMPLE)],
-                          capture_output=True, text=True, check=False)
+    good = subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", "check-config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert good.returncode == 0 and "OK" in good.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("http:\n  port: nine\nextra: 1\n")
-    res = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(bad)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 2
     assert "http.port" in res.stderr and "extra: unknown key" in res.stderr
-    missing = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config",
-                              str(tmp_path / "nope.yaml")], capture_output=True, text=True,
-                             check=False)
+    missing = subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", "check-config", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert missing.returncode == 2 and "cannot read file" in missing.stderr
     broken = tmp_path / "broken.yaml"
     broken.write_text("a: [1,\n")
-    res = subprocess.run([sys.executable, "-m", "sidecar.cli", "check-config", str(broken)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", "check-config", str(broken)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 2 and "not valid YAML" in res.stderr
 
 
 def test_configured_names_must_fit_the_label_limit_and_be_utf8():
     long = "f" * 129
-    raw = {"limits": {"max_label_bytes": 128}, "models": [{
-        "name": "m" * 129, "version": "v" * 200, "baseline": {"capture": 10},
-        "features": [{"name": long}, {"name": "ok\udfff"}, {"name": "é" * 64}],
-    }]}
+    raw = {
+        "limits": {"max_label_bytes": 128},
+        "models": [
+            {
+                "name": "m" * 129,
+                "version": "v" * 200,
+                "baseline": {"capture": 10},
+                "features": [{"name": long}, {"name": "ok\udfff"}, {"name": "é" * 64}],
+            }
+        ],
+    }
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     paths = sorted(p.split(":")[0] for p in err.value.problems)
-    assert paths == ["models[0].features[0].name", "models[0].features[1].name",
-                     "models[0].name", "models[0].version"]
+    assert paths == [
+        "models[0].features[0].name",
+        "models[0].features[1].name",
+        "models[0].name",
+        "models[0].version",
+    ]
     assert any("not valid UTF-8" in p for p in err.value.problems)
     raw["limits"] = {"max_label_bytes": 4}
     with pytest.raises(ConfigError) as err:
@@ -172,20 +251,39 @@ def test_configured_names_must_fit_the_label_limit_and_be_utf8():
 
 def test_http_limits_are_checked():
     with pytest.raises(ConfigError) as err:
-        parse_config({"auto_register": {"enabled": True},
-                      "http": {"max_connections": 0, "idle_timeout_s": 0, "body_timeout_s": -1,
-                               "max_body_bytes": 100, "max_inflight_body_bytes": 50}})
+        parse_config(
+            {
+                "auto_register": {"enabled": True},
+                "http": {
+                    "max_connections": 0,
+                    "idle_timeout_s": 0,
+                    "body_timeout_s": -1,
+                    "max_body_bytes": 100,
+                    "max_inflight_body_bytes": 50,
+                },
+            }
+        )
     assert sorted(p.split(":")[0] for p in err.value.problems) == [
-        "http.body_timeout_s", "http.idle_timeout_s", "http.max_connections",
-        "http.max_inflight_body_bytes"]
+        "http.body_timeout_s",
+        "http.idle_timeout_s",
+        "http.max_connections",
+        "http.max_inflight_body_bytes",
+    ]
 
 
 def test_false_alarm_keys_default_and_override_per_model():
-    cfg = parse_config({
-        "drift": {"false_alarm_rate": 0.01},
-        "models": [{"name": "m", "baseline": {"capture": 5},
-                    "drift": {"false_alarm_period_s": 3600, "interval_s": 10}}],
-    })
+    cfg = parse_config(
+        {
+            "drift": {"false_alarm_rate": 0.01},
+            "models": [
+                {
+                    "name": "m",
+                    "baseline": {"capture": 5},
+                    "drift": {"false_alarm_period_s": 3600, "interval_s": 10},
+                }
+            ],
+        }
+    )
     assert cfg.drift.false_alarm_rate == 0.01 and cfg.drift.false_alarm_period_s == 86_400
     d = cfg.drift_for(cfg.models[0])
     assert (d.false_alarm_rate, d.false_alarm_period_s, d.interval_s) == (0.01, 3600, 10)

@@ -40,14 +40,33 @@ def test_single_events_batches_and_invalid_ones_are_counted_exactly(daemon_facto
     d = daemon_factory({"models": [MODEL]})
     singles = [event(i) for i in range(10)]
     batch = [event(i) for i in range(10, 60)]
-    mixed = [event(60), {"features": {}}, event(61), {"model": "fraud", "confidence": 7},
-             {"model": 5}, event(62, status="error"), {"model": "ghost"}]
+    mixed = [
+        event(60),
+        {"features": {}},
+        event(61),
+        {"model": "fraud", "confidence": 7},
+        {"model": 5},
+        event(62, status="error"),
+        {"model": "ghost"},
+    ]
     d.send([*singles, batch, mixed, b"{not json", b'{"model":"fraud","latency_s":-1}'])
 
-    m = d.wait_metric("ml_prediction_requests_total", 62, model_name="fraud",
-                      model_version="1.0.0", status="success")
-    assert m.value("ml_prediction_requests_total", model_name="fraud", model_version="1.0.0",
-                   status="error") == 1
+    m = d.wait_metric(
+        "ml_prediction_requests_total",
+        62,
+        model_name="fraud",
+        model_version="1.0.0",
+        status="success",
+    )
+    assert (
+        m.value(
+            "ml_prediction_requests_total",
+            model_name="fraud",
+            model_version="1.0.0",
+            status="error",
+        )
+        == 1
+    )
     assert m.value("drift_sidecar_events_rejected_total", reason="missing_field") == 1
     assert m.value("drift_sidecar_events_rejected_total", reason="out_of_range") == 2
     assert m.value("drift_sidecar_events_rejected_total", reason="wrong_type") == 1
@@ -59,26 +78,33 @@ def test_single_events_batches_and_invalid_ones_are_counted_exactly(daemon_facto
     assert m.value("ml_prediction_latency_seconds_bucket", model_name="fraud", le="0.025") == 63
     assert m.value("ml_feature_value_count", model_name="fraud", feature_name="amount") == 63
     # amount = i/100 for i in 0..62: values <= 0.1 are i = 0..10
-    assert m.value("ml_feature_value_bucket", model_name="fraud", feature_name="amount",
-                   le="0.1") == 11
+    assert (
+        m.value("ml_feature_value_bucket", model_name="fraud", feature_name="amount", le="0.1")
+        == 11
+    )
     assert m.value("ml_feature_missing_total", model_name="fraud", feature_name="country") == 0
     assert m.value("ml_prediction_value_count", model_name="fraud") == 63
     # The unknown model never became a series.
-    assert all(dict(lab).get("model_name") != "ghost"
-               for lab in m.series("ml_prediction_requests_total"))
+    assert all(
+        dict(lab).get("model_name") != "ghost" for lab in m.series("ml_prediction_requests_total")
+    )
 
 
 def test_missing_nan_and_unknown_features(daemon_factory):
     d = daemon_factory({"models": [MODEL]})
-    d.send([
-        {"model": "fraud", "features": {"amount": None, "age": 1, "country": "de"}},
-        {"model": "fraud", "features": {"age": 2}},
-        b'{"model": "fraud", "features": {"amount": 1e400}}',  # beyond a double: refused
-        b'{"model": "fraud", "features": {"amount": NaN, "age": -Infinity}}',  # Python json
-        {"model": "fraud", "features": {"amount": 1, "age": 1, "country": "de", "junk": 3,
-                                         "junk2": "x"}},
-        {"model": "fraud", "features": {"amount": "twelve", "age": 1}},  # not a number
-    ])
+    d.send(
+        [
+            {"model": "fraud", "features": {"amount": None, "age": 1, "country": "de"}},
+            {"model": "fraud", "features": {"age": 2}},
+            b'{"model": "fraud", "features": {"amount": 1e400}}',  # beyond a double: refused
+            b'{"model": "fraud", "features": {"amount": NaN, "age": -Infinity}}',  # Python json
+            {
+                "model": "fraud",
+                "features": {"amount": 1, "age": 1, "country": "de", "junk": 3, "junk2": "x"},
+            },
+            {"model": "fraud", "features": {"amount": "twelve", "age": 1}},  # not a number
+        ]
+    )
     m = d.wait_metric("drift_sidecar_events_accepted_total", 4, model_name="fraud")
     assert m.value("ml_feature_missing_total", model_name="fraud", feature_name="amount") == 3
     assert m.value("ml_feature_missing_total", model_name="fraud", feature_name="age") == 1
@@ -88,8 +114,10 @@ def test_missing_nan_and_unknown_features(daemon_factory):
     assert m.value("drift_sidecar_events_rejected_total", reason="out_of_range") == 1
     # Missing values never reach the value histograms.
     assert m.value("ml_feature_value_count", model_name="fraud", feature_name="amount") == 1
-    assert not any(dict(lab).get("feature_name", "").startswith("junk")
-                   for lab in m.series("ml_feature_missing_total"))
+    assert not any(
+        dict(lab).get("feature_name", "").startswith("junk")
+        for lab in m.series("ml_feature_missing_total")
+    )
 
 
 def test_overlong_line_is_skipped_and_neighbours_kept(daemon_factory):
@@ -125,8 +153,9 @@ def test_http_ingest_takes_object_array_and_ndjson(daemon_factory):
 
 def test_http_ingest_can_be_switched_off_and_has_a_body_limit(daemon_factory):
     d = daemon_factory({"models": [MODEL], "http": {"max_body_bytes": 1000}})
-    status, _ = d.post("/v1/events", b"[" + b",".join([json.dumps(event(i)).encode()
-                                                        for i in range(50)]) + b"]")
+    status, _ = d.post(
+        "/v1/events", b"[" + b",".join([json.dumps(event(i)).encode() for i in range(50)]) + b"]"
+    )
     assert status == 413
     assert d.scrape().value("drift_sidecar_events_rejected_total", reason="body_too_large") == 1
     off = daemon_factory({"models": [MODEL], "http": {"ingest_enabled": False}})
@@ -141,8 +170,11 @@ def test_openmetrics_exemplar_carries_trace_id(daemon_factory):
     status, body = d.get("/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
     text = body.decode()
     assert status == 200
-    line = next(ln for ln in text.splitlines()
-                if ln.startswith('ml_prediction_latency_seconds_bucket{le="0.075"'))
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith('ml_prediction_latency_seconds_bucket{le="0.075"')
+    )
     assert f'# {{trace_id="{trace}"}} 0.07' in line
     assert text.rstrip().endswith("# EOF")
     plain = d.get("/metrics")[1].decode()
@@ -163,8 +195,10 @@ def test_metrics_name_filter_keeps_only_the_named_samples(daemon_factory):
         "drift_sidecar_events_accepted_total",
         "ml_feature_value_count",
     }
-    assert m.value("ml_feature_value_bucket", model_name="fraud", feature_name="amount",
-                   le="+Inf") is None
+    assert (
+        m.value("ml_feature_value_bucket", model_name="fraud", feature_name="amount", le="+Inf")
+        is None
+    )
 
 
 def test_capture_then_drift_check_and_readiness(daemon_factory):
@@ -174,20 +208,34 @@ def test_capture_then_drift_check_and_readiness(daemon_factory):
     body = d.json("/readyz")
     assert body["models"]["fraud"]["baseline"] == "capturing"
     rng = random.Random(1)
-    evs = [{"model": "fraud", "features": {"amount": rng.gauss(0, 1), "age": rng.gauss(40, 5),
-                                           "country": rng.choice("ab")},
-            "prediction": rng.random()} for _ in range(300)]
+    evs = [
+        {
+            "model": "fraud",
+            "features": {
+                "amount": rng.gauss(0, 1),
+                "age": rng.gauss(40, 5),
+                "country": rng.choice("ab"),
+            },
+            "prediction": rng.random(),
+        }
+        for _ in range(300)
+    ]
     d.send([evs[:150], evs[150:]])
     wait_for(lambda: d.get("/readyz")[0] == 200, 15, "baseline captured")
-    report = wait_for(lambda: (r := d.json("/v1/drift")["models"]["fraud"]).get("status") == "ok"
-                      and r, 15, "first drift check")
+    report = wait_for(
+        lambda: (r := d.json("/v1/drift")["models"]["fraud"]).get("status") == "ok" and r,
+        15,
+        "first drift check",
+    )
     assert report["samples"] == 200
     assert set(report["features"]) == {"amount", "age", "country"}
     m = d.scrape()
     assert m.value("ml_drift_window_samples", model_name="fraud") == 200
     assert m.value("ml_drift_sufficient_data", model_name="fraud") == 1
-    assert m.value("ml_feature_drift_ks_statistic", model_name="fraud",
-                   feature_name="amount") == report["features"]["amount"]["ks_statistic"]
+    assert (
+        m.value("ml_feature_drift_ks_statistic", model_name="fraud", feature_name="amount")
+        == report["features"]["amount"]["ks_statistic"]
+    )
     info = m.series("drift_sidecar_baseline_info")
     (labels,) = info
     assert dict(labels)["source"] == "capture" and len(dict(labels)["sha256"]) == 64
@@ -215,8 +263,14 @@ def test_sigterm_while_events_flow_drains_and_exits_zero(daemon_factory):
 
     t = threading.Thread(target=pump)
     t.start()
-    wait_for(lambda: (d.scrape().value("drift_sidecar_events_accepted_total",
-                                       model_name="fraud") or 0) > 1000, 15, "traffic")
+    wait_for(
+        lambda: (
+            (d.scrape().value("drift_sidecar_events_accepted_total", model_name="fraud") or 0)
+            > 1000
+        ),
+        15,
+        "traffic",
+    )
     t0 = time.monotonic()
     code = d.stop(signal.SIGTERM)
     elapsed = time.monotonic() - t0
@@ -244,9 +298,11 @@ def test_embedded_defaults_auto_register(tmp_path, daemon_factory):
     cfg_free = tmp_path / "work"
     cfg_free.mkdir()
     # Only the port must differ from the default to run beside other tests.
-    (cfg_free / "only-port.yaml").write_text(f"http: {{port: {port}}}\n"
-                                             "auto_register: {enabled: true, capture: 5}\n"
-                                             "gpu: {enabled: auto}\n")
+    (cfg_free / "only-port.yaml").write_text(
+        f"http: {{port: {port}}}\n"
+        "auto_register: {enabled: true, capture: 5}\n"
+        "gpu: {enabled: auto}\n"
+    )
     sock_path = cfg_free / "drift-sidecar.sock"
     # Returns once /healthz answers and the socket is where the defaults say.
     d = daemon_factory(

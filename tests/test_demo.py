@@ -17,17 +17,24 @@ def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
         tmp_path,
     )
     try:
+
         def drifted():
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 m = parse_metrics(r.read().decode())
             psi = m.value("ml_feature_drift_psi", model_name="fraud-demo", feature_name="amount")
-            return m.value("ml_feature_drift_detected", model_name="fraud-demo",
-                           feature_name="amount") == 1 and psi is not None and psi > 0.2 and (
-                m.value("ml_embedding_drift_detected", model_name="fraud-demo") == 1) and m
+            return (
+                m.value("ml_feature_drift_detected", model_name="fraud-demo", feature_name="amount")
+                == 1
+                and psi is not None
+                and psi > 0.2
+                and (m.value("ml_embedding_drift_detected", model_name="fraud-demo") == 1)
+                and m
+            )
 
         m = wait_for(drifted, 12, "amount and embedding drift in /metrics")
-        assert m.value("ml_feature_drift_detected", model_name="fraud-demo",
-                       feature_name="hour") == 0
+        assert (
+            m.value("ml_feature_drift_detected", model_name="fraud-demo", feature_name="hour") == 0
+        )
         assert proc.wait(timeout=40) == 0
     finally:
         if proc.poll() is None:

@@ -34,13 +34,19 @@ def make_baseline(
     elif prediction_kind == "categorical":
         prediction = list(rng.choice(["yes", "no"], size=rows, p=[0.3, 0.7]))
     return build_baseline(
-        "m", numeric=numeric, categorical=categorical, prediction=prediction,
+        "m",
+        numeric=numeric,
+        categorical=categorical,
+        prediction=prediction,
         prediction_kind=prediction_kind,
     )
 
 
 def window(
-    b: Baseline, rng: np.random.Generator, n: int, shift: float = 0.0,
+    b: Baseline,
+    rng: np.random.Generator,
+    n: int,
+    shift: float = 0.0,
     cat_p: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1),
 ) -> WindowData:
     num = rng.normal(loc=shift, size=(n, len(b.numeric)))
@@ -174,8 +180,13 @@ def test_categorical_without_drift_is_not_flagged_against_a_small_baseline() -> 
     rng = np.random.default_rng(11)
     cats = [f"k{i}" for i in range(12)]
     p = np.array([0.3, 0.2, 0.15, 0.1, 0.08, 0.07, 0.05, 0.03, 0.01, 0.005, 0.003, 0.002])
-    b = build_baseline("m", numeric={}, categorical={"c": list(rng.choice(cats, 1000, p=p))},
-                       prediction=None, prediction_kind=None)
+    b = build_baseline(
+        "m",
+        numeric={},
+        categorical={"c": list(rng.choice(cats, 1000, p=p))},
+        prediction=None,
+        prediction_kind=None,
+    )
     ref = b.categorical[0]
     params = DriftParams(min_samples=500)
     flagged_gof = significant = drifted = 0
@@ -186,11 +197,9 @@ def test_categorical_without_drift_is_not_flagged_against_a_small_baseline() -> 
         unseen = sorted(set(values) - set(ref.categories))
         for i, label in enumerate(unseen):
             codes[np.array([v == label for v in values])] = len(ref.categories) + 1 + i
-        w = WindowData(np.empty((10_000, 0)), codes[:, None],
-                       categorical_labels=(tuple(unseen),))
+        w = WindowData(np.empty((10_000, 0)), codes[:, None], categorical_labels=(tuple(unseen),))
         f = check_model(b, w, params).features[0]
-        folded = np.bincount(np.minimum(codes, len(ref.categories)),
-                             minlength=len(ref.shares))
+        folded = np.bincount(np.minimum(codes, len(ref.categories)), minlength=len(ref.shares))
         flagged_gof += chi2_test(ref.shares, folded)[1] < 0.05
         significant += f.significant
         drifted += f.drifted
@@ -251,7 +260,10 @@ def test_prediction_drift_numeric_and_categorical() -> None:
 def test_mean_shift_ratio_is_none_for_zero_baseline_mean() -> None:
     rng = np.random.default_rng(7)
     b = build_baseline(
-        "m", numeric={}, categorical={}, prediction=np.array([-1.0, 1.0] * 1000),
+        "m",
+        numeric={},
+        categorical={},
+        prediction=np.array([-1.0, 1.0] * 1000),
         prediction_kind="numeric",
     )
     w = WindowData(np.empty((1000, 0)), np.empty((1000, 0), np.int32), rng.normal(size=1000))
@@ -313,12 +325,23 @@ def test_features_and_predictions_share_one_alarm_family() -> None:
 def test_params_follow_the_settings() -> None:
     from sidecar.config import DriftSettings
 
-    d = DriftSettings(interval_s=5, false_alarm_rate=0.01, false_alarm_period_s=600,
-                      correction="bh", p_value=0.01, min_samples=100, psi_threshold=0.3)
+    d = DriftSettings(
+        interval_s=5,
+        false_alarm_rate=0.01,
+        false_alarm_period_s=600,
+        correction="bh",
+        p_value=0.01,
+        min_samples=100,
+        psi_threshold=0.3,
+    )
     params = DriftParams.from_settings(d)
     assert params.policy.checks == 120 and params.policy.check_level == pytest.approx(0.01 / 120)
     assert (params.correction, params.p_value, params.min_samples, params.psi_threshold) == (
-        "bh", 0.01, 100, 0.3)
+        "bh",
+        0.01,
+        100,
+        0.3,
+    )
     with pytest.raises(ValueError, match="false_alarm_rate"):
         DriftParams(false_alarm_rate=0.0)
 
@@ -375,8 +398,14 @@ def test_categories_past_max_categories_are_tested_one_by_one() -> None:
 
     rng = np.random.default_rng(17)
     cats = [f"v{i:03d}" for i in range(100)]
-    b = build_baseline("m", numeric={}, categorical={"c": list(rng.choice(cats, 1000))},
-                       prediction=None, prediction_kind=None, max_categories=50)
+    b = build_baseline(
+        "m",
+        numeric={},
+        categorical={"c": list(rng.choice(cats, 1000))},
+        prediction=None,
+        prediction_kind=None,
+        max_categories=50,
+    )
     ref = b.categorical[0]
     assert len(ref.categories) == 50 and len(ref.tail) == 50 and not ref.overflowed
     kept_share = ref.counts[:50].sum() / 1000
@@ -404,16 +433,24 @@ def test_horizon_counts_join_the_category_test_with_a_factor_of_two() -> None:
     cats = ["a", "b", "c", "d", "e"]
     p = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
     q = np.array([0.28, 0.27, 0.2, 0.15, 0.1])
-    b = build_baseline("m", numeric={}, categorical={"c": list(rng.choice(cats, 50_000, p=p))},
-                       prediction=None, prediction_kind=None)
+    b = build_baseline(
+        "m",
+        numeric={},
+        categorical={"c": list(rng.choice(cats, 50_000, p=p))},
+        prediction=None,
+        prediction_kind=None,
+    )
     ref = b.categorical[0]
     window_codes = ref.codes(list(rng.choice(cats, 10_000, p=q)))
     horizon = np.bincount(ref.codes(list(rng.choice(cats, 30_000, p=q))), minlength=6)
     # one test here; a rate 100 times smaller stands for a model of 100 tests
     params = DriftParams(false_alarm_rate=0.0005)
     alone = check_model(b, WindowData(np.empty((10_000, 0)), window_codes[:, None]), params)
-    both = check_model(b, WindowData(np.empty((10_000, 0)), window_codes[:, None],
-                                     categorical_horizon=(horizon,)), params)
+    both = check_model(
+        b,
+        WindowData(np.empty((10_000, 0)), window_codes[:, None], categorical_horizon=(horizon,)),
+        params,
+    )
     f0, f1 = alone.features[0], both.features[0]
     assert f0.horizon_samples is None and f0.horizon_pvalue is None
     assert f1.horizon_samples == 30_000 and f1.horizon_pvalue is not None
@@ -422,6 +459,13 @@ def test_horizon_counts_join_the_category_test_with_a_factor_of_two() -> None:
     assert not f0.drifted and f1.drifted
     assert f1.changed_category in ("a", "b")
     # a horizon no longer than the window adds nothing (and costs no factor of two)
-    short = check_model(b, WindowData(np.empty((10_000, 0)), window_codes[:, None],
-                                      categorical_horizon=(np.bincount(window_codes),)), params)
+    short = check_model(
+        b,
+        WindowData(
+            np.empty((10_000, 0)),
+            window_codes[:, None],
+            categorical_horizon=(np.bincount(window_codes),),
+        ),
+        params,
+    )
     assert short.features[0].test_pvalue == f0.test_pvalue

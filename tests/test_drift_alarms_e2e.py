@@ -22,15 +22,26 @@ CAPTURE = 600
 WINDOW = 2000
 
 
-def events(rng: np.random.Generator, n: int, *, shift: float = 0.0,
-           cat_p: np.ndarray = CAT_P, class_p: np.ndarray = CLASS_P) -> list[dict[str, Any]]:
+def events(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    shift: float = 0.0,
+    cat_p: np.ndarray = CAT_P,
+    class_p: np.ndarray = CLASS_P,
+) -> list[dict[str, Any]]:
     x0 = rng.normal(shift, 1.0, n)
     x1 = rng.exponential(1.0, n)
     c = rng.choice(len(CATS), n, p=cat_p)
     y = rng.choice(len(CLASSES), n, p=class_p)
-    return [{"model": "m", "features": {"x0": float(x0[i]), "x1": float(x1[i]),
-                                        "c": CATS[c[i]]},
-             "prediction": CLASSES[y[i]]} for i in range(n)]
+    return [
+        {
+            "model": "m",
+            "features": {"x0": float(x0[i]), "x1": float(x1[i]), "c": CATS[c[i]]},
+            "prediction": CLASSES[y[i]],
+        }
+        for i in range(n)
+    ]
 
 
 def checks(d: DaemonProcess) -> float:
@@ -46,14 +57,21 @@ def send_and_wait_for_a_check(d: DaemonProcess, batch: list[dict[str, Any]]) -> 
 
 def test_no_false_alarm_over_many_checks_then_drift_is_flagged(tmp_path, daemon_factory):
     cfg = {
-        "models": [{
-            "name": "m", "baseline": {"capture": CAPTURE},
-            "features": [{"name": "x0"}, {"name": "x1"}, {"name": "c", "type": "categorical"}],
-            "prediction": {"type": "categorical"},
-            # a check every 0.1 s; the rate holds per 300 s, so 3,000 checks share it
-            "drift": {"interval_s": 0.1, "window_size": WINDOW, "min_samples": 500,
-                      "false_alarm_period_s": 300},
-        }],
+        "models": [
+            {
+                "name": "m",
+                "baseline": {"capture": CAPTURE},
+                "features": [{"name": "x0"}, {"name": "x1"}, {"name": "c", "type": "categorical"}],
+                "prediction": {"type": "categorical"},
+                # a check every 0.1 s; the rate holds per 300 s, so 3,000 checks share it
+                "drift": {
+                    "interval_s": 0.1,
+                    "window_size": WINDOW,
+                    "min_samples": 500,
+                    "false_alarm_period_s": 300,
+                },
+            }
+        ],
     }
     d = daemon_factory(cfg)
     rng = np.random.default_rng(20240611)
@@ -84,13 +102,17 @@ def test_no_false_alarm_over_many_checks_then_drift_is_flagged(tmp_path, daemon_
     # The test has teeth: the old rule (goodness of fit to the captured shares, unseen
     # categories at a 1e-4 share) flags this very window, for the feature and the classes.
     state = tmp_path / "d0" / "state" / "baselines" / "m.parquet"
-    b = load_baseline(state, "m", numeric_names=["x0", "x1"], categorical_names=["c"],
-                      prediction_kind="categorical")
+    b = load_baseline(
+        state,
+        "m",
+        numeric_names=["x0", "x1"],
+        categorical_names=["c"],
+        prediction_kind="categorical",
+    )
     window = sent[-WINDOW:]
     ref = b.categorical[0]
     assert ref.count == CAPTURE and set(CATS) - set(ref.categories), "a category went unseen"
-    live = np.bincount(ref.codes([e["features"]["c"] for e in window]),
-                       minlength=len(ref.shares))
+    live = np.bincount(ref.codes([e["features"]["c"] for e in window]), minlength=len(ref.shares))
     assert chi2_test(ref.shares, live)[1] < 0.05 / 3
     assert b.prediction is not None
 
@@ -102,11 +124,15 @@ def test_no_false_alarm_over_many_checks_then_drift_is_flagged(tmp_path, daemon_
     drifted_p[2] += 0.15
     d.send([events(rng, WINDOW, shift=0.5, cat_p=drifted_p, class_p=np.array([0.45, 0.25, 0.3]))])
     m = wait_for(
-        lambda: (m := d.scrape()).value("ml_feature_drift_detected", model_name="m",
-                                        feature_name="x0") == 1
-        and m.value("ml_feature_drift_detected", model_name="m", feature_name="c") == 1
-        and m.value("ml_prediction_drift_detected", model_name="m") == 1 and m,
-        20, "x0, c and the predictions flagged",
+        lambda: (
+            (m := d.scrape()).value("ml_feature_drift_detected", model_name="m", feature_name="x0")
+            == 1
+            and m.value("ml_feature_drift_detected", model_name="m", feature_name="c") == 1
+            and m.value("ml_prediction_drift_detected", model_name="m") == 1
+            and m
+        ),
+        20,
+        "x0, c and the predictions flagged",
     )
     assert m.value("ml_feature_drift_detected", model_name="m", feature_name="x1") == 0
     assert m.value("ml_feature_drift_adjusted_pvalue", model_name="m", feature_name="c") <= 0.05
@@ -126,14 +152,33 @@ def test_a_reference_with_too_many_categories_is_named_at_load(tmp_path):
     from sidecar.daemon import load_baselines
 
     rng = np.random.default_rng(3)
-    write_baseline(tmp_path / "b.parquet", "m", numeric={},
-                   categorical={"zip": [f"z{i}" for i in rng.integers(0, 30, 500)],
-                                "c": list(rng.choice(["a", "b"], 500))},
-                   prediction=None, prediction_kind=None, max_categories=5)
-    cfg = parse_config({"drift": {"max_categories": 5}, "models": [{
-        "name": "m", "baseline": {"path": str(tmp_path / "b.parquet")},
-        "features": [{"name": "zip", "type": "categorical"}, {"name": "c", "type": "categorical"}],
-    }]})
+    write_baseline(
+        tmp_path / "b.parquet",
+        "m",
+        numeric={},
+        categorical={
+            "zip": [f"z{i}" for i in rng.integers(0, 30, 500)],
+            "c": list(rng.choice(["a", "b"], 500)),
+        },
+        prediction=None,
+        prediction_kind=None,
+        max_categories=5,
+    )
+    cfg = parse_config(
+        {
+            "drift": {"max_categories": 5},
+            "models": [
+                {
+                    "name": "m",
+                    "baseline": {"path": str(tmp_path / "b.parquet")},
+                    "features": [
+                        {"name": "zip", "type": "categorical"},
+                        {"name": "c", "type": "categorical"},
+                    ],
+                }
+            ],
+        }
+    )
     with capture_logs() as logs:
         baselines = load_baselines(cfg)
     ref = baselines["m"].categorical[0]

@@ -54,8 +54,9 @@ def test_no_drift_flags_about_alpha():
     backend = NumpyBackend()
     p = []
     for _ in range(400):
-        ref = build_reference(_normal(rng, 1000, 8), backend, n_features=64,
-                              seed=int(rng.integers(1 << 30)))
+        ref = build_reference(
+            _normal(rng, 1000, 8), backend, n_features=64, seed=int(rng.integers(1 << 30))
+        )
         p.append(cross_mmd_test(ref, _normal(rng, 400, 8)).pvalue)
     pv = np.array(p)
     assert 0.025 <= float((pv < 0.05).mean()) <= 0.08
@@ -131,11 +132,15 @@ def test_auto_device_and_refusals(monkeypatch):
     has_torch = importlib.util.find_spec("torch") is not None
     assert select_backend("numpy").device == "numpy"
     assert select_backend("auto").device in (("cpu", "cuda:0") if has_torch else ("numpy",))
-    cfg = {"models": [{"name": "m", "baseline": {"capture": 10},
-                       "embedding": {"dim": 4, "device": "cpu"}}]}
+    cfg = {
+        "models": [
+            {"name": "m", "baseline": {"capture": 10}, "embedding": {"dim": 4, "device": "cpu"}}
+        ]
+    }
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
     with pytest.raises(ConfigError, match=r"models\[0\]\.embedding\.device: 'cpu' needs torch"):
         parse_config(cfg)
     cfg["models"][0]["embedding"]["device"] = "auto"
@@ -144,8 +149,15 @@ def test_auto_device_and_refusals(monkeypatch):
 
 
 def test_bad_embedding_settings_are_named():
-    cfg = {"models": [{"name": "m", "baseline": {"capture": 10},
-                       "embedding": {"dim": 0, "features": 4, "device": "gpu"}}]}
+    cfg = {
+        "models": [
+            {
+                "name": "m",
+                "baseline": {"capture": 10},
+                "embedding": {"dim": 0, "features": 4, "device": "gpu"},
+            }
+        ]
+    }
     with pytest.raises(ConfigError) as err:
         parse_config(cfg)
     text = str(err.value)
@@ -156,11 +168,21 @@ def test_bad_embedding_settings_are_named():
 
 
 def test_wrong_length_and_non_finite_are_rejected_by_reason():
-    values = [[1.0, 2.0, 3.0], [1.0, 2.0], None, [1.0, math.nan, 0.0], [1e39, 0.0, 0.0],
-              [math.inf, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    values = [
+        [1.0, 2.0, 3.0],
+        [1.0, 2.0],
+        None,
+        [1.0, math.nan, 0.0],
+        [1e39, 0.0, 0.0],
+        [math.inf, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0],
+    ]
     rows, bad = embedding_matrix(values, 3)
     assert {i: r for i, (r, _) in bad.items()} == {
-        1: "embedding_dim", 3: "invalid_value", 4: "invalid_value", 5: "invalid_value",
+        1: "embedding_dim",
+        3: "invalid_value",
+        4: "invalid_value",
+        5: "invalid_value",
         6: "embedding_dim",
     }
     assert rows[0].tolist() == [1.0, 2.0, 3.0]
@@ -168,12 +190,18 @@ def test_wrong_length_and_non_finite_are_rejected_by_reason():
 
 
 def test_tracker_rejects_only_the_bad_events():
-    spec = ({"name": "m", "baseline": {"capture": 1000},
-                         "features": [{"name": "x"}], "embedding": {"dim": 2}})
+    spec = {
+        "name": "m",
+        "baseline": {"capture": 1000},
+        "features": [{"name": "x"}],
+        "embedding": {"dim": 2},
+    }
     cfg = parse_config({"models": [spec]})
     t = ModelTracker(cfg.models[0], cfg.drift)
-    lines = [json.dumps({"model": "m", "features": {"x": 1}, "embedding": e}).encode()
-             for e in ([0.5, 0.5], [1.0], [float("nan"), 1.0], [2.0, 2.0])]
+    lines = [
+        json.dumps({"model": "m", "features": {"x": 1}, "embedding": e}).encode()
+        for e in ([0.5, 0.5], [1.0], [float("nan"), 1.0], [2.0, 2.0])
+    ]
     lines.append(b'{"model": "m", "features": {"x": 1}}')  # no embedding: fine
     decoded = decode_lines(lines, 100)
     # a NaN is rejected as it is decoded, the wrong length when the model's dim is known
@@ -211,53 +239,87 @@ def test_baseline_embedding_column_round_trip(tmp_path, fixed):
     path = tmp_path / "b.parquet"
     if fixed:
         e[3] = np.nan
-        write_baseline(path, "m", numeric={"x": rng.random(300)}, categorical={},
-                       prediction=None, prediction_kind=None, embedding=e)
+        write_baseline(
+            path,
+            "m",
+            numeric={"x": rng.random(300)},
+            categorical={},
+            prediction=None,
+            prediction_kind=None,
+            embedding=e,
+        )
         assert pa.types.is_fixed_size_list(pq.read_schema(path).field("embedding").type)
     else:
         lists = [None if i == 3 else row.tolist() for i, row in enumerate(e)]
         pq.write_table(pa.table({"x": rng.random(300), "embedding": lists}), path)
-    b = load_baseline(path, "m", numeric_names=["x"], categorical_names=[],
-                      prediction_kind=None, embedding=EmbeddingOptions(dim=5, device="numpy"))
+    b = load_baseline(
+        path,
+        "m",
+        numeric_names=["x"],
+        categorical_names=[],
+        prediction_kind=None,
+        embedding=EmbeddingOptions(dim=5, device="numpy"),
+    )
     assert b.embedding is not None and b.embedding.rows == 299
     keep = np.ones(300, bool)
     keep[3] = False
-    np.testing.assert_allclose(b.embedding.centroid, e[keep].astype(np.float64).mean(0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(b.embedding.centroid, e[keep].astype(np.float64).mean(0), rtol=1e-6)
     with pytest.raises(BaselineError, match="row of 5 values, expected 4"):
-        load_baseline(path, "m", numeric_names=["x"], categorical_names=[],
-                      prediction_kind=None, embedding=EmbeddingOptions(dim=4, device="numpy"))
+        load_baseline(
+            path,
+            "m",
+            numeric_names=["x"],
+            categorical_names=[],
+            prediction_kind=None,
+            embedding=EmbeddingOptions(dim=4, device="numpy"),
+        )
 
 
 def test_baseline_without_the_column_is_refused(tmp_path):
     path = tmp_path / "b.parquet"
     pq.write_table(pa.table({"x": [1.0, 2.0]}), path)
     with pytest.raises(BaselineError, match="no column 'embedding'"):
-        load_baseline(path, "m", numeric_names=["x"], categorical_names=[],
-                      prediction_kind=None, embedding=EmbeddingOptions(dim=4, device="numpy"))
+        load_baseline(
+            path,
+            "m",
+            numeric_names=["x"],
+            categorical_names=[],
+            prediction_kind=None,
+            embedding=EmbeddingOptions(dim=4, device="numpy"),
+        )
 
 
 def test_check_model_counts_the_embedding_as_one_more_test():
     rng = np.random.default_rng(4)
     from sidecar.stats.reference import build_baseline
 
-    base = build_baseline("m", numeric={"x": rng.standard_normal(2000)}, categorical={},
-                          prediction=None, prediction_kind=None)
+    base = build_baseline(
+        "m",
+        numeric={"x": rng.standard_normal(2000)},
+        categorical={},
+        prediction=None,
+        prediction_kind=None,
+    )
     ref = build_reference(_normal(rng, 2000, 8), NumpyBackend(), n_features=64)
     import dataclasses
 
     base = dataclasses.replace(base, embedding=ref)
-    window = WindowData(numeric=rng.standard_normal((600, 1)),
-                        categorical=np.empty((600, 0), np.int32),
-                        embeddings=_normal(rng, 600, 8, 0.5))
+    window = WindowData(
+        numeric=rng.standard_normal((600, 1)),
+        categorical=np.empty((600, 0), np.int32),
+        embeddings=_normal(rng, 600, 8, 0.5),
+    )
     r = check_model(base, window, DriftParams(min_samples=100))
     e = r.embedding
     assert e is not None and e.sufficient and e.drifted and r.drifted
     assert e.pvalue is not None and e.p_adjusted == pytest.approx(min(1.0, 2 * e.pvalue))
     body = r.to_json()["embedding"]
     assert body["drifted"] is True and body["device"] == "numpy" and body["dim"] == 8
-    few = WindowData(numeric=rng.standard_normal((600, 1)),
-                     categorical=np.empty((600, 0), np.int32), embeddings=_normal(rng, 50, 8))
+    few = WindowData(
+        numeric=rng.standard_normal((600, 1)),
+        categorical=np.empty((600, 0), np.int32),
+        embeddings=_normal(rng, 50, 8),
+    )
     r2 = check_model(base, few, DriftParams(min_samples=100))
     assert r2.embedding is not None and not r2.embedding.sufficient and not r2.embedding.drifted
     assert r2.features[0].p_adjusted == r2.features[0].ks_pvalue  # only one test ran
@@ -270,20 +332,42 @@ def test_daemon_flags_a_shifted_embedding_stream(tmp_path, daemon_factory):
     rng = np.random.default_rng(21)
     dim = 16
     train = _normal(rng, 3000, dim)
-    pq.write_table(pa.table({"x": rng.standard_normal(3000),
-                             "embedding": pa.FixedSizeListArray.from_arrays(
-                                 pa.array(train.reshape(-1)), dim)}),
-                   tmp_path / "train.parquet")
-    model = {"name": "m", "baseline": {"path": str(tmp_path / "base.parquet")},
-             "features": [{"name": "x"}],
-             "embedding": {"dim": dim, "device": "numpy", "features": 256},
-             "drift": {"interval_s": 0.2, "min_samples": 200, "window_size": 600}}
+    pq.write_table(
+        pa.table(
+            {
+                "x": rng.standard_normal(3000),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(train.reshape(-1)), dim),
+            }
+        ),
+        tmp_path / "train.parquet",
+    )
+    model = {
+        "name": "m",
+        "baseline": {"path": str(tmp_path / "base.parquet")},
+        "features": [{"name": "x"}],
+        "embedding": {"dim": dim, "device": "numpy", "features": 256},
+        "drift": {"interval_s": 0.2, "min_samples": 200, "window_size": 600},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"models": [model]}))
     built = subprocess.run(
-        [sys.executable, "-m", "sidecar.cli", "baseline", "build", "--from",
-         str(tmp_path / "train.parquet"), "--config", str(tmp_path / "cfg.yaml"),
-         "--model", "m", "--out", str(tmp_path / "base.parquet")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "sidecar.cli",
+            "baseline",
+            "build",
+            "--from",
+            str(tmp_path / "train.parquet"),
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--model",
+            "m",
+            "--out",
+            str(tmp_path / "base.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert built.returncode == 0, built.stderr
     assert "role=embedding" in built.stdout and "dim=16" in built.stdout
@@ -292,18 +376,36 @@ def test_daemon_flags_a_shifted_embedding_stream(tmp_path, daemon_factory):
 
     def send(shift: float, n: int) -> None:
         e = _normal(rng, n, dim, shift)
-        events = [{"model": "m", "features": {"x": float(rng.standard_normal())},
-                   "embedding": e[i].tolist()} for i in range(n)]
-        d.send([events[i:i + 100] for i in range(0, n, 100)])
+        events = [
+            {
+                "model": "m",
+                "features": {"x": float(rng.standard_normal())},
+                "embedding": e[i].tolist(),
+            }
+            for i in range(n)
+        ]
+        d.send([events[i : i + 100] for i in range(0, n, 100)])
 
     send(0.0, 600)
     d.send([{"model": "m", "embedding": [1.0] * 3}, {"model": "m", "embedding": [1e39] * dim}])
-    m = wait_for(lambda: (m := d.scrape()).value("ml_embedding_drift_pvalue", model_name="m")
-                 is not None and m.value("ml_embedding_window_samples", model_name="m") == 600
-                 and m, 20, "a check of the no-drift embeddings")
-    m = wait_for(lambda: (m := d.scrape()).value(
-        "drift_sidecar_events_rejected_total", reason="invalid_value") == 1 and m,
-        20, "the rejections counted")
+    m = wait_for(
+        lambda: (
+            (m := d.scrape()).value("ml_embedding_drift_pvalue", model_name="m") is not None
+            and m.value("ml_embedding_window_samples", model_name="m") == 600
+            and m
+        ),
+        20,
+        "a check of the no-drift embeddings",
+    )
+    m = wait_for(
+        lambda: (
+            (m := d.scrape()).value("drift_sidecar_events_rejected_total", reason="invalid_value")
+            == 1
+            and m
+        ),
+        20,
+        "the rejections counted",
+    )
     assert m.value("drift_sidecar_events_rejected_total", reason="embedding_dim") == 1
     assert m.value("drift_sidecar_embedding_device_info", model_name="m", device="numpy") == 1
     report = d.json("/v1/drift")["models"]["m"]["embedding"]
@@ -313,7 +415,10 @@ def test_daemon_flags_a_shifted_embedding_stream(tmp_path, daemon_factory):
     assert m.value("ml_embedding_drift_detected", model_name="m") == 0
 
     send(0.6, 600)
-    m = wait_for(lambda: (m := d.scrape()).value("ml_embedding_drift_detected", model_name="m")
-                 == 1 and m, 20, "the shifted embeddings flagged")
+    m = wait_for(
+        lambda: (m := d.scrape()).value("ml_embedding_drift_detected", model_name="m") == 1 and m,
+        20,
+        "the shifted embeddings flagged",
+    )
     assert m.value("ml_embedding_drift_centroid_distance", model_name="m") > 1.5
     assert d.json("/v1/drift")["models"]["m"]["drifted"] is True

@@ -12,7 +12,8 @@ from sidecar.events import MAX_ABS_VALUE, MAX_TS, decode_body, decode_lines
 names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=8)
 finite = st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE, width=64)
 too_big = st.floats(MAX_ABS_VALUE, allow_infinity=False, exclude_min=True) | st.floats(
-    max_value=-MAX_ABS_VALUE, allow_infinity=False, exclude_max=True)
+    max_value=-MAX_ABS_VALUE, allow_infinity=False, exclude_max=True
+)
 feature_value = st.one_of(finite, st.integers(-(2**53), 2**53), names, st.booleans(), st.none())
 valid_event = st.fixed_dictionaries(
     {"model": names},
@@ -20,8 +21,10 @@ valid_event = st.fixed_dictionaries(
         "version": names,
         "features": st.dictionaries(names, feature_value, max_size=6),
         "prediction": st.one_of(finite, names),
-        "probabilities": st.one_of(st.lists(st.floats(0, 1), max_size=4),
-                                   st.dictionaries(names, st.floats(0, 1), max_size=4)),
+        "probabilities": st.one_of(
+            st.lists(st.floats(0, 1), max_size=4),
+            st.dictionaries(names, st.floats(0, 1), max_size=4),
+        ),
         "confidence": st.floats(0, 1),
         "latency_s": st.floats(0, 1e6),
         "status": st.sampled_from(["success", "error"]),
@@ -36,26 +39,38 @@ invalid_event = st.one_of(
     st.fixed_dictionaries({"features": st.dictionaries(names, finite, max_size=2)}),
     st.fixed_dictionaries({"model": names, "confidence": st.floats(1.01, 100)}),
     st.fixed_dictionaries({"model": names, "latency_s": st.floats(-100, -0.01)}),
-    st.fixed_dictionaries({"model": names, "status": names.filter(
-        lambda s: s not in ("success", "error"))}),
+    st.fixed_dictionaries(
+        {"model": names, "status": names.filter(lambda s: s not in ("success", "error"))}
+    ),
     st.fixed_dictionaries({"model": names, "trace_id": st.just("xyz")}),
     st.fixed_dictionaries({"model": names, "features": st.just({"a": [1, 2]})}),
-    st.fixed_dictionaries({"model": names, "features": st.dictionaries(names, too_big,
-                                                                        min_size=1, max_size=2)}),
+    st.fixed_dictionaries(
+        {"model": names, "features": st.dictionaries(names, too_big, min_size=1, max_size=2)}
+    ),
     st.fixed_dictionaries({"model": names, "prediction": too_big}),
-    st.fixed_dictionaries({"model": names, "ts": st.floats(-1e300, -1e-9) | st.floats(
-        MAX_TS, 1e300, exclude_min=True)}),
-    st.fixed_dictionaries({"model": names, "probabilities": st.lists(
-        st.floats(1.01, 1e6), min_size=1, max_size=3)}),
+    st.fixed_dictionaries(
+        {
+            "model": names,
+            "ts": st.floats(-1e300, -1e-9) | st.floats(MAX_TS, 1e300, exclude_min=True),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"model": names, "probabilities": st.lists(st.floats(1.01, 1e6), min_size=1, max_size=3)}
+    ),
     st.fixed_dictionaries({"model": names, "latency_s": st.just("0.1")}),
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.booleans(),
-                          st.lists(st.tuples(st.booleans(), valid_event | invalid_event),
-                                   max_size=5)),
-                max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.lists(st.tuples(st.booleans(), valid_event | invalid_event), max_size=5),
+        ),
+        max_size=8,
+    )
+)
 def test_good_events_are_kept_in_order_and_bad_ones_rejected_alone(lines_spec):
     lines, expected_models, expected_bad = [], [], 0
     for as_batch, items in lines_spec:
@@ -90,8 +105,11 @@ def _valid(ev: dict) -> bool:
     ts = ev.get("ts")
     if ts is not None and not 0 <= ts <= MAX_TS:
         return False
-    numbers = [v for v in (ev.get("features") or {}).values()
-               if isinstance(v, float) and not isinstance(v, bool)]
+    numbers = [
+        v
+        for v in (ev.get("features") or {}).values()
+        if isinstance(v, float) and not isinstance(v, bool)
+    ]
     if isinstance(ev.get("prediction"), float):
         numbers.append(ev["prediction"])
     if any(abs(v) > MAX_ABS_VALUE for v in numbers):
@@ -125,15 +143,21 @@ def test_rejection_reasons():
     ]
     out = decode_lines(lines, max_batch_events=2)
     assert [r.reason for r in out.rejections] == [
-        "invalid_json", "missing_field", "wrong_type", "out_of_range",
-        "invalid_value", "invalid_value", "batch_too_large",
+        "invalid_json",
+        "missing_field",
+        "wrong_type",
+        "out_of_range",
+        "invalid_value",
+        "invalid_value",
+        "batch_too_large",
     ]
     assert out.events == []
 
 
 def test_one_bad_element_of_a_batch_costs_only_itself():
-    line = json.dumps([{"model": "a"}, {"model": 3}, {"model": "b", "confidence": 9},
-                       {"model": "c"}]).encode()
+    line = json.dumps(
+        [{"model": "a"}, {"model": 3}, {"model": "b", "confidence": 9}, {"model": "c"}]
+    ).encode()
     out = decode_lines([line], 100)
     assert [e.model for e in out.events] == ["a", "c"]
     assert [r.reason for r in out.rejections] == ["wrong_type", "out_of_range"]

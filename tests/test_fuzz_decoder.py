@@ -34,9 +34,7 @@ MAX_BATCH = 20
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 names = st.text(min_size=1, max_size=12)
-numbers = st.one_of(
-    st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE), st.integers(-(2**53), 2**53)
-)
+numbers = st.one_of(st.floats(-MAX_ABS_VALUE, MAX_ABS_VALUE), st.integers(-(2**53), 2**53))
 good_events = st.fixed_dictionaries(
     {"model": names},
     optional={
@@ -67,8 +65,9 @@ good_lines = st.one_of(
 
 json_values = st.recursive(
     st.none() | st.booleans() | numbers | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -86,14 +85,40 @@ def bad_lines(draw: st.DrawFn) -> bytes:
         opener = draw(st.sampled_from([b"[", b'{"a":', b'{"model": "m", "features": {"x":']))
         return opener * depth
     if kind == 3:  # huge numbers, NaN and Infinity tokens where fields expect numbers
-        token = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999",
-                                      b"1" + b"0" * 400, b"1" + b"0" * 5000, b"1e-999"]))
+        token = draw(
+            st.sampled_from(
+                [
+                    b"NaN",
+                    b"Infinity",
+                    b"-Infinity",
+                    b"1e999",
+                    b"-1e999",
+                    b"1" + b"0" * 400,
+                    b"1" + b"0" * 5000,
+                    b"1e-999",
+                ]
+            )
+        )
         field = draw(st.sampled_from([b"confidence", b"latency_s", b"ts", b"prediction"]))
         return b'{"model": "m", "' + field + b'": ' + token + b"}"
     if kind == 4:  # wrong types in every field
-        field = draw(st.sampled_from(["model", "version", "features", "prediction",
-                                      "probabilities", "confidence", "embedding", "status",
-                                      "trace_id", "kind", "model_memory_bytes"]))
+        field = draw(
+            st.sampled_from(
+                [
+                    "model",
+                    "version",
+                    "features",
+                    "prediction",
+                    "probabilities",
+                    "confidence",
+                    "embedding",
+                    "status",
+                    "trace_id",
+                    "kind",
+                    "model_memory_bytes",
+                ]
+            )
+        )
         return json.dumps({"model": "m", field: draw(json_values)}).encode()
     if kind == 5:  # duplicate keys
         return b'{"model": "a", "model": ' + json.dumps(draw(json_values)).encode() + b"}"
@@ -125,8 +150,12 @@ def test_random_bytes_never_raise(lines: list[bytes]) -> None:
 
 
 @FUZZ
-@given(st.lists(st.one_of(good_lines.map(lambda g: ("good", g)),
-                          bad_lines().map(lambda b: ("bad", b))), max_size=25))
+@given(
+    st.lists(
+        st.one_of(good_lines.map(lambda g: ("good", g)), bad_lines().map(lambda b: ("bad", b))),
+        max_size=25,
+    )
+)
 def test_good_events_survive_any_neighbours(items: list[tuple[str, Any]]) -> None:
     lines = [g[0] if kind == "good" else g for kind, g in items]
     out = decode_lines(lines, MAX_BATCH)
@@ -188,12 +217,17 @@ def reference_framing(stream: bytes, limit: int) -> tuple[list[bytes], int]:
 @st.composite
 def chunked(draw: st.DrawFn) -> tuple[bytes, list[bytes], int]:
     limit = draw(st.integers(8, 400))
-    pieces = draw(st.lists(st.one_of(
-        good_lines.map(lambda g: g[0] + b"\n"),
-        bad_lines().map(lambda b: b[:600] + b"\n"),
-        st.binary(max_size=50),
-        st.just(b"\n"),
-    ), max_size=30))
+    pieces = draw(
+        st.lists(
+            st.one_of(
+                good_lines.map(lambda g: g[0] + b"\n"),
+                bad_lines().map(lambda b: b[:600] + b"\n"),
+                st.binary(max_size=50),
+                st.just(b"\n"),
+            ),
+            max_size=30,
+        )
+    )
     stream = b"".join(pieces)
     cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=20)))
     bounds = [0, *cuts, len(stream)]
@@ -213,11 +247,14 @@ def test_framing_is_independent_of_how_reads_are_cut(case: tuple[bytes, list[byt
     # And what the decoder makes of it does not depend on the cut either.
     lines = want[0]
     whole = decode_lines(lines, MAX_BATCH)
-    halves = [decode_lines(lines[: len(lines) // 2], MAX_BATCH),
-              decode_lines(lines[len(lines) // 2 :], MAX_BATCH)]
+    halves = [
+        decode_lines(lines[: len(lines) // 2], MAX_BATCH),
+        decode_lines(lines[len(lines) // 2 :], MAX_BATCH),
+    ]
     assert _model_names(whole.events) == [e.model for h in halves for e in h.events]
     assert sorted(r.reason for r in whole.rejections) == sorted(
-        r.reason for h in halves for r in h.rejections)
+        r.reason for h in halves for r in h.rejections
+    )
 
 
 # ---------------------------------------------------------------- one set of rules
@@ -262,13 +299,16 @@ def test_a_non_finite_token_reads_as_null_wherever_it_stands(
     features = ev.get("features")
     if isinstance(features, dict) and features:
         name = data.draw(st.sampled_from(sorted(features)))
-        assert (_decode({**ev, "features": {**features, name: tok}})
-                == _decode({**ev, "features": {**features, name: None}}))
+        assert _decode({**ev, "features": {**features, name: tok}}) == _decode(
+            {**ev, "features": {**features, name: None}}
+        )
 
 
 def test_class1_lines_get_their_verdicts_alone_and_in_one_chunk() -> None:
-    lines = [(line, None if judged_by_the_model(line) else reason)
-             for line, reason in class1_lines("fraud", "auto")]
+    lines = [
+        (line, None if judged_by_the_model(line) else reason)
+        for line, reason in class1_lines("fraud", "auto")
+    ]
     for line, reason in lines:
         events, reasons = _outcome(decode_lines([line], MAX_BATCH))
         if line.startswith(b"["):

@@ -13,12 +13,23 @@ from sidecar.metrics import Health, SidecarCollector
 from sidecar.stats.reference import build_baseline
 from sidecar.tracker import ModelTracker
 
-SPEC = parse_config({"models": [{
-    "name": "m", "version": "1", "baseline": {"capture": 10**9},
-    "features": [{"name": "a"}, {"name": "b", "buckets": [-1, 0, 1]},
-                 {"name": "c", "type": "categorical"}],
-    "prediction": {"type": "numeric"},
-}]}).models[0]
+SPEC = parse_config(
+    {
+        "models": [
+            {
+                "name": "m",
+                "version": "1",
+                "baseline": {"capture": 10**9},
+                "features": [
+                    {"name": "a"},
+                    {"name": "b", "buckets": [-1, 0, 1]},
+                    {"name": "c", "type": "categorical"},
+                ],
+                "prediction": {"type": "numeric"},
+            }
+        ]
+    }
+).models[0]
 
 
 def baseline(rng: np.random.Generator, scale: float) -> object:
@@ -46,8 +57,10 @@ class Scraper:
 def test_bin_series_follow_the_baseline_in_use():
     rng = np.random.default_rng(3)
     t = ModelTracker(SPEC, DriftSettings())
-    events = [Event(model="m", features={"a": float(v), "b": float(-v), "c": "x"},
-                    prediction=0.5) for v in rng.normal(size=200)]
+    events = [
+        Event(model="m", features={"a": float(v), "b": float(-v), "c": "x"}, prediction=0.5)
+        for v in rng.normal(size=200)
+    ]
     t.ingest(events, now=0.0)
     scrape = Scraper([t])
     assert scrape().series("ml_feature_bin_upper_bound") == {}  # no baseline, no bins
@@ -59,23 +72,34 @@ def test_bin_series_follow_the_baseline_in_use():
         m = scrape()
         for j, ref in enumerate(b.numeric):
             labels = {"model_name": "m", "feature_name": ref.name}
-            uppers = [m.value("ml_feature_bin_upper_bound", **labels, bin=str(i))
-                      for i in range(len(ref.shares))]
+            uppers = [
+                m.value("ml_feature_bin_upper_bound", **labels, bin=str(i))
+                for i in range(len(ref.shares))
+            ]
             assert uppers == [*ref.edges.tolist(), float("inf")]
-            shares = [m.value("ml_feature_bin_reference_ratio", **labels, bin=str(i))
-                      for i in range(len(ref.shares))]
+            shares = [
+                m.value("ml_feature_bin_reference_ratio", **labels, bin=str(i))
+                for i in range(len(ref.shares))
+            ]
             assert shares == pytest.approx(np.asarray(ref.shares).tolist(), rel=1e-12)
-            counts = [m.value("ml_feature_bin_events_total", **labels, bin=str(i))
-                      for i in range(len(ref.shares))]
+            counts = [
+                m.value("ml_feature_bin_events_total", **labels, bin=str(i))
+                for i in range(len(ref.shares))
+            ]
             assert counts == t.num_bins[j].tolist()
             assert sum(counts) == 200  # only the events since this baseline
 
 
 def test_feature_histograms_and_missing_counts_equal_the_tracker():
     t = ModelTracker(SPEC, DriftSettings())
-    t.ingest([Event(model="m", features={"a": 0.05, "b": 0.5}),
-              Event(model="m", features={"a": 0.95, "b": -5.0, "c": "y"}),
-              Event(model="m", features={"b": float("nan")})], now=0.0)
+    t.ingest(
+        [
+            Event(model="m", features={"a": 0.05, "b": 0.5}),
+            Event(model="m", features={"a": 0.95, "b": -5.0, "c": "y"}),
+            Event(model="m", features={"b": float("nan")}),
+        ],
+        now=0.0,
+    )
     m = Scraper([t])()
     a = {"model_name": "m", "feature_name": "a"}
     b = {"model_name": "m", "feature_name": "b"}
@@ -92,4 +116,3 @@ def test_feature_histograms_and_missing_counts_equal_the_tracker():
     assert m.value("ml_feature_missing_total", **a) == 1
     assert m.value("ml_feature_missing_total", **b) == 1
     assert m.value("ml_feature_missing_total", model_name="m", feature_name="c") == 2
-

@@ -213,9 +213,7 @@ class Fleet:
 
 
 def wait_scalar(prom: PrometheusHandle, expr: str, expected: float, timeout: float = 30) -> None:
-    prom.wait_for(
-        expr, lambda r: bool(r) and float(r[0]["value"][1]) == expected, timeout=timeout
-    )
+    prom.wait_for(expr, lambda r: bool(r) and float(r[0]["value"][1]) == expected, timeout=timeout)
 
 
 def config(paths: dict[str, Path]) -> dict[str, Any]:
@@ -266,17 +264,21 @@ def write_baselines(
     churn = churn_columns(rng, BASELINE_ROWS)
     baselines = {
         "fraud": write_baseline(
-            paths["fraud"], "fraud",
+            paths["fraud"],
+            "fraud",
             numeric={"amount": fraud["amount"], "score": fraud["score"]},
             categorical={"country": fraud["country"]},
-            prediction=fraud["prediction"], prediction_kind="numeric",
+            prediction=fraud["prediction"],
+            prediction_kind="numeric",
             embedding=fraud["embedding"],
         ),
         "churn": write_baseline(
-            paths["churn"], "churn",
+            paths["churn"],
+            "churn",
             numeric={k: churn[k] for k in ("tenure_months", "monthly_charges")},
             categorical={},
-            prediction=churn["prediction"], prediction_kind="categorical",
+            prediction=churn["prediction"],
+            prediction_kind="categorical",
         ),
     }
     return paths, baselines
@@ -540,10 +542,12 @@ def expected_recording_series(fleet: Fleet) -> dict[str, tuple[tuple[str, ...], 
         f"{p}_bin:ml_prediction_bin_live_ratio:increase1h": (MB, prediction_bins),
         f"{p}:ml_prediction_drift_psi:fleet_1h": (M, models),
         f"{p}_bin:ml_prediction_bin_live_cumulative_ratio:increase1h": (
-            MB, numeric_prediction_bins,
+            MB,
+            numeric_prediction_bins,
         ),
         f"{p}_bin:ml_prediction_bin_reference_cumulative_ratio:max": (
-            MB, numeric_prediction_bins,
+            MB,
+            numeric_prediction_bins,
         ),
         f"{p}:ml_prediction_drift_ks_statistic:fleet_1h": (M, numeric_models),
     }
@@ -658,8 +662,7 @@ def test_fleet_drift_equals_drift_over_the_union_of_events(fleet: Fleet, group: 
     bin_keys = MFB if group == "feature" else MB
     recorded_bins = values(prom.query(bins_record, at), bin_keys)
     recorded = {
-        name: values(prom.query(record, at), bin_keys[:-1])
-        for name, record in stat_records.items()
+        name: values(prom.query(record, at), bin_keys[:-1]) for name, record in stat_records.items()
     }
     samples = values(
         prom.query("min by (instance) (count_over_time(ml_feature_bin_events_total[1h]))", at),

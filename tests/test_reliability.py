@@ -36,10 +36,12 @@ def make_baseline(path: Path, seed: int = 0, shift: float = 0.0) -> Path:
     rng = np.random.default_rng(seed)
     n = 2_000
     write_baseline(
-        path, "fraud",
+        path,
+        "fraud",
         numeric={"amount": rng.normal(shift, 1, n), "age": rng.normal(40, 5, n)},
         categorical={"country": list(rng.choice(["de", "fr", "it"], n))},
-        prediction=rng.random(n), prediction_kind="numeric",
+        prediction=rng.random(n),
+        prediction_kind="numeric",
     )
     return path
 
@@ -59,8 +61,11 @@ def event(i: int, model_name: str = "fraud", **over: Any) -> dict[str, Any]:
     rng = random.Random(i)
     ev: dict[str, Any] = {
         "model": model_name,
-        "features": {"amount": rng.gauss(0.3, 1), "age": rng.gauss(41, 5),
-                     "country": rng.choice(["de", "fr", "it", "es"])},
+        "features": {
+            "amount": rng.gauss(0.3, 1),
+            "age": rng.gauss(41, 5),
+            "country": rng.choice(["de", "fr", "it", "es"]),
+        },
         "prediction": rng.random(),
         "latency_s": 0.01,
     }
@@ -102,12 +107,20 @@ def test_sigterm_restart_restores_exactly_the_acknowledged_events(daemon_factory
     n = 1_537
     d.send([[event(i) for i in range(k, min(k + 100, n))] for k in range(0, n, 100)])
     d.wait_metric("drift_sidecar_events_accepted_total", n, model_name="fraud")
-    before = wait_for(lambda: (r := d.json("/v1/drift")["models"]["fraud"]).get("samples") == n
-                      and r, 15, "a drift check over every event")
+    before = wait_for(
+        lambda: (r := d.json("/v1/drift")["models"]["fraud"]).get("samples") == n and r,
+        15,
+        "a drift check over every event",
+    )
     m0 = d.scrape()
-    assert sum(v for (name, lab), v in bins(m0).items()
-               if name == "ml_feature_bin_events_total"
-               and dict(lab)["feature_name"] == "amount") == n
+    assert (
+        sum(
+            v
+            for (name, lab), v in bins(m0).items()
+            if name == "ml_feature_bin_events_total" and dict(lab)["feature_name"] == "amount"
+        )
+        == n
+    )
     assert d.stop(signal.SIGTERM) == 0
 
     d2 = restart(daemon_factory, d)
@@ -117,8 +130,11 @@ def test_sigterm_restart_restores_exactly_the_acknowledged_events(daemon_factory
     assert m1.value("ml_drift_window_samples", model_name="fraud") == n
     assert bins(m1) == bins(m0)  # every per-bin counter, exactly
     assert d2.json("/v1/drift")["models"]["fraud"]["window_samples"] == n
-    after = wait_for(lambda: (r := d2.json("/v1/drift")["models"]["fraud"]).get("samples") == n
-                     and r, 15, "a drift check after the restart")
+    after = wait_for(
+        lambda: (r := d2.json("/v1/drift")["models"]["fraud"]).get("samples") == n and r,
+        15,
+        "a drift check after the restart",
+    )
     # The same window gives the same statistics: the restored rows are the sent rows.
     assert after["features"] == before["features"]
 
@@ -164,8 +180,14 @@ def test_kill_9_loses_at_most_one_snapshot_interval(daemon_factory, tmp_path):
     d.wait_metric("drift_sidecar_events_accepted_total", 300, model_name="fraud")
     done = d.scrape().value("drift_sidecar_state_snapshots_total", result="success") or 0
     # One full snapshot interval after the events were accepted, they are on disk.
-    wait_for(lambda: (d.scrape().value("drift_sidecar_state_snapshots_total", result="success")
-                      or 0) >= done + 2, 10, "two more snapshots")
+    wait_for(
+        lambda: (
+            (d.scrape().value("drift_sidecar_state_snapshots_total", result="success") or 0)
+            >= done + 2
+        ),
+        10,
+        "two more snapshots",
+    )
     d.stop(signal.SIGKILL)
     d2 = restart(daemon_factory, d)
     assert d2.scrape().value("ml_drift_window_samples", model_name="fraud") == 300
@@ -268,8 +290,7 @@ def _reloads(d: DaemonProcess, result: str) -> float:
     return d.scrape().value("drift_sidecar_config_reloads_total", result=result) or 0
 
 
-def test_sighup_reload_refuses_bad_config_and_baseline_and_applies_good(daemon_factory,
-                                                                          tmp_path):
+def test_sighup_reload_refuses_bad_config_and_baseline_and_applies_good(daemon_factory, tmp_path):
     base = make_baseline(tmp_path / "fraud.parquet")
     d = daemon_factory({"models": [model(base)]})
     d.send([event(i) for i in range(10)])
@@ -353,8 +374,10 @@ def _connection_stream(c: int, n_valid: int) -> tuple[bytes, dict[str, int], int
         bad(line, reason)
     bad(json.dumps({"model": f"ghost-{c}", "features": {"x": 1}}).encode(), "unknown_model")
     bad(json.dumps([event(i) for i in range(51)]).encode(), "batch_too_large")  # limit 50
-    bad(json.dumps(event(0, features={f"junk_{c}_{k}": k for k in range(17)})).encode(),
-        "too_many_features")  # limit 16
+    bad(
+        json.dumps(event(0, features={f"junk_{c}_{k}": k for k in range(17)})).encode(),
+        "too_many_features",
+    )  # limit 16
     bad(b'{"model": "fraud", "id": "' + b"x" * 20_000 + b'"}', "line_too_long")  # limit 16k
     # A batch with one bad event: the others of the batch still count.
     lines.append(json.dumps([event(1), {"model": f"ghost-{c}-b"}, event(2)]).encode())
@@ -374,12 +397,24 @@ def _connection_stream(c: int, n_valid: int) -> tuple[bytes, dict[str, int], int
 
 
 def test_bad_input_on_20_connections_is_counted_exactly(daemon_factory):
-    d = daemon_factory({
-        "models": [{"name": "fraud", "version": "1.0.0", "baseline": {"capture": 100_000},
-                    "features": FEATURES, "prediction": {"type": "numeric"}}],
-        "socket": {"max_line_bytes": 16_384, "max_batch_events": 50,
-                   "max_features_per_event": 16},
-    })
+    d = daemon_factory(
+        {
+            "models": [
+                {
+                    "name": "fraud",
+                    "version": "1.0.0",
+                    "baseline": {"capture": 100_000},
+                    "features": FEATURES,
+                    "prediction": {"type": "numeric"},
+                }
+            ],
+            "socket": {
+                "max_line_bytes": 16_384,
+                "max_batch_events": 50,
+                "max_features_per_event": 16,
+            },
+        }
+    )
     streams = [_connection_stream(c, 200) for c in range(20)]
     barrier = threading.Barrier(len(streams))
     errors: list[BaseException] = []
@@ -412,20 +447,35 @@ def test_bad_input_on_20_connections_is_counted_exactly(daemon_factory):
         for r, n in reasons.items():
             expected[r] = expected.get(r, 0) + n
     m = d.wait_metric("drift_sidecar_events_accepted_total", total_valid, model_name="fraud")
-    rejected = {dict(lab)["reason"]: v for lab, v in
-                m.series("drift_sidecar_events_rejected_total").items() if v}
+    rejected = {
+        dict(lab)["reason"]: v
+        for lab, v in m.series("drift_sidecar_events_rejected_total").items()
+        if v
+    }
     assert rejected == expected
     assert m.value("drift_sidecar_events_received_total", transport="socket") == (
-        total_valid + sum(expected.values()))
-    assert m.value("ml_prediction_requests_total", model_name="fraud", model_version="1.0.0",
-                   status="success") == total_valid
+        total_valid + sum(expected.values())
+    )
+    assert (
+        m.value(
+            "ml_prediction_requests_total",
+            model_name="fraud",
+            model_version="1.0.0",
+            status="success",
+        )
+        == total_valid
+    )
     assert m.value("drift_sidecar_unknown_features_total", model_name="fraud") == 20
     # No label value came from junk: the whole exposition is free of it.
     assert "junk" not in m.text and "ghost" not in m.text
     assert {dict(lab).get("model_name") for lab in m.series("ml_feature_missing_total")} == {
-        "fraud"}
+        "fraud"
+    }
     assert {dict(lab)["feature_name"] for lab in m.series("ml_feature_missing_total")} == {
-        "amount", "age", "country"}
+        "amount",
+        "age",
+        "country",
+    }
     # Healthy afterwards.
     assert d.get("/healthz")[0] == 200
     assert d.proc.poll() is None
@@ -435,9 +485,12 @@ def test_bad_input_on_20_connections_is_counted_exactly(daemon_factory):
 
 
 def test_connections_over_the_cap_are_closed_and_counted(daemon_factory):
-    d = daemon_factory({"models": [{"name": "fraud", "baseline": {"capture": 1000},
-                                    "features": FEATURES}],
-                        "socket": {"max_connections": 4}})
+    d = daemon_factory(
+        {
+            "models": [{"name": "fraud", "baseline": {"capture": 1000}, "features": FEATURES}],
+            "socket": {"max_connections": 4},
+        }
+    )
     held = []
     try:
         for i in range(4):
@@ -474,9 +527,12 @@ READ_CHUNK = 256 * 1024  # asyncio's largest single socket read
 def test_tiny_queue_pauses_readers_and_loses_nothing(daemon_factory):
     queue_max = 1024
     max_line = 8192
-    d = daemon_factory({"models": [{"name": "fraud", "baseline": {"capture": 1_000_000},
-                                    "features": FEATURES}],
-                        "socket": {"queue_max_bytes": queue_max, "max_line_bytes": max_line}})
+    d = daemon_factory(
+        {
+            "models": [{"name": "fraud", "baseline": {"capture": 1_000_000}, "features": FEATURES}],
+            "socket": {"queue_max_bytes": queue_max, "max_line_bytes": max_line},
+        }
+    )
     n_conns, per_conn = 4, 25_000
     stop = threading.Event()
     peak = [0.0]
@@ -487,8 +543,10 @@ def test_tiny_queue_pauses_readers_and_loses_nothing(daemon_factory):
             peak[0] = max(peak[0], v)
 
     def blast(c: int) -> None:
-        data = b"".join((json.dumps([event(c * per_conn + i + k) for k in range(20)])
-                         + "\n").encode() for i in range(0, per_conn, 20))
+        data = b"".join(
+            (json.dumps([event(c * per_conn + i + k) for k in range(20)]) + "\n").encode()
+            for i in range(0, per_conn, 20)
+        )
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(d.socket_path)
             s.sendall(data)
@@ -501,8 +559,12 @@ def test_tiny_queue_pauses_readers_and_loses_nothing(daemon_factory):
             t.start()
         for t in blasters:
             t.join(60)
-        m = d.wait_metric("drift_sidecar_events_accepted_total", n_conns * per_conn,
-                          timeout=60, model_name="fraud")
+        m = d.wait_metric(
+            "drift_sidecar_events_accepted_total",
+            n_conns * per_conn,
+            timeout=60,
+            model_name="fraud",
+        )
     finally:
         stop.set()
         sampler.join(10)
@@ -556,16 +618,27 @@ def test_a_stalled_drift_check_stalls_neither_ingest_nor_scrapes(daemon_factory,
             wait_for(lambda k=k: accepted(d) == 50 + 10 * k, 5, f"batch {k} counted")
         assert max(latencies) < 1.0, latencies
         assert d.get("/healthz")[0] == 200
-        assert m.value("drift_sidecar_drift_check_duration_seconds_count",
-                       model_name="fraud") in (None, 0)  # the check is still stalled
+        assert m.value("drift_sidecar_drift_check_duration_seconds_count", model_name="fraud") in (
+            None,
+            0,
+        )  # the check is still stalled
         assert d.json("/v1/drift")["models"]["fraud"]["window_samples"] == 250
         stalled_for = time.monotonic() - t_stall
         release.touch()
-        m = wait_for(lambda: (m := d.scrape()).value(
-            "drift_sidecar_drift_check_duration_seconds_count", model_name="fraud") and m,
-            10, "the check to finish")
-        assert m.value("drift_sidecar_drift_check_duration_seconds_sum",
-                       model_name="fraud") >= stalled_for
+        m = wait_for(
+            lambda: (
+                (m := d.scrape()).value(
+                    "drift_sidecar_drift_check_duration_seconds_count", model_name="fraud"
+                )
+                and m
+            ),
+            10,
+            "the check to finish",
+        )
+        assert (
+            m.value("drift_sidecar_drift_check_duration_seconds_sum", model_name="fraud")
+            >= stalled_for
+        )
         assert d.stop(signal.SIGTERM) == 0
     finally:
         release.touch()

@@ -16,13 +16,19 @@ def test_watched_config_change_reloads_like_sighup(daemon_factory):
     cfg = yaml.safe_load(d.config_path.read_text())
     cfg["models"].append({**MODEL, "name": "second"})
     d.config_path.write_text(yaml.safe_dump(cfg))
-    wait_for(lambda: d.scrape().value("drift_sidecar_config_reloads_total",
-                                      result="success") == 1, 15, "watched reload")
+    wait_for(
+        lambda: d.scrape().value("drift_sidecar_config_reloads_total", result="success") == 1,
+        15,
+        "watched reload",
+    )
     d.send([{"model": "second", "features": {"x": 1.0}}])
     d.wait_metric("drift_sidecar_events_accepted_total", 1, model_name="second")
     d.config_path.write_text("models: [oops\n")
-    wait_for(lambda: d.scrape().value("drift_sidecar_config_reloads_total",
-                                      result="failure") == 1, 15, "refused watched reload")
+    wait_for(
+        lambda: d.scrape().value("drift_sidecar_config_reloads_total", result="failure") == 1,
+        15,
+        "refused watched reload",
+    )
     d.send([{"model": "second", "features": {"x": 2.0}}])
     d.wait_metric("drift_sidecar_events_accepted_total", 2, model_name="second")
 

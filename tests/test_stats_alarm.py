@@ -51,12 +51,11 @@ def test_bonferroni_union_bound_arithmetic() -> None:
     st.floats(0.001, 0.5),
     st.integers(1, 5000),
 )
-def test_bh_is_benjamini_hochberg_at_rate_over_k(
-    ps: list[float], rate: float, checks: int
-) -> None:
+def test_bh_is_benjamini_hochberg_at_rate_over_k(ps: list[float], rate: float, checks: int) -> None:
     p = np.array(ps)
-    policy = AlarmPolicy(false_alarm_rate=rate, period_s=checks * 10.0, interval_s=10.0,
-                         correction="bh")
+    policy = AlarmPolicy(
+        false_alarm_rate=rate, period_s=checks * 10.0, interval_s=10.0, correction="bh"
+    )
     assert policy.checks == checks
     bh = scipy.stats.false_discovery_control(p, method="bh")
     np.testing.assert_allclose(policy.adjusted(p), np.minimum(bh * checks, 1.0), rtol=1e-12)

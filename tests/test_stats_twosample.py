@@ -22,8 +22,9 @@ from sidecar.stats.twosample import (
 # Two count vectors of up to 12 categories; the window's may be longer (live categories
 # the baseline never saw) and either may hold empty categories or be empty altogether.
 counts = st.lists(st.integers(0, 400), min_size=0, max_size=12)
-tables = st.tuples(counts, counts).map(lambda rc: (np.array(rc[0], np.int64),
-                                                   np.array(rc[1], np.int64)))
+tables = st.tuples(counts, counts).map(
+    lambda rc: (np.array(rc[0], np.int64), np.array(rc[1], np.int64))
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -59,8 +60,7 @@ def test_pooling_keeps_totals_and_leaves_no_sparse_column(
     col = table.sum(axis=0)
     assert ((pooled.groups >= 0) == (col > 0)).all()
     for g in range(pooled.columns):
-        np.testing.assert_array_equal(table[:, pooled.groups == g].sum(axis=1),
-                                      pooled.table[:, g])
+        np.testing.assert_array_equal(table[:, pooled.groups == g].sum(axis=1), pooled.table[:, g])
     rows = table.sum(axis=1)
     if pooled.columns >= 2 and (rows > 0).all():
         expected_small_row = pooled.table.sum(axis=0) * rows.min() / rows.sum()
@@ -148,8 +148,7 @@ def test_column_pvalues_equal_doubled_fisher_exact(pairs: list[tuple[int, int]])
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(200, 60_000), st.integers(100, 30_000), st.floats(0.001, 0.6),
-       st.floats(-8, 8))
+@given(st.integers(200, 60_000), st.integers(100, 30_000), st.floats(0.001, 0.6), st.floats(-8, 8))
 def test_column_pvalues_at_large_sizes_and_far_tails(
     n_ref: int, n_cur: int, share: float, z: float
 ) -> None:
@@ -189,16 +188,24 @@ def _exact_size(n_ref: int, n_cur: int, col: int, level: float) -> tuple[float, 
     total = n_ref + n_cur
     x = np.arange(max(0, col - n_cur), min(col, n_ref) + 1)
     pmf = scipy.stats.hypergeom.pmf(x, total, col, n_ref)
-    exact = np.array([category_test(np.array([[k, n_ref - k], [col - k, n_cur - col + k]]))
-                      .pvalue for k in x])
-    pearson = np.array([chi2_homogeneity(np.array([[k, n_ref - k], [col - k, n_cur - col + k]]))
-                        .pvalue for k in x])
+    exact = np.array(
+        [category_test(np.array([[k, n_ref - k], [col - k, n_cur - col + k]])).pvalue for k in x]
+    )
+    pearson = np.array(
+        [chi2_homogeneity(np.array([[k, n_ref - k], [col - k, n_cur - col + k]])).pvalue for k in x]
+    )
     return float(pmf[exact <= level].sum()), float(pmf[pearson <= level].sum())
 
 
-@pytest.mark.parametrize(("n_ref", "n_cur", "col"), [
-    (1000, 10_000, 55), (1000, 10_000, 220), (1000, 100, 110), (50_000, 10_000, 300),
-])
+@pytest.mark.parametrize(
+    ("n_ref", "n_cur", "col"),
+    [
+        (1000, 10_000, 55),
+        (1000, 10_000, 220),
+        (1000, 100, 110),
+        (50_000, 10_000, 300),
+    ],
+)
 def test_exact_test_holds_its_level_where_pearson_does_not(
     n_ref: int, n_cur: int, col: int
 ) -> None:

@@ -10,25 +10,49 @@ from sidecar.config import DriftSettings, parse_config
 from sidecar.events import Event
 from sidecar.tracker import FEATURE_BUCKETS, LATENCY_BUCKETS, ModelTracker, Vocab
 
-SPEC = parse_config({"models": [{
-    "name": "m", "version": "1", "baseline": {"capture": 10**9},
-    "features": [{"name": "a"}, {"name": "b", "buckets": [-1, 0, 1]},
-                 {"name": "c", "type": "categorical"}],
-    "prediction": {"type": "numeric"}, "max_classes": 3,
-}]}).models[0]
+SPEC = parse_config(
+    {
+        "models": [
+            {
+                "name": "m",
+                "version": "1",
+                "baseline": {"capture": 10**9},
+                "features": [
+                    {"name": "a"},
+                    {"name": "b", "buckets": [-1, 0, 1]},
+                    {"name": "c", "type": "categorical"},
+                ],
+                "prediction": {"type": "numeric"},
+                "max_classes": 3,
+            }
+        ]
+    }
+).models[0]
 
 num = st.one_of(st.floats(-3, 3), st.none(), st.just(float("nan")), st.just(float("inf")))
-events = st.lists(st.builds(
-    lambda a, b, c, extra, lat, conf, pred, status: Event(
-        model="m", features={k: v for k, v in (("a", a), ("b", b), ("c", c), ("zz", extra))
-                             if v is not ...},
-        latency_s=lat, confidence=conf, prediction=pred, status=status),
-    num, num, st.one_of(st.sampled_from(["x", "y", "z"]), st.none(), st.just(...)),
-    st.one_of(st.just(...), st.integers()),
-    st.one_of(st.none(), st.floats(0, 20)), st.one_of(st.none(), st.floats(0, 1)),
-    st.one_of(st.none(), st.sampled_from([0.0, 1.0, 2.0, 3.0, 4.0, 0.5])),
-    st.sampled_from(["success", "error"]),
-), max_size=60)
+events = st.lists(
+    st.builds(
+        lambda a, b, c, extra, lat, conf, pred, status: Event(
+            model="m",
+            features={
+                k: v for k, v in (("a", a), ("b", b), ("c", c), ("zz", extra)) if v is not ...
+            },
+            latency_s=lat,
+            confidence=conf,
+            prediction=pred,
+            status=status,
+        ),
+        num,
+        num,
+        st.one_of(st.sampled_from(["x", "y", "z"]), st.none(), st.just(...)),
+        st.one_of(st.just(...), st.integers()),
+        st.one_of(st.none(), st.floats(0, 20)),
+        st.one_of(st.none(), st.floats(0, 1)),
+        st.one_of(st.none(), st.sampled_from([0.0, 1.0, 2.0, 3.0, 4.0, 0.5])),
+        st.sampled_from(["success", "error"]),
+    ),
+    max_size=60,
+)
 
 
 def _bucket(bounds, v):
@@ -85,8 +109,13 @@ def test_string_in_a_numeric_feature_rejects_only_that_event():
 
 def test_confidence_defaults_to_the_max_probability():
     t = ModelTracker(SPEC, DriftSettings())
-    t.ingest([Event(model="m", probabilities={"cat": 0.7, "dog": 0.3}),
-              Event(model="m", probabilities=[0.1, 0.9])], now=0.0)
+    t.ingest(
+        [
+            Event(model="m", probabilities={"cat": 0.7, "dog": 0.3}),
+            Event(model="m", probabilities=[0.1, 0.9]),
+        ],
+        now=0.0,
+    )
     assert t.class_vocab.values == ["cat", "1"]
     assert np.isclose(t.conf_sums[:2].sum(), 1.6)
 
@@ -97,31 +126,51 @@ def test_vocab_caps_codes():
     assert v.label(2) == "__other__"
 
 
-
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.sampled_from([float(x) for x in FEATURE_BUCKETS] + [-0.0, 1e-300]),
-                          st.floats(-1, 2), st.just(float("nan")), st.just(float("inf"))),
-                min_size=1, max_size=50))
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([float(x) for x in FEATURE_BUCKETS] + [-0.0, 1e-300]),
+            st.floats(-1, 2),
+            st.just(float("nan")),
+            st.just(float("inf")),
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
 def test_sorted_bucket_counts_equal_searchsorted_on_edges(values):
     t = ModelTracker(SPEC, DriftSettings())
     t.ingest([Event(model="m", features={"a": v}) for v in values], now=0.0)
     finite = [v for v in values if np.isfinite(v)]
-    want = np.bincount(np.searchsorted(FEATURE_BUCKETS, finite, side="left"),
-                       minlength=len(FEATURE_BUCKETS) + 1)
+    want = np.bincount(
+        np.searchsorted(FEATURE_BUCKETS, finite, side="left"), minlength=len(FEATURE_BUCKETS) + 1
+    )
     np.testing.assert_array_equal(t.feature_counts[0], want)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.tuples(
-    st.one_of(st.none(), st.sampled_from([0.0, 1.0, 2.0, 7.0, -3.0, 70_000.0, 0.5, -0.0])),
-    st.floats(0, 1),
-), max_size=30), max_size=5))
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.one_of(
+                    st.none(), st.sampled_from([0.0, 1.0, 2.0, 7.0, -3.0, 70_000.0, 0.5, -0.0])
+                ),
+                st.floats(0, 1),
+            ),
+            max_size=30,
+        ),
+        max_size=5,
+    )
+)
 def test_confidence_per_predicted_class_matches_a_per_event_computation(batches):
     t = ModelTracker(SPEC, DriftSettings())
     expect: dict[str, int] = {}
     for batch in batches:
-        evs = [Event(model="m", prediction=p, confidence=c, probabilities=[0.2, 0.8])
-               for p, c in batch]
+        evs = [
+            Event(model="m", prediction=p, confidence=c, probabilities=[0.2, 0.8]) for p, c in batch
+        ]
         assert t.ingest(evs, now=0.0) == []
         for p, _ in batch:
             if p is None:
@@ -133,17 +182,25 @@ def test_confidence_per_predicted_class_matches_a_per_event_computation(batches)
             if label not in t.class_vocab.values:
                 label = "__other__"  # past max_classes=3
             expect[label] = expect.get(label, 0) + 1
-    got = {t.class_vocab.label(code): int(n)
-           for code, n in enumerate(t.conf_counts.sum(axis=1)) if n}
+    got = {
+        t.class_vocab.label(code): int(n) for code, n in enumerate(t.conf_counts.sum(axis=1)) if n
+    }
     assert got == expect
 
 
 def _categorical_tracker(max_categories: int) -> ModelTracker:
-    spec = parse_config({"models": [{
-        "name": "m", "baseline": {"path": "b.parquet"},
-        "features": [{"name": "c", "type": "categorical"}],
-        "prediction": {"type": "categorical"},
-    }]}).models[0]
+    spec = parse_config(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "baseline": {"path": "b.parquet"},
+                    "features": [{"name": "c", "type": "categorical"}],
+                    "prediction": {"type": "categorical"},
+                }
+            ]
+        }
+    ).models[0]
     return ModelTracker(spec, DriftSettings(max_categories=max_categories, min_samples=1))
 
 
@@ -159,11 +216,26 @@ def test_drift_window_gives_unseen_categories_codes_of_their_own():
     from sidecar.stats.reference import build_baseline
 
     t = _categorical_tracker(max_categories=50)
-    t.install_baseline(build_baseline(
-        "m", numeric={}, categorical={"c": ["a"] * 60 + ["b"] * 40},
-        prediction=["yes"] * 70 + ["no"] * 30, prediction_kind="categorical"))
-    _ingest(t, [("b", "no"), ("new1", "maybe"), ("a", "yes"), ("new2", "yes"),
-                ("new1", "no"), (None, "yes")])
+    t.install_baseline(
+        build_baseline(
+            "m",
+            numeric={},
+            categorical={"c": ["a"] * 60 + ["b"] * 40},
+            prediction=["yes"] * 70 + ["no"] * 30,
+            prediction_kind="categorical",
+        )
+    )
+    _ingest(
+        t,
+        [
+            ("b", "no"),
+            ("new1", "maybe"),
+            ("a", "yes"),
+            ("new2", "yes"),
+            ("new1", "no"),
+            (None, "yes"),
+        ],
+    )
     w = t.drift_window(t.window_snapshot(1.0))
     assert w.categorical_labels == (("new1", "new2"),)
     assert w.categorical[:, 0].tolist() == [1, 3, 0, 4, 3, -1]  # a=0, b=1, OTHER=2
@@ -186,8 +258,14 @@ def test_drift_window_codes_the_reference_tail_and_pools_past_it():
 
     t = _categorical_tracker(max_categories=1)
     values = ["a"] * 50 + ["b"] * 20 + ["c"] * 15 + ["d"] * 10 + ["e"] * 3 + ["f"] * 2
-    b = build_baseline("m", numeric={}, categorical={"c": values}, prediction=None,
-                       prediction_kind=None, max_categories=1)
+    b = build_baseline(
+        "m",
+        numeric={},
+        categorical={"c": values},
+        prediction=None,
+        prediction_kind=None,
+        max_categories=1,
+    )
     ref = b.categorical[0]
     assert ref.categories == ("a",) and ref.tail == ("b", "c", "d")
     assert ref.counts.tolist() == [50, 50] and ref.tail_counts.tolist() == [20, 15, 10]
@@ -203,8 +281,14 @@ def test_drift_window_codes_the_reference_tail_and_pools_past_it():
 
     # no category past the tail: a live category outside them all is new for certain,
     # and has a code of its own while the vocabulary has room (4 x max_categories)
-    small = build_baseline("m", numeric={}, categorical={"c": values[:95]}, prediction=None,
-                           prediction_kind=None, max_categories=2)
+    small = build_baseline(
+        "m",
+        numeric={},
+        categorical={"c": values[:95]},
+        prediction=None,
+        prediction_kind=None,
+        max_categories=2,
+    )
     assert small.categorical[0].tail == ("c", "d") and not small.categorical[0].overflowed
     t2 = _categorical_tracker(max_categories=2)
     t2.install_baseline(small)
@@ -221,21 +305,35 @@ def test_horizon_counts_cover_the_last_three_windows_of_events():
     from sidecar.stats.reference import build_baseline
     from sidecar.tracker import HORIZON_WINDOWS
 
-    spec = parse_config({"models": [{
-        "name": "m", "baseline": {"path": "b.parquet"},
-        "features": [{"name": "c", "type": "categorical"}],
-        "prediction": {"type": "categorical"},
-    }]}).models[0]
+    spec = parse_config(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "baseline": {"path": "b.parquet"},
+                    "features": [{"name": "c", "type": "categorical"}],
+                    "prediction": {"type": "categorical"},
+                }
+            ]
+        }
+    ).models[0]
     t = ModelTracker(spec, DriftSettings(window_size=100, min_samples=1))
-    t.install_baseline(build_baseline(
-        "m", numeric={}, categorical={"c": ["a"] * 60 + ["b"] * 40},
-        prediction=["yes"] * 50 + ["no"] * 50, prediction_kind="categorical"))
+    t.install_baseline(
+        build_baseline(
+            "m",
+            numeric={},
+            categorical={"c": ["a"] * 60 + ["b"] * 40},
+            prediction=["yes"] * 50 + ["no"] * 50,
+            prediction_kind="categorical",
+        )
+    )
     rng = np.random.default_rng(0)
     sent: list[tuple[str, str]] = []
     horizons = []
     for _ in range(40):  # 40 checks of 20 events: 800 events, 8 windows
-        batch = [(str(rng.choice(["a", "b", "new"])), str(rng.choice(["yes", "no"])))
-                 for _ in range(20)]
+        batch = [
+            (str(rng.choice(["a", "b", "new"])), str(rng.choice(["yes", "no"]))) for _ in range(20)
+        ]
         sent += batch
         _ingest(t, batch)
         w = t.drift_window(t.window_snapshot(1.0))
@@ -252,8 +350,12 @@ def test_horizon_counts_cover_the_last_three_windows_of_events():
         assert span <= covered <= span + span // 10 + 20
         last = sent[:n][-covered:]
         # test coding: a=0, b=1, OTHER=2, then the unseen "new" = 3
-        want = [sum(c == "a" for c, _ in last), sum(c == "b" for c, _ in last), 0,
-                sum(c == "new" for c, _ in last)]
+        want = [
+            sum(c == "a" for c, _ in last),
+            sum(c == "b" for c, _ in last),
+            0,
+            sum(c == "new" for c, _ in last),
+        ]
         assert h.tolist() == want
         # classes tie at 50 each in the baseline, so by name: no=0, yes=1
         assert ph.tolist()[:2] == [sum(p == x for _, p in last) for x in ("no", "yes")]

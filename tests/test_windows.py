@@ -11,8 +11,13 @@ from sidecar.windows import RollingWindow
 
 def _append(w: RollingWindow, start: int, n: int, t: float = 0.0) -> None:
     idx = np.arange(start, start + n, dtype=np.float64)
-    w.append(idx[:, None] * [1.0, 2.0], (idx[:, None] % 3).astype(np.int32), idx, idx / 1e6,
-             np.full(n, t))
+    w.append(
+        idx[:, None] * [1.0, 2.0],
+        (idx[:, None] % 3).astype(np.int32),
+        idx,
+        idx / 1e6,
+        np.full(n, t),
+    )
 
 
 @settings(max_examples=100, deadline=None)

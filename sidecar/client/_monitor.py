@@ -430,7 +430,6 @@ class Monitor(Flusher):
         self._thread.start()
 
 
-
 def _rows_are_mappings(col: Any) -> bool:
     return isinstance(col, (list, tuple)) and (not col or isinstance(col[0], Mapping))
 

@@ -175,8 +175,12 @@ class EmbeddingReference:
     @property
     def nbytes(self) -> int:
         return int(
-            self.fmap.omega.nbytes + self.fmap.phase.nbytes + self.centroid.nbytes
-            + self.mean1.nbytes + self.second1.nbytes + self.mean2.nbytes
+            self.fmap.omega.nbytes
+            + self.fmap.phase.nbytes
+            + self.centroid.nbytes
+            + self.mean1.nbytes
+            + self.second1.nbytes
+            + self.mean2.nbytes
         )
 
 
@@ -288,8 +292,10 @@ def permutation_pvalue(
     z = np.concatenate([np.asarray(x, np.float64), np.asarray(y, np.float64)])
     n = x.shape[0]
     sq = np.einsum("ij,ij->i", z, z)
-    kz = np.exp(-np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
-                / (2.0 * bandwidth * bandwidth))
+    kz = np.exp(
+        -np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
+        / (2.0 * bandwidth * bandwidth)
+    )
     np.fill_diagonal(kz, 0.0)
     total = z.shape[0]
     m = total - n

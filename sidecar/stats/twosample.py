@@ -188,20 +188,31 @@ def _hypergeom_tail(x: np.ndarray, c: np.ndarray, draws: int, total: int) -> np.
     with np.errstate(divide="ignore", invalid="ignore"):
         # upward: pmf(k+1) / pmf(k) = (c-k)(N-k) / ((k+1)(T-c-N+k+1)), k = x, x+1, ...
         ku = k + j
-        log_up = (np.log(np.maximum(cc - ku, 0.0)) + np.log(np.maximum(n - ku, 0.0))
-                  - np.log(ku + 1.0) - np.log(rest + ku + 1.0))
+        log_up = (
+            np.log(np.maximum(cc - ku, 0.0))
+            + np.log(np.maximum(n - ku, 0.0))
+            - np.log(ku + 1.0)
+            - np.log(rest + ku + 1.0)
+        )
         # downward: pmf(k-1) / pmf(k) = k (T-c-N+k) / ((c-k+1)(N-k+1)), k = x, x-1, ...
         kd = k - j
-        log_down = (np.log(np.maximum(kd, 0.0)) + np.log(np.maximum(rest + kd, 0.0))
-                    - np.log(cc - kd + 1.0) - np.log(n - kd + 1.0))
+        log_down = (
+            np.log(np.maximum(kd, 0.0))
+            + np.log(np.maximum(rest + kd, 0.0))
+            - np.log(cc - kd + 1.0)
+            - np.log(n - kd + 1.0)
+        )
     log_ratio = np.where(up[:, None], log_up, log_down)
     log_ratio = np.nan_to_num(log_ratio, nan=-np.inf, posinf=-np.inf)
     with np.errstate(over="ignore", invalid="ignore"):  # -inf past the support's end
         steps_log = np.concatenate(
             [np.zeros((x.shape[0], 1)), np.cumsum(log_ratio[:, :-1], axis=1)], axis=1
         )
-    first = _log_choose(cf, xf) + _log_choose(tt - cf, n - xf) - _log_choose(
-        np.asarray(tt), np.asarray(n))
+    first = (
+        _log_choose(cf, xf)
+        + _log_choose(tt - cf, n - xf)
+        - _log_choose(np.asarray(tt), np.asarray(n))
+    )
     with np.errstate(under="ignore"):
         tail: np.ndarray = np.minimum(np.exp(first[:, None] + steps_log).sum(axis=1), 1.0)
     return tail

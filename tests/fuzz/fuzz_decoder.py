@@ -16,8 +16,10 @@ import sys
 try:
     import atheris
 except ImportError:
-    sys.exit("atheris is not installed: `pip install atheris` (Linux, CPython 3.8-3.11), "
-             "then run this file again")
+    sys.exit(
+        "atheris is not installed: `pip install atheris` (Linux, CPython 3.8-3.11), "
+        "then run this file again"
+    )
 
 with atheris.instrument_imports():
     from sidecar.config import Config, SocketSettings
