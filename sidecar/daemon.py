@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sidecar.baseline import embedding_reference, load_baseline, write_baseline
+from sidecar.capture import Capture, CaptureData
 from sidecar.config import (
     RESERVED_FEATURE_NAMES,
     Config,
@@ -53,7 +54,7 @@ from sidecar.statefiles import (
 )
 from sidecar.stats.mmd import EmbeddingReference
 from sidecar.stats.reference import Baseline, CategoricalReference, build_baseline
-from sidecar.tracker import Capture, CaptureData, ModelTracker, embedding_options
+from sidecar.tracker import ModelTracker, embedding_options
 
 log = structlog.get_logger("sidecar.daemon")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from sidecar.capture import CaptureData
 from sidecar.config import (
     RESERVED_FEATURE_NAMES,
     BaselineSpec,
@@ -22,7 +23,7 @@ from sidecar.config import (
 from sidecar.events import Decoded, Event, Rejection
 from sidecar.metrics import Health
 from sidecar.ratelimit import LogLimiter
-from sidecar.tracker import CaptureData, ModelTracker
+from sidecar.tracker import ModelTracker
 
 log = structlog.get_logger("sidecar.pipeline")
 _model = attrgetter("model")

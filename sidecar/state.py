@@ -34,7 +34,8 @@ from sidecar.errors import StateError
 from sidecar.files import write_atomically
 from sidecar.fsutil import read_regular, set_aside
 from sidecar.statefiles import MAX_JSON_BYTES, decode_json, legacy_name, read_npz, state_name
-from sidecar.tracker import ModelTracker, Vocab
+from sidecar.tracker import ModelTracker
+from sidecar.vocab import Vocab
 from sidecar.windows import WindowSnapshot
 
 log = structlog.get_logger("sidecar.state")

@@ -7,27 +7,22 @@ handful of vectorized calls, never one `observe()` per feature per event.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from itertools import chain
+from collections.abc import Callable
 from operator import itemgetter
-from typing import Any
 
 import numpy as np
 
+from sidecar.capture import Capture, CaptureData
+from sidecar.class_codes import ClassCodes
 from sidecar.config import DriftSettings, EmbeddingSpec, ModelSpec
 from sidecar.drift import ModelDriftResult, WindowData
 from sidecar.embedding import EmbeddingOptions, embedding_matrix
 from sidecar.embedding_window import EmbeddingWindow
+from sidecar.event_arrays import categorical_codes, confidences, numeric_matrix, prediction_array
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.stats.bins import OTHER, sorted_bin_counts
-from sidecar.stats.reference import (
-    TAIL_FACTOR,
-    Baseline,
-    CategoricalReference,
-    NumericReference,
-    category_key,
-)
+from sidecar.stats.reference import TAIL_FACTOR, Baseline, CategoricalReference, NumericReference
+from sidecar.vocab import Vocab, recode, vocab_to_ref, vocab_to_test
 from sidecar.windows import RollingWindow, WindowSnapshot
 
 LATENCY_BUCKETS = np.array([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
@@ -37,85 +32,6 @@ FEATURE_BUCKETS = np.linspace(0.0, 1.0, 11)
 HORIZON_WINDOWS = 3
 """Categorical columns are also tested over the last ~3 windows of events, from their
 per-bin counters: a small share shift that one window cannot show, three can."""
-_MAX_INDEX_TABLE = 1 << 16  # class indices below this are looked up in a table
-
-
-class Vocab:
-    """A capped string-to-code table; values past the cap share the overflow code, and so
-    do values longer than `max_bytes` of UTF-8 (they would become label values)."""
-
-    def __init__(self, cap: int, seed: Sequence[str] = (), max_bytes: int = 128) -> None:
-        self.cap = cap
-        self.max_bytes = max_bytes
-        self.index: dict[str, int] = {}
-        self.values: list[str] = []
-        for s in seed:
-            self.code(s)
-
-    @property
-    def overflow(self) -> int:
-        return self.cap
-
-    def code(self, value: str) -> int:
-        c = self.index.get(value)
-        if c is not None:
-            return c
-        if len(self.values) >= self.cap:
-            return self.cap
-        if len(value) * 4 > self.max_bytes and len(value.encode()) > self.max_bytes:
-            return self.cap  # never indexed: each sighting pays this check, but only these
-        c = len(self.values)
-        self.index[value] = c
-        self.values.append(value)
-        return c
-
-    def label(self, code: int) -> str:
-        return self.values[code] if code < len(self.values) else OTHER
-
-
-@dataclass
-class Capture:
-    """The first N live events of a model, kept to become its baseline."""
-
-    target: int
-    numeric: list[np.ndarray] = field(default_factory=list)
-    categorical: list[np.ndarray] = field(default_factory=list)
-    predictions: list[np.ndarray] = field(default_factory=list)
-    embeddings: list[np.ndarray] = field(default_factory=list)
-    count: int = 0
-
-    @property
-    def done(self) -> bool:
-        return self.count >= self.target
-
-    def take(
-        self,
-        numeric: np.ndarray,
-        categorical: np.ndarray,
-        predictions: np.ndarray,
-        embeddings: np.ndarray | None = None,
-    ) -> int:
-        """Keep what the capture still needs; return how many rows were taken."""
-        k = min(self.target - self.count, int(numeric.shape[0]))
-        if k > 0:
-            self.numeric.append(numeric[:k].copy())
-            self.categorical.append(categorical[:k].copy())
-            self.predictions.append(predictions[:k].copy())
-            if embeddings is not None:
-                self.embeddings.append(embeddings[:k].copy())
-            self.count += k
-        return k
-
-
-@dataclass(frozen=True)
-class CaptureData:
-    """A finished capture as columns, ready for `baseline.write_baseline`."""
-
-    numeric: dict[str, np.ndarray]
-    categorical: dict[str, list[str | None]]
-    prediction: np.ndarray | list[str | None] | None
-    embedding: np.ndarray | None = None
-    """(rows, dim) float32, NaN rows where an event had none; None without `embedding:`."""
 
 
 def embedding_options(spec: EmbeddingSpec) -> EmbeddingOptions:
@@ -160,7 +76,7 @@ class ModelTracker:
         self.cat_vocab = [Vocab(cat_cap, max_bytes=lb) for _ in categorical]
         self.pred_vocab = Vocab(cat_cap, max_bytes=lb) if self.pred_kind == "categorical" else None
         self.class_vocab = Vocab(spec.max_classes, max_bytes=lb)
-        self._class_by_index = np.empty(0, dtype=np.int64)  # class code by class index, or -1
+        self._classes = ClassCodes(self.class_vocab)
         self.version_vocab = Vocab(8, [spec.version], max_bytes=lb)
 
         self.requests: Counter[tuple[int, str]] = Counter()
@@ -227,8 +143,8 @@ class ModelTracker:
     def ingest(self, events: list[Event], now: float) -> list[Rejection]:
         """Fold a batch of this model's events into every counter and the window."""
         feats = [ev.features for ev in events]
-        num, bad, all_present = self._numeric_matrix(feats)
-        preds, bad_pred = self._prediction_array(events)
+        num, bad, all_present = numeric_matrix(feats, self.numeric_names, self._num_get)
+        preds, bad_pred = prediction_array(events, self.pred_vocab, self.pred_kind)
         bad |= bad_pred
         emb: np.ndarray | None = None
         bad_emb: dict[int, tuple[str, str]] = {}
@@ -248,8 +164,8 @@ class ModelTracker:
             if not events:
                 return rejections
             feats = [ev.features for ev in events]
-            num, _, all_present = self._numeric_matrix(feats)
-            preds, _ = self._prediction_array(events)
+            num, _, all_present = numeric_matrix(feats, self.numeric_names, self._num_get)
+            preds, _ = prediction_array(events, self.pred_vocab, self.pred_kind)
             if emb is not None:
                 emb = emb[keep]
         n = len(events)
@@ -285,14 +201,14 @@ class ModelTracker:
                 known = sum(len(f.keys() & self._known) for f in feats if f)
                 self.unknown_features += total - known
 
-        cat = self._categorical_codes(feats)
+        cat = categorical_codes(feats, self.categorical_names, self.cat_vocab)
         self.missing[: len(self.numeric_names)] += n - n_finite
         if cat.shape[1]:
             self.missing[len(self.numeric_names) :] += (cat < 0).sum(axis=0)
 
         self._count_requests(events)
         self._count_latency(events, now)
-        conf = self._confidence(events)
+        conf = confidences(events)
         self._count_confidence(events, preds, conf)
         self._count_predictions(preds)
         self.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
@@ -336,58 +252,6 @@ class ModelTracker:
         n = received.shape[0]
         self.window.append(numeric, categorical, predictions, np.full(n, np.nan), received)
 
-    def _numeric_matrix(self, feats: list[Any]) -> tuple[np.ndarray, set[int], bool]:
-        """Numeric features as an (n, k) matrix; also the rows holding a non-numeric string,
-        and whether every event carried every numeric feature (the fast path)."""
-        n, k = len(feats), len(self.numeric_names)
-        if k == 0:
-            return np.empty((n, 0)), set(), False
-        try:  # one C-level pass: itemgetter per event, fromiter converts (None -> NaN)
-            got = map(self._num_get, feats)  # type: ignore[arg-type]
-            it = got if k == 1 else chain.from_iterable(got)
-            return np.fromiter(it, np.float64, count=n * k).reshape(n, k), set(), True
-        except (KeyError, TypeError, ValueError):  # absent feature, no features, bad string
-            pass
-        names = self.numeric_names
-        flat = [f.get(nm) if f else None for f in feats for nm in names]
-        try:
-            return np.fromiter(flat, np.float64, count=n * k).reshape(n, k), set(), False
-        except ValueError:
-            pass
-        out = np.empty(n * k)
-        bad: set[int] = set()
-        for i, v in enumerate(flat):
-            try:
-                out[i] = np.nan if v is None else float(v)
-            except ValueError:
-                out[i] = np.nan
-                bad.add(i // k)
-        return out.reshape(n, k), bad, False
-
-    def _categorical_codes(self, feats: list[Any]) -> np.ndarray:
-        n, k = len(feats), len(self.categorical_names)
-        out = np.full((n, k), -1, dtype=np.int32)
-        for j, (name, vocab) in enumerate(zip(self.categorical_names, self.cat_vocab, strict=True)):
-            col = [category_key(f.get(name)) if f else None for f in feats]
-            out[:, j] = [-1 if v is None else vocab.code(v) for v in col]
-        return out
-
-    def _prediction_array(self, events: list[Event]) -> tuple[np.ndarray, set[int]]:
-        raw = [ev.prediction for ev in events]
-        if self.pred_vocab is not None:
-            vocab = self.pred_vocab
-            texts = [category_key(p) for p in raw]
-            return np.array(
-                [-1 if t is None else vocab.code(t) for t in texts], dtype=np.int32
-            ), set()
-        if str in set(map(type, raw)):
-            if self.pred_kind == "numeric":
-                bad = {i for i, p in enumerate(raw) if type(p) is str}
-            else:  # prediction not configured: string labels just skip the value summary
-                bad = set()
-            return np.array([None if type(p) is str else p for p in raw], dtype=np.float64), bad
-        return np.array(raw, dtype=np.float64), set()
-
     def _count_requests(self, events: list[Event]) -> None:
         vocab = self.version_vocab
         versions = {ev.version for ev in events}
@@ -417,70 +281,16 @@ class ModelTracker:
                 ts = ev.ts if ev.ts is not None else now
                 self.latency_exemplars[b] = (ev.trace_id.lower(), ev.latency_s, ts)
 
-    def _confidence(self, events: list[Event]) -> np.ndarray:
-        conf = [ev.confidence for ev in events]
-        if None in conf and any([ev.probabilities for ev in events]):
-            for i, ev in enumerate(events):
-                if conf[i] is None and ev.probabilities:
-                    p = ev.probabilities
-                    vals = p.values() if isinstance(p, dict) else p
-                    conf[i] = max(vals)
-        return np.array(conf, dtype=np.float64)
-
     def _count_confidence(self, events: list[Event], preds: np.ndarray, conf: np.ndarray) -> None:
         ok = np.isfinite(conf)
         if not ok.any():
             return
-        classes = self._class_codes(events, preds)[ok]
+        classes = self._classes.codes(events, preds, self.pred_vocab)[ok]
         nb = len(CONFIDENCE_BUCKETS) + 1
         idx = np.searchsorted(CONFIDENCE_BUCKETS, conf[ok], side="left")
         flat = np.bincount(classes * nb + idx, minlength=self.conf_counts.size)
         self.conf_counts += flat.reshape(self.conf_counts.shape)
         self.conf_sums += np.bincount(classes, weights=conf[ok], minlength=len(self.conf_sums))
-
-    def _class_codes(self, events: list[Event], preds: np.ndarray) -> np.ndarray:
-        """`predicted_class` codes per event, vectorized over the prediction array; only
-        rows without a usable prediction fall back to per-event work (argmax)."""
-        vocab = self.class_vocab
-        n = len(events)
-        if self.pred_vocab is not None:  # categorical: the class is the prediction itself
-            pv = self.pred_vocab
-            table = np.array([vocab.code(pv.label(c)) for c in range(pv.cap + 1)], np.int64)
-            codes: np.ndarray = table[np.maximum(preds, 0)]
-            rest = np.flatnonzero(preds < 0)
-        else:
-            codes = np.zeros(n, dtype=np.int64)
-            finite = np.isfinite(preds)
-            integral = finite & (preds == np.round(preds))
-            if integral.any():  # class indices sent as numbers
-                codes[integral] = self._index_class_codes(preds[integral])
-            regression = finite & ~integral
-            if regression.any():
-                codes[regression] = vocab.code("none")
-            rest = np.flatnonzero(~finite)
-        for i in rest:  # no prediction: take it from the probabilities, if any
-            codes[i] = vocab.code(_predicted_class(events[i]))
-        return codes
-
-    def _index_class_codes(self, values: np.ndarray) -> np.ndarray:
-        """Codes of integral predictions: a lookup in a table by class index, filled as
-        new indices appear (a vocabulary never changes a code it has given)."""
-        vocab = self.class_vocab
-        if values.min() < 0 or values.max() >= _MAX_INDEX_TABLE:
-            uniq, inv = np.unique(values, return_inverse=True)
-            return np.array([vocab.code(str(int(u))) for u in uniq], np.int64)[inv]
-        ints = values.astype(np.int64)
-        table = self._class_by_index
-        top = int(ints.max())
-        if top >= table.size:
-            table = np.concatenate([table, np.full(top + 1 - table.size, -1, np.int64)])
-            self._class_by_index = table
-        codes: np.ndarray = table[ints]
-        if (codes < 0).any():
-            for u in np.unique(ints[codes < 0]):
-                table[u] = vocab.code(str(int(u)))
-            codes = table[ints]
-        return codes
 
     def _count_predictions(self, preds: np.ndarray) -> None:
         if preds.dtype.kind == "f":
@@ -583,46 +393,13 @@ class ModelTracker:
             snap = self.window.snapshot()
             self._count_bins(snap.numeric, snap.categorical, snap.predictions)
 
-    def _vocab_to_ref(self, vocab: Vocab, ref: CategoricalReference) -> np.ndarray:
-        """Lookup from vocabulary code (incl. overflow) to the reference's category code."""
-        labels = [*vocab.values, OTHER]
-        codes = np.asarray(ref.codes(labels), dtype=np.int32)
-        table = np.full(vocab.cap + 1, len(ref.categories), dtype=np.int32)
-        table[: len(vocab.values)] = codes[:-1]
-        return table
-
-    def _vocab_to_test(
-        self, vocab: Vocab, ref: CategoricalReference
-    ) -> tuple[np.ndarray, tuple[str, ...]]:
-        """Lookup from vocabulary code to the code a drift check tests, and the labels of
-        the codes past `__other__`.
-
-        As `_vocab_to_ref`, except that the reference's tail categories, then each live
-        category the reference never saw, get codes of their own after `__other__`
-        (len(categories) + 1, + 2, ...): the two-sample tests need them as columns. When
-        the reference had more categories than it counts one by one, a live category
-        outside them may be one of those, so it stays in `__other__`; so do values past
-        the vocabulary's cap."""
-        table = self._vocab_to_ref(vocab, ref)
-        other = len(ref.categories)
-        tail = {c: i for i, c in enumerate(ref.tail)}
-        labels = list(ref.tail)
-        for i in np.flatnonzero(table[: len(vocab.values)] == other).tolist():
-            t = tail.get(vocab.values[i])
-            if t is not None:
-                table[i] = other + 1 + t
-            elif not ref.overflowed:
-                table[i] = other + 1 + len(labels)
-                labels.append(vocab.values[i])
-        return table, tuple(labels)
-
     def category_bin_counts(self) -> list[tuple[str, list[tuple[str, int]]]]:
         """Per categorical feature: live counts per reference category and `__other__`."""
         assert self.baseline is not None
         out = []
         for j, (name, vocab) in enumerate(zip(self.categorical_names, self.cat_vocab, strict=True)):
             ref = self.baseline.categorical[j]
-            table = self._vocab_to_ref(vocab, ref)
+            table = vocab_to_ref(vocab, ref)
             counts = np.bincount(table, weights=self.cat_bins[j], minlength=len(ref.shares))
             labels = [*ref.categories, OTHER]
             out.append((name, [(lab, int(c)) for lab, c in zip(labels, counts, strict=True)]))
@@ -633,7 +410,7 @@ class ModelTracker:
         ref = self.baseline.prediction
         if self.pred_vocab is None or not isinstance(ref, CategoricalReference):
             return [(str(i), int(c)) for i, c in enumerate(self.pred_bins)]
-        table = self._vocab_to_ref(self.pred_vocab, ref)
+        table = vocab_to_ref(self.pred_vocab, ref)
         counts = np.bincount(table, weights=self.pred_bins, minlength=len(ref.shares))
         labels = [*ref.categories, OTHER]
         return [(lab, int(c)) for lab, c in zip(labels, counts, strict=True)]
@@ -686,22 +463,22 @@ class ModelTracker:
         horizon, pred_horizon = self._horizon_counts()
         for j, (vocab, ref) in enumerate(zip(self.cat_vocab, b.categorical, strict=True)):
             col = snap.categorical[:, j]
-            table, labels = self._vocab_to_test(vocab, ref)
+            table, labels = vocab_to_test(vocab, ref)
             cat[:, j] = np.where(col < 0, -1, table[np.maximum(col, 0)])
             cat_labels.append(labels)
             size = len(ref.categories) + 1 + len(labels)
-            cat_horizon.append(None if horizon is None else _recode(horizon[j], table, size))
+            cat_horizon.append(None if horizon is None else recode(horizon[j], table, size))
         preds: np.ndarray | None = None
         pred_labels: tuple[str, ...] = ()
         pred_h: np.ndarray | None = None
         if b.prediction is not None:
             if self.pred_vocab is not None and isinstance(b.prediction, CategoricalReference):
-                table, pred_labels = self._vocab_to_test(self.pred_vocab, b.prediction)
+                table, pred_labels = vocab_to_test(self.pred_vocab, b.prediction)
                 col = snap.predictions
                 preds = np.where(col < 0, -1, table[np.maximum(col, 0)]).astype(np.int32)
                 if pred_horizon is not None:
                     size = len(b.prediction.categories) + 1 + len(pred_labels)
-                    pred_h = _recode(pred_horizon, table, size)
+                    pred_h = recode(pred_horizon, table, size)
             else:
                 preds = snap.predictions
         embeddings = None
@@ -717,26 +494,6 @@ class ModelTracker:
             prediction_horizon=pred_h,
             embeddings=embeddings,
         )
-
-
-def _recode(counts: np.ndarray, table: np.ndarray, size: int) -> np.ndarray:
-    """Counts per vocabulary code as counts per test code (see `_vocab_to_test`)."""
-    return np.bincount(table, weights=counts, minlength=size)[:size].astype(np.int64)
-
-
-def _predicted_class(ev: Event) -> str:
-    """The `predicted_class` label: a string prediction, a class index, or the argmax."""
-    p = ev.prediction
-    if type(p) is str:
-        return p
-    if isinstance(p, float) and p.is_integer():
-        return str(int(p))
-    probs = ev.probabilities
-    if probs:
-        if isinstance(probs, dict):
-            return max(probs, key=probs.__getitem__)
-        return str(max(range(len(probs)), key=probs.__getitem__))
-    return "none"  # a regression value is not a class: one label, not one per value
 
 
 def _beyond_range(ordered: np.ndarray, n_finite: np.ndarray) -> bool:

@@ -25,12 +25,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from promtools import METRICS_DOC, base_metric, documented_metrics, run_promtool
 
 from sidecar.baseline import write_baseline
+from sidecar.capture import CaptureData
 from sidecar.config import parse_config
 from sidecar.drift import DriftParams, check_model
 from sidecar.events import REASONS, decode_lines
 from sidecar.metrics import DROP_REASONS, Health, SidecarCollector
 from sidecar.pipeline import Pipeline
-from sidecar.tracker import CaptureData, ModelTracker
+from sidecar.tracker import ModelTracker
 
 LABEL_LIMIT = 64
 CONFIG = parse_config(

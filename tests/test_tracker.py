@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from sidecar.config import DriftSettings, parse_config
 from sidecar.events import Event
-from sidecar.tracker import FEATURE_BUCKETS, LATENCY_BUCKETS, ModelTracker, Vocab
+from sidecar.tracker import FEATURE_BUCKETS, LATENCY_BUCKETS, ModelTracker
+from sidecar.vocab import Vocab
 
 SPEC = parse_config(
     {

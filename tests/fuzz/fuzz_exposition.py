@@ -32,11 +32,12 @@ with atheris.instrument_imports():
     from prometheus_client.parser import text_string_to_metric_families
 
     from sidecar.baseline import write_baseline
+    from sidecar.capture import CaptureData
     from sidecar.config import parse_config
     from sidecar.events import decode_lines
     from sidecar.metrics import Health, SidecarCollector
     from sidecar.pipeline import Pipeline
-    from sidecar.tracker import CaptureData, ModelTracker
+    from sidecar.tracker import ModelTracker
 
 CONFIG = parse_config(
     {
