@@ -14,7 +14,7 @@ import structlog
 
 from sidecar.config import Config, SocketSettings
 from sidecar.events import decode_lines
-from sidecar.metrics import Health
+from sidecar.health import Health
 from sidecar.pipeline import Pipeline
 from sidecar.sockfile import OwnedSocket
 

@@ -21,7 +21,7 @@ from sidecar.config import (
     label_fits,
 )
 from sidecar.events import Decoded, Event, Rejection
-from sidecar.metrics import Health
+from sidecar.health import Health
 from sidecar.ratelimit import LogLimiter
 from sidecar.tracker import ModelTracker
 

@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from sidecar.config import Config
 from sidecar.events import Rejection, decode_body
 from sidecar.exposition import render, restrict
-from sidecar.metrics import Health
+from sidecar.health import Health
 from sidecar.pipeline import Pipeline
 
 log = structlog.get_logger("sidecar.server")

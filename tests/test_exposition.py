@@ -265,11 +265,11 @@ def test_render_lets_the_loop_run_and_gives_the_same_bytes(
 
 def test_a_histogram_can_leave_out_the_count_and_sum_of_some_features() -> None:
     """For OpenMetrics, which forbids a negative sum: the buckets stay, le="+Inf" counts."""
-    from sidecar.metrics import _TrackerLabels
+    from sidecar.tracker_labels import TrackerLabels
 
     # the plain model: default buckets (no negative bound), positive values
     _, t = hostile_trackers(5, lambda rng, n: rng.random(n))
-    tl = _TrackerLabels(t)
+    tl = TrackerLabels(t)
     no_sum = np.array([True, False])
     full, cut = tl.histogram(t).samples(), tl.histogram(t, no_sum).samples()
     hidden = {name for name, hide in zip(t.numeric_names, no_sum, strict=True) if hide}

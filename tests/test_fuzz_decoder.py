@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from sidecar.config import Config, SocketSettings
 from sidecar.events import MAX_ABS_VALUE, MAX_TS, REASONS, Decoded, decode_lines
+from sidecar.health import Health
 from sidecar.ingest import EventProtocol, IngestServer
-from sidecar.metrics import Health
 from sidecar.pipeline import Pipeline
 
 MAX_BATCH = 20

@@ -24,8 +24,8 @@ except ImportError:
 with atheris.instrument_imports():
     from sidecar.config import Config, SocketSettings
     from sidecar.events import REASONS, decode_lines
+    from sidecar.health import Health
     from sidecar.ingest import EventProtocol, IngestServer
-    from sidecar.metrics import Health
     from sidecar.pipeline import Pipeline
 
 MAX_LINE = 512
