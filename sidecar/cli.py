@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from sidecar.config import load_config  # noqa: PLC0415
-    from sidecar.daemon import load_baselines  # noqa: PLC0415
+    from sidecar.loading import load_baselines  # noqa: PLC0415
 
     config = load_config(args.file)
     if args.baselines:

@@ -8,38 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
-import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
-from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any
 
-import numpy as np
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sidecar.baseline import embedding_reference, load_baseline, write_baseline
-from sidecar.capture import Capture, CaptureData
-from sidecar.config import (
-    RESERVED_FEATURE_NAMES,
-    Config,
-    DriftSettings,
-    ModelSpec,
-    label_fits,
-    load_config,
-)
+from sidecar.capture import CaptureData
+from sidecar.captures import CaptureWriter
+from sidecar.config import RESERVED_FEATURE_NAMES, Config, ModelSpec, label_fits, load_config
 from sidecar.drift import DriftParams, check_model
-from sidecar.errors import BaselineError, ConfigError, SidecarError, StateDirError
+from sidecar.errors import ConfigError, SidecarError, StateDirError
 from sidecar.fsutil import FileLock, LockHeld, make_dirs
 from sidecar.gpu import GpuMonitor
 from sidecar.ingest import IngestServer
+from sidecar.loading import captured_baseline, load_baselines
 from sidecar.memory import arrow_uses_malloc, then_give_back
 from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
+from sidecar.reloading import check_immutable, file_identity, rebuild_trackers
 from sidecar.server import CONNECTIONS, LimitedTCPSite, make_app
 from sidecar.state import StateStore
 from sidecar.statefiles import (
@@ -47,14 +38,11 @@ from sidecar.statefiles import (
     DIR_MODE,
     auto_models_doc,
     clean_temp_files,
-    legacy_name,
-    load_captured_baseline,
     prepare_state_dir,
     read_auto_models,
 )
-from sidecar.stats.mmd import EmbeddingReference
-from sidecar.stats.reference import Baseline, CategoricalReference, build_baseline
-from sidecar.tracker import ModelTracker, embedding_options
+from sidecar.stats.reference import Baseline
+from sidecar.tracker import ModelTracker
 
 log = structlog.get_logger("sidecar.daemon")
 
@@ -63,8 +51,6 @@ SHUTDOWN_GRACE_S = 10.0
 RELOAD_GAP_S = 0.5
 """After a reload, signals for this long coalesce into one more: a SIGHUP storm costs at
 most two reloads a second, and drift checks keep their schedule meanwhile."""
-CAPTURED_MODE = 0o600
-"""Captured baselines are the sidecar's own state, read by no one else."""
 
 
 class Daemon:
@@ -92,6 +78,9 @@ class Daemon:
         )
         self.registry.register(self.gpu.collector())
         self.state = StateStore(config.state_path)
+        self.captures = CaptureWriter(
+            self.state, self.health, self.pipeline, self._capture_installed
+        )
         self._state_lock = FileLock(config.state_path / "lock")
         self.accepting = False
         """Whether POST /v1/events takes events: from start until shutdown begins."""
@@ -105,9 +94,6 @@ class Daemon:
         self._drift_tasks: dict[str, tuple[asyncio.Task[Any], ModelTracker, float]] = {}
         self._next_check: dict[str, float] = {}
         """Per model, the loop time its next drift check is due; survives a reload."""
-        self._captures: set[asyncio.Task[Any]] = set()
-        self._unwritten: dict[str, tuple[ModelTracker, dict[str, Any]]] = {}
-        """Captured baselines in use but not yet on disk (the write failed); retried."""
         self._auto_doc: bytes | None = None
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -199,8 +185,7 @@ class Daemon:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
         # A capture that finished (or finishes in the drain above) installs its baseline
         # before the snapshot, so the window that follows it is written too.
-        if self._captures:
-            await asyncio.wait(list(self._captures), timeout=SHUTDOWN_GRACE_S)
+        await self.captures.wait(SHUTDOWN_GRACE_S)
         await self._save_state()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -406,130 +391,11 @@ class Daemon:
             )
 
     def _on_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
-        # Not a supervised task: a failed capture is logged and captured again, it never
-        # stops the daemon; shutdown waits for it, so its baseline is in the final state.
-        task = asyncio.create_task(
-            self._finish_capture(tracker, data), name=f"capture:{tracker.name}"
-        )
-        self._captures.add(task)
-        task.add_done_callback(self._capture_done)
+        self.captures.start(tracker, data)
 
-    def _capture_done(self, task: asyncio.Task[Any]) -> None:
-        self._captures.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
-
-    async def _finish_capture(self, tracker: ModelTracker, data: CaptureData) -> None:
-        """Write the captured baseline and start comparing against it. A write that fails
-        (full disk, read-only folder) still installs the baseline from memory and retries
-        the write at each snapshot; a capture that cannot become a baseline at all is
-        logged, counted and captured again."""
-        path = self.state.captured_baseline_path(tracker.name)
-        d = tracker.drift
-        columns: dict[str, Any] = {
-            "numeric": data.numeric,
-            "categorical": data.categorical,
-            "prediction": data.prediction,
-            "prediction_kind": tracker.pred_kind,
-            "psi_bins": d.psi_bins,
-            "max_categories": d.max_categories,
-            "source": "capture",
-            "embedding": data.embedding,
-        }
-        try:
-            baseline = await asyncio.to_thread(
-                write_baseline, path, tracker.name, mode=CAPTURED_MODE, **columns
-            )
-        except Exception as exc:
-            self.health.baseline_writes["failure"] += 1
-            log.error(
-                "baseline_write_failed",
-                model=tracker.name,
-                path=str(path),
-                error=repr(exc)[:300],
-                action="using it from memory; the write is retried at each snapshot",
-            )
-            try:
-                baseline = await asyncio.to_thread(
-                    build_baseline,
-                    tracker.name,
-                    **{k: v for k, v in columns.items() if k != "embedding"},
-                )
-            except Exception as exc2:
-                self.health.capture_failures[tracker.name] += 1
-                log.error(
-                    "baseline_capture_failed",
-                    model=tracker.name,
-                    error=repr(exc2)[:300],
-                    action="capturing again",
-                )
-                if tracker.spec.baseline.capture is not None and tracker.baseline is None:
-                    tracker.capture = Capture(tracker.spec.baseline.capture)
-                return
-            self._unwritten[tracker.name] = (tracker, columns)
-        else:
-            self.health.baseline_writes["success"] += 1
-        baseline = dataclasses.replace(
-            baseline,
-            source="capture",
-            embedding=await self._captured_embedding(tracker, data, str(path)),
-        )
-        warn_overflowed(baseline)
-        tracker.install_baseline(baseline, backfill=True)
-        log.info(
-            "baseline_captured",
-            model=tracker.name,
-            rows=baseline.rows,
-            path=str(path),
-            sha256=baseline.sha256 or None,
-        )
+    def _capture_installed(self) -> None:
         if self.started.is_set() and self.accepting:
             self._sync_drift_loops()  # an auto-registered model gets its loop now
-
-    async def _captured_embedding(
-        self, tracker: ModelTracker, data: CaptureData, where: str
-    ) -> EmbeddingReference | None:
-        """The embedding test's reference from a capture; None (logged) when it cannot be
-        built, which leaves embedding drift off for the model until its next baseline."""
-        if tracker.spec.embedding is None or data.embedding is None:
-            return None
-        rows = data.embedding[np.isfinite(data.embedding).all(axis=1)]
-        opts = embedding_options(tracker.spec.embedding)
-        try:
-            return await asyncio.to_thread(embedding_reference, rows, opts, where)
-        except BaselineError as exc:
-            log.warning("embedding_drift_off", model=tracker.name, error=str(exc)[:300])
-            return None
-
-    async def _write_unwritten(self) -> None:
-        """Retry captured baselines whose write failed; on success the baseline in use
-        gets the file's sha256, so its windows can be restored after a restart."""
-        for name, (tracker, columns) in list(self._unwritten.items()):
-            if self.pipeline.trackers.get(name) is not tracker or tracker.baseline is None:
-                del self._unwritten[name]  # replaced by a reload meanwhile
-                continue
-            path = self.state.captured_baseline_path(name)
-            try:
-                written = await asyncio.to_thread(
-                    write_baseline, path, name, mode=CAPTURED_MODE, **columns
-                )
-            except Exception as exc:
-                self.health.baseline_writes["failure"] += 1
-                log.warning(
-                    "baseline_write_failed",
-                    model=name,
-                    path=str(path),
-                    error=repr(exc)[:300],
-                    action="retried at the next snapshot",
-                )
-                continue
-            self.health.baseline_writes["success"] += 1
-            del self._unwritten[name]
-            if self.pipeline.trackers.get(name) is tracker and tracker.baseline is not None:
-                tracker.baseline = dataclasses.replace(
-                    tracker.baseline, sha256=written.sha256, path=written.path
-                )
-            log.info("baseline_written", model=name, path=str(path), sha256=written.sha256)
 
     def _on_stats(self, model: str, nbytes: int, ts: float) -> None:
         self.gpu.report_model_memory(model, nbytes, ts)
@@ -543,7 +409,7 @@ class Daemon:
         """Copy on the loop (trackers are only touched there), write in a thread. A failure
         (full disk, read-only folder) is logged and counted, and the next snapshot tries
         again; it never stops the daemon."""
-        await self._write_unwritten()
+        await self.captures.write_unwritten()
         try:
             snaps = self.state.collect(self.pipeline.trackers)
             auto = self._auto_models_doc()
@@ -585,10 +451,10 @@ class Daemon:
         """`reload.watch`: a changed config file (mtime, size or inode) acts like SIGHUP;
         polling works the same on every filesystem, ConfigMap symlink swaps included."""
         assert self.config.source is not None
-        last = _file_identity(self.config.source)
+        last = file_identity(self.config.source)
         while True:
             await asyncio.sleep(self.config.reload.interval_s)
-            now = _file_identity(self.config.source)
+            now = file_identity(self.config.source)
             if now != last:
                 last = now
                 log.info("config_changed", config=self.config.source)
@@ -602,7 +468,7 @@ class Daemon:
         try:
             new = await asyncio.to_thread(load_config, self.config.source)
             baselines = await asyncio.to_thread(then_give_back(load_baselines), new)
-            _check_immutable(self.config, new)
+            check_immutable(self.config, new)
         except SidecarError as exc:
             self.health.reloads["failure"] += 1
             self.health.last_reload_ok = False
@@ -628,40 +494,9 @@ class Daemon:
         baseline source or content, window size, PSI bins or category cap. Thresholds,
         p-value, correction, min_samples, interval, max_age_s and version apply in place.
         """
-        old_trackers = self.pipeline.trackers
-        trackers: dict[str, ModelTracker] = {}
-        rebuilt: list[str] = []
-        retuned: list[str] = []
-        for spec in new.models:
-            old = old_trackers.get(spec.name)
-            drift = new.drift_for(spec)
-            baseline = baselines.get(spec.name)
-            if (
-                old is not None
-                and not old.auto_registered
-                and _same_structure(old, spec, drift)
-                and (
-                    baseline is None
-                    or old.baseline is None
-                    or baseline.sha256 == old.baseline.sha256
-                )
-            ):
-                if old.spec != spec or old.drift != drift:
-                    old.spec, old.drift = spec, drift
-                    old.window.max_age_s = drift.max_age_s
-                    retuned.append(spec.name)
-                trackers[spec.name] = old
-                continue
-            t = ModelTracker(
-                spec, drift, on_capture=self._on_capture, max_label_bytes=new.limits.max_label_bytes
-            )
-            if baseline is not None:
-                t.install_baseline(baseline)
-            trackers[spec.name] = t
-            rebuilt.append(spec.name)
-        for name, t in old_trackers.items():
-            if t.auto_registered and name not in trackers and new.auto_register.enabled:
-                trackers[name] = t
+        trackers, rebuilt, retuned = rebuild_trackers(
+            self.pipeline.trackers, new, baselines, self._on_capture
+        )
         self.config = new
         self.pipeline.config = new
         self.pipeline.trackers = trackers
@@ -706,133 +541,9 @@ class Daemon:
         return {"models": models}
 
 
-def load_baselines(config: Config, *, captured: bool = True) -> dict[str, Baseline]:
-    """Every file baseline of the config, and (with `captured`) the captured ones already
-    in the state folder. A file baseline that fails raises BaselineError; a captured one
-    that fails is set aside and captured again (see `captured_baseline`)."""
-    out: dict[str, Baseline] = {}
-    store = StateStore(config.state_path)
-    for spec in config.models:
-        if spec.baseline.path is None:
-            if captured and (b := captured_baseline(config, spec, store)) is not None:
-                out[spec.name] = b
-            continue
-        path = config.resolve(spec.baseline.path)
-        if not path.exists():
-            raise BaselineError(f"baseline file {path} for model {spec.name!r} does not exist")
-        out[spec.name] = _loader(config, spec, path)(None)
-        if spec.prediction is not None and out[spec.name].prediction is None:
-            log.warning(
-                "prediction_drift_off",
-                model=spec.name,
-                baseline=str(path),
-                reason="the baseline has no `prediction` column",
-            )
-    for baseline in out.values():
-        warn_overflowed(baseline)
-    return out
-
-
-def warn_overflowed(baseline: Baseline) -> None:
-    """Say which categorical columns have more categories than the tests count one by one
-    (4 x max_categories): their remaining categories are compared only as a pool chosen by
-    the baseline's own counts, which can raise false alarms (docs/statistics.md)."""
-    refs = [*baseline.categorical]
-    if isinstance(baseline.prediction, CategoricalReference):
-        refs.append(baseline.prediction)
-    for ref in refs:
-        if ref.overflowed:
-            log.warning(
-                "categorical_reference_overflowed",
-                model=baseline.model,
-                column=ref.name,
-                counted=len(ref.categories) + len(ref.tail),
-                pooled_values=ref.residual,
-                advice="raise drift.max_categories, or treat the column as high-cardinality",
-            )
-
-
-def captured_baseline(config: Config, spec: ModelSpec, store: StateStore) -> Baseline | None:
-    """The model's captured baseline from the state folder, or None. Never raises: the
-    state folder is the sidecar's own, so a file that does not load is set aside and the
-    baseline captured again, instead of keeping the daemon from starting."""
-    path = store.captured_baseline_path(spec.name)
-    legacy = path.with_name(f"{legacy_name(spec.name)}.parquet")
-    use_legacy = not os.path.lexists(path) and legacy != path and os.path.lexists(legacy)
-    target = legacy if use_legacy else path
-    rows = spec.baseline.capture or config.auto_register.capture
-    emb_columns = spec.embedding.dim if spec.embedding is not None else 0
-    b = load_captured_baseline(
-        target,
-        spec.name,
-        _loader(config, spec, target),
-        max_rows=rows,
-        columns=len(spec.features) + 1 + emb_columns,
-        legacy=use_legacy,
-    )
-    return dataclasses.replace(b, source="capture") if b is not None else None
-
-
-def _loader(config: Config, spec: ModelSpec, path: Path) -> Callable[[bytes | None], Baseline]:
-    """Loads `spec`'s baseline at `path`, from the bytes given or (None) from the file."""
-    d = config.drift_for(spec)
-
-    def load(data: bytes | None) -> Baseline:
-        return load_baseline(
-            path,
-            spec.name,
-            numeric_names=[f.name for f in spec.features if f.type == "numeric"],
-            categorical_names=[f.name for f in spec.features if f.type == "categorical"],
-            prediction_kind=spec.prediction.type if spec.prediction else None,
-            psi_bins=d.psi_bins,
-            max_categories=d.max_categories,
-            data=data,
-            embedding=embedding_options(spec.embedding) if spec.embedding else None,
-        )
-
-    return load
-
-
-def _same_structure(t: ModelTracker, spec: ModelSpec, drift: DriftSettings) -> bool:
-    """Whether a tracker built for `spec` and `drift` would have the same shape as `t`."""
-    old, was = t.spec, t.drift
-    return (
-        old.features == spec.features
-        and old.prediction == spec.prediction
-        and old.max_classes == spec.max_classes
-        and old.baseline == spec.baseline
-        and old.embedding == spec.embedding
-        and (was.window_size, was.psi_bins, was.max_categories)
-        == (drift.window_size, drift.psi_bins, drift.max_categories)
-    )
-
-
-def _file_identity(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)  # follows symlinks: a ConfigMap update swaps the link's target
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 def _auto_spec_fits(spec: ModelSpec, limit: int) -> bool:
     """What auto-registration itself would take: names within the label limit, none reserved."""
     names = [f.name for f in spec.features]
     return all(label_fits(x, limit) for x in (spec.name, spec.version, *names)) and not (
         RESERVED_FEATURE_NAMES & set(names)
     )
-
-
-def _check_immutable(old: Config, new: Config) -> None:
-    """Listening addresses cannot change under a running process; say so instead."""
-    problems = []
-    if old.socket_path != new.socket_path:
-        problems.append("socket.path: cannot change on reload; restart the sidecar")
-    if (old.http.host, old.http.port) != (new.http.host, new.http.port):
-        problems.append("http: host and port cannot change on reload; restart the sidecar")
-    if old.state_path != new.state_path:
-        problems.append("state_dir: cannot change on reload; restart the sidecar")
-    if old.http.idle_timeout_s != new.http.idle_timeout_s:
-        problems.append("http.idle_timeout_s: cannot change on reload; restart the sidecar")
-    if problems:
-        raise ConfigError(problems, new.source or "<config>")

@@ -149,7 +149,7 @@ def test_a_reference_with_too_many_categories_is_named_at_load(tmp_path):
 
     from sidecar.baseline import write_baseline
     from sidecar.config import parse_config
-    from sidecar.daemon import load_baselines
+    from sidecar.loading import load_baselines
 
     rng = np.random.default_rng(3)
     write_baseline(

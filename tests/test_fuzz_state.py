@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from sidecar.baseline import METADATA_KEY, write_baseline
 from sidecar.config import Config, ModelSpec, parse_config
-from sidecar.daemon import captured_baseline
 from sidecar.events import decode_lines
+from sidecar.loading import captured_baseline
 from sidecar.state import StateStore
 from sidecar.statefiles import state_name
 from sidecar.tracker import ModelTracker

@@ -35,8 +35,8 @@ with atheris.instrument_imports():
 
     from sidecar.baseline import write_baseline
     from sidecar.config import Config, ModelSpec, parse_config
-    from sidecar.daemon import captured_baseline
     from sidecar.events import decode_lines
+    from sidecar.loading import captured_baseline
     from sidecar.state import StateStore
     from sidecar.tracker import ModelTracker
 
