@@ -17,8 +17,6 @@ column.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,12 +25,26 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
+from sidecar.baseline_columns import (
+    column_float,
+    column_keys,
+    embedding_array,
+    embedding_rows,
+    is_numeric_type,
+)
+from sidecar.baseline_meta import (
+    METADATA_KEY,
+    StoredStats,
+    read_metadata,
+    stats_metadata,
+    stored_categorical,
+    stored_numeric,
+)
 from sidecar.embedding import EmbeddingDeviceError, EmbeddingOptions, reference_from_rows
 from sidecar.errors import BaselineError
 from sidecar.files import write_atomically
 from sidecar.fsutil import umask_file_mode
 from sidecar.stats.mmd import EmbeddingReference
-from sidecar.stats.numbers import finite_or_none
 from sidecar.stats.reference import (
     EMBEDDING_COLUMN,
     PREDICTION_COLUMN,
@@ -50,147 +62,12 @@ from sidecar.stats.reference import (
 
 MIN_EMBEDDING_ROWS = 8
 """Fewest finite reference embeddings the embedding test accepts."""
-METADATA_KEY = b"drift_sidecar.baseline.v1"
-"""Schema-metadata key of the stored statistics; the suffix is the format version."""
-FORMAT_VERSION = 1
 _READ_ATTEMPTS = 3
 """Reads of a file that changed while being read (rewritten in place) before giving up."""
 _HASH_CHUNK = 1 << 20
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-# --------------------------------------------------------------------------- metadata
-
-
-def _numeric_meta(r: NumericReference) -> dict[str, Any]:
-    return {
-        "edges": r.edges.tolist(),
-        "shares": r.shares.tolist(),
-        "missing_rate": finite_or_none(r.missing_rate),
-        "mean": finite_or_none(r.mean),
-        "count": r.count,
-    }
-
-
-def _categorical_meta(r: CategoricalReference) -> dict[str, Any]:
-    return {
-        "categories": list(r.categories),
-        "shares": r.shares.tolist(),
-        "counts": r.counts.tolist(),
-        "tail": list(r.tail),
-        "tail_counts": r.tail_counts.tolist(),
-        "missing_rate": finite_or_none(r.missing_rate),
-    }
-
-
-def _metadata(b: Baseline, psi_bins: int, max_categories: int) -> bytes:
-    pred: dict[str, Any] | None = None
-    if isinstance(b.prediction, NumericReference):
-        pred = {"kind": "numeric", **_numeric_meta(b.prediction)}
-    elif isinstance(b.prediction, CategoricalReference):
-        pred = {"kind": "categorical", **_categorical_meta(b.prediction)}
-    doc = {
-        "format": FORMAT_VERSION,
-        "model": b.model,
-        "source": b.source,
-        "rows": b.rows,
-        "psi_bins": psi_bins,
-        "max_categories": max_categories,
-        "numeric": {r.name: _numeric_meta(r) for r in b.numeric},
-        "categorical": {r.name: _categorical_meta(r) for r in b.categorical},
-        "prediction": pred,
-    }
-    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
-
-
-def _stored_numeric(
-    meta: Mapping[str, Any], name: str, sorted_values: np.ndarray, missing_rate: float
-) -> NumericReference | None:
-    """The stored statistics of a numeric column, if present and consistent with its data."""
-    try:
-        edges = np.asarray(meta["edges"], dtype=np.float64)
-        shares = np.asarray(meta["shares"], dtype=np.float64)
-        count = int(meta["count"])
-        mean = meta["mean"]
-    except (KeyError, TypeError, ValueError):
-        return None
-    if (
-        count != sorted_values.shape[0]
-        or edges.ndim != 1
-        or shares.shape != (edges.shape[0] + 1,)
-        or not np.all(np.isfinite(edges))
-        or np.any(np.diff(edges) <= 0)
-        or abs(float(shares.sum()) - 1.0) > 1e-9
-    ):
-        return None
-    return NumericReference(
-        name=name,
-        sorted_values=sorted_values,
-        edges=readonly(edges),
-        shares=readonly(shares),
-        missing_rate=missing_rate,
-        mean=math.nan if mean is None else float(mean),
-    )
-
-
-def _stored_categorical(meta: Mapping[str, Any], name: str) -> CategoricalReference | None:
-    """The stored statistics of a categorical column, if present and consistent.
-
-    Files written before the counts were stored have shares only; their statistics are
-    computed from the column again (None here), since the two-sample tests need counts
-    (and the tail, when OTHER holds any value).
-    """
-    try:
-        categories = tuple(str(c) for c in meta["categories"])
-        shares = np.asarray(meta["shares"], dtype=np.float64)
-        counts = np.asarray(meta["counts"], dtype=np.int64)
-        tail = tuple(str(c) for c in meta.get("tail", ()))
-        tail_counts = np.asarray(meta.get("tail_counts", ()), dtype=np.int64)
-        rate = meta["missing_rate"]
-        # null: a rate over no rows (see sidecar.stats.numbers.rate)
-        missing_rate = math.nan if rate is None else float(rate)
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None
-    k = len(categories) + 1
-    if shares.shape != (k,) or abs(float(shares.sum()) - 1.0) > 1e-9:
-        return None
-    if counts.shape != (k,) or (counts < 0).any():
-        return None
-    present = int(counts.sum())
-    if present and not np.allclose(counts / present, shares, rtol=0, atol=1e-12):
-        return None
-    if counts[-1] > 0 and "tail" not in meta:
-        return None
-    if (
-        tail_counts.shape != (len(tail),)
-        or (tail_counts < 0).any()
-        or int(tail_counts.sum()) > int(counts[-1])
-    ):
-        return None
-    return CategoricalReference(
-        name=name,
-        categories=categories,
-        shares=readonly(shares),
-        missing_rate=missing_rate,
-        counts=readonly(counts),
-        tail=tail,
-        tail_counts=readonly(tail_counts),
-    )
-
-
-def _read_metadata(schema: pa.Schema) -> dict[str, Any] | None:
-    raw = (schema.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        return None
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
-        return None
-    return doc
 
 
 # --------------------------------------------------------------------------- write
@@ -249,7 +126,9 @@ def write_baseline(
     if embedding is not None:
         arrays[EMBEDDING_COLUMN] = embedding_array(embedding)
     table = pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(0)})
-    table = table.replace_schema_metadata({METADATA_KEY: _metadata(b, psi_bins, max_categories)})
+    table = table.replace_schema_metadata(
+        {METADATA_KEY: stats_metadata(b, psi_bins, max_categories)}
+    )
     target = Path(path)
     file_mode = umask_file_mode() if mode is None else mode
     digest = write_atomically(target, lambda fh: _write_parquet(table, fh), mode=file_mode)
@@ -278,106 +157,7 @@ def _write_parquet(table: pa.Table, fh: BinaryIO) -> str:
     return h.hexdigest()
 
 
-# --------------------------------------------------------------------------- columns
-
-
-def is_numeric_type(t: pa.DataType) -> bool:
-    """Whether an Arrow column of type `t` can hold a numeric feature."""
-    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
-
-    checks = (
-        pa.types.is_integer,
-        pa.types.is_floating,
-        pa.types.is_boolean,
-        pa.types.is_decimal,
-        pa.types.is_null,
-    )
-    return any(check(t) for check in checks)
-
-
-def column_float(col: pa.ChunkedArray | pa.Array, name: str, where: str) -> np.ndarray:
-    """A numeric column as float64 (nulls become NaN); BaselineError naming the file if not.
-
-    A float64 column without nulls comes back as a read-only view of arrow's memory.
-    """
-    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
-
-    if not is_numeric_type(col.type):
-        raise BaselineError(
-            f"baseline file {where}: column {name!r} is a numeric feature but holds {col.type} data"
-        )
-    as_float = col
-    if col.type != pa.float64():
-        import pyarrow.compute as pc  # noqa: PLC0415 - only other types need a cast
-
-        try:
-            as_float = pc.cast(col, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise BaselineError(
-                f"baseline file {where}: column {name!r} cannot be read as numbers ({exc})"
-            ) from exc
-    if isinstance(as_float, pa.ChunkedArray):
-        as_float = as_float.combine_chunks() if as_float.num_chunks != 1 else as_float.chunk(0)
-    arr = as_float.to_numpy(zero_copy_only=False)
-    return np.asarray(arr, dtype=np.float64)
-
-
-def embedding_array(rows: np.ndarray) -> pa.Array:
-    """(n, dim) floats as a fixed-size-list float32 column; rows with a NaN are null."""
-    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
-
-    e = np.ascontiguousarray(rows, dtype=np.float32)
-    if e.ndim != 2:
-        raise ValueError(f"embedding array of shape {e.shape}: expected (rows, dim)")
-    values = pa.array(e.reshape(-1), type=pa.float32())
-    missing = ~np.isfinite(e).all(axis=1)
-    if not missing.any():
-        return pa.FixedSizeListArray.from_arrays(values, e.shape[1])
-    return pa.FixedSizeListArray.from_arrays(
-        values, e.shape[1], mask=pa.array(missing, type=pa.bool_())
-    )
-
-
-def embedding_column(col: pa.ChunkedArray | pa.Array, dim: int | None, where: str) -> np.ndarray:
-    """An `embedding` column as (rows, dim) float32, NaN rows where null; `dim` None takes
-    the first row's length. BaselineError for a non-list column or another length."""
-    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
-    import pyarrow.compute as pc  # noqa: PLC0415
-
-    t = col.type
-    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
-        raise BaselineError(
-            f"{where}: column {EMBEDDING_COLUMN!r} holds {t} data, expected lists of floats"
-        )
-    if not is_numeric_type(t.value_type):
-        raise BaselineError(f"{where}: column {EMBEDDING_COLUMN!r} holds lists of {t.value_type}")
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    n = len(col)
-    valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), dtype=bool)
-    present = col.filter(pa.array(valid))
-    lengths = np.asarray(pc.list_value_length(present).to_numpy(zero_copy_only=False))
-    if dim is None:
-        dim = int(lengths[0]) if lengths.size else 0
-    if (lengths != dim).any():
-        bad = int(lengths[lengths != dim][0])
-        raise BaselineError(
-            f"{where}: column {EMBEDDING_COLUMN!r} has a row of {bad} values, expected {dim}"
-        )
-    out = np.full((n, dim), np.nan, dtype=np.float32)
-    if len(present):
-        flat = pc.cast(pc.list_flatten(present), pa.float32())
-        values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
-        out[valid] = values.reshape(len(present), dim)
-    return out
-
-
-def embedding_rows(col: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.ndarray:
-    """The finite rows of an `embedding` column as (n, dim) float32; null rows and rows
-    holding a null or non-finite value are left out."""
-    rows = embedding_column(col, dim, where)
-    finite: np.ndarray = rows[np.isfinite(rows).all(axis=1)]
-    return finite
+# --------------------------------------------------------------------------- load
 
 
 def embedding_reference(rows: np.ndarray, opts: EmbeddingOptions, where: str) -> EmbeddingReference:
@@ -391,16 +171,6 @@ def embedding_reference(rows: np.ndarray, opts: EmbeddingOptions, where: str) ->
         return reference_from_rows(rows, opts)
     except EmbeddingDeviceError as exc:
         raise BaselineError(f"baseline {where}: {exc}") from exc
-
-
-def column_keys(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
-    """A categorical column as `category_key` strings (None for missing)."""
-    import pyarrow as pa  # noqa: PLC0415 - see the module docstring
-
-    values: list[Any] = col.to_pylist()
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        return values
-    return [category_key(v) for v in values]
 
 
 def _categorical_from_arrow(
@@ -423,9 +193,6 @@ def _categorical_from_arrow(
                 counts[v] = c
         return categorical_from_counts(name, counts, missing, max_categories)
     return categorical_reference(name, column_keys(col), max_categories)
-
-
-# --------------------------------------------------------------------------- load
 
 
 def load_baseline(
@@ -490,8 +257,8 @@ def _load(
     schema = f.schema
     _check_columns(schema, f.where, numeric_names, categorical_names, prediction_kind)
     pred_kind = prediction_kind if PREDICTION_COLUMN in schema.names else None
-    meta = _read_metadata(schema)
-    stored = _StoredStats.of(meta, psi_bins, max_categories, pred_kind)
+    meta = read_metadata(schema)
+    stored = StoredStats.of(meta, psi_bins, max_categories, pred_kind)
 
     tally = _Tally()
     num_refs = [
@@ -636,53 +403,6 @@ def _check_columns(
             )
 
 
-@dataclass(frozen=True)
-class _StoredStats:
-    """The statistics in a file's metadata that were computed with the current settings."""
-
-    numeric_entries: Mapping[str, Any]
-    categorical_entries: Mapping[str, Any]
-    prediction: Mapping[str, Any] | None
-    """Only when the file's prediction kind is the configured one."""
-
-    @classmethod
-    def of(
-        cls,
-        meta: Mapping[str, Any] | None,
-        psi_bins: int,
-        max_categories: int,
-        prediction_kind: str | None,
-    ) -> _StoredStats:
-        if meta is None:
-            return cls({}, {}, None)
-        same_bins = meta.get("psi_bins") == psi_bins
-        same_cap = meta.get("max_categories") == max_categories
-        numeric = meta.get("numeric", {}) if same_bins else {}
-        categorical = meta.get("categorical", {}) if same_cap else {}
-        pred = meta.get("prediction")
-        pred_ok = (
-            isinstance(pred, dict)
-            and pred.get("kind") == prediction_kind
-            and (
-                (prediction_kind == "numeric" and same_bins)
-                or (prediction_kind == "categorical" and same_cap)
-            )
-        )
-        return cls(
-            numeric_entries=numeric if isinstance(numeric, dict) else {},
-            categorical_entries=categorical if isinstance(categorical, dict) else {},
-            prediction=pred if pred_ok else None,
-        )
-
-    def numeric(self, name: str) -> Mapping[str, Any] | None:
-        entry = self.numeric_entries.get(name)
-        return entry if isinstance(entry, dict) else None
-
-    def categorical(self, name: str) -> Mapping[str, Any] | None:
-        entry = self.categorical_entries.get(name)
-        return entry if isinstance(entry, dict) else None
-
-
 _Ref = TypeVar("_Ref", NumericReference, CategoricalReference)
 
 
@@ -711,7 +431,7 @@ def _load_numeric(
 ) -> tuple[NumericReference, bool]:
     finite, missing_rate = sorted_finite(column_float(f.column(name), name, f.where))
     if entry is not None:
-        ref = _stored_numeric(entry, name, readonly(finite), missing_rate)
+        ref = stored_numeric(entry, name, readonly(finite), missing_rate)
         if ref is not None:
             return ref, True
     return numeric_reference_sorted(name, finite, missing_rate, psi_bins), False
@@ -720,7 +440,7 @@ def _load_numeric(
 def _load_categorical(
     name: str, f: _BaselineFile, entry: Mapping[str, Any] | None, max_categories: int
 ) -> tuple[CategoricalReference, bool]:
-    ref = _stored_categorical(entry, name) if entry is not None else None
+    ref = stored_categorical(entry, name) if entry is not None else None
     if ref is not None:
         return ref, True  # stored: the column is never read
     return _categorical_from_arrow(name, f.column(name), max_categories), False

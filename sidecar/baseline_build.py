@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sidecar.baseline import (
+from sidecar.baseline import write_baseline
+from sidecar.baseline_columns import (
     column_float,
     column_keys,
     embedding_column,
     is_numeric_type,
-    write_baseline,
 )
 from sidecar.errors import BaselineError
 from sidecar.stats.numbers import finite_or_none

@@ -342,7 +342,7 @@ def _parquet_model(data: bytes) -> str | None:
     import pyarrow as pa  # noqa: PLC0415 - see _check_parquet_bounds
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    from sidecar.baseline import METADATA_KEY  # noqa: PLC0415 - baseline imports are heavy
+    from sidecar.baseline_meta import METADATA_KEY  # noqa: PLC0415 - baseline imports are heavy
 
     schema = pq.ParquetFile(pa.BufferReader(data)).schema_arrow
     raw = (schema.metadata or {}).get(METADATA_KEY)

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sidecar.baseline import METADATA_KEY, load_baseline, write_baseline
+from sidecar.baseline import load_baseline, write_baseline
 from sidecar.baseline_build import build_baseline_file
+from sidecar.baseline_meta import METADATA_KEY
 from sidecar.errors import BaselineError
 from sidecar.stats.bins import OTHER
 from sidecar.stats.reference import (

@@ -26,7 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.baseline import METADATA_KEY, write_baseline
+from sidecar.baseline import write_baseline
+from sidecar.baseline_meta import METADATA_KEY
 from sidecar.config import Config, ModelSpec, parse_config
 from sidecar.events import decode_lines
 from sidecar.loading import captured_baseline

@@ -55,3 +55,24 @@ def test_import_does_not_load(module: str, heavy: str) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"
+
+
+SHARED_LEAVES = {"__init__", "__main__", "errors", "paths", "ratelimit", "files"}
+"""Standard-library leaf modules that the client and the daemon both import."""
+
+
+def test_the_client_contract_names_every_daemon_module() -> None:
+    """A new daemon module must join the client's forbidden list, or the contract rots."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contract = next(
+        c
+        for c in config["tool"]["importlinter"]["contracts"]
+        if c.get("source_modules") == ["sidecar.client"]
+    )
+    forbidden = set(contract["forbidden_modules"])
+    modules = {p.stem for p in (ROOT / "sidecar").glob("*.py")} - SHARED_LEAVES
+    missing = sorted(f"sidecar.{m}" for m in modules if f"sidecar.{m}" not in forbidden)
+    assert missing == []
+    assert "sidecar.stats" in forbidden
