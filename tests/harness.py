@@ -7,12 +7,15 @@ subprocess) and `start_daemon` (through the `daemon_factory` fixture of conftest
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -154,9 +157,31 @@ def _line(x: bytes | str | dict[str, Any] | list[Any]) -> bytes:
     return (json.dumps(x) + "\n").encode()
 
 
+_SOCKET_BASES: list[str] = []
+
+
+@atexit.register
+def _remove_socket_bases() -> None:
+    for base in _SOCKET_BASES:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def socket_dir() -> Path:
+    """A folder path for a socket that exists nowhere yet, and is unique for this run.
+
+    Sockets live under the temp folder rather than `tmp_path`, whose paths can pass the
+    108-byte limit of a socket address. The folder itself is not created, so tests can
+    create it (or put something else there) themselves; its parent is made here, private
+    to this run, and removed when the run ends.
+    """
+    base = tempfile.mkdtemp(prefix="ds-")
+    _SOCKET_BASES.append(base)
+    return Path(base) / "s"
+
+
 def write_config(tmp: Path, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
     """A config on a fresh socket and port, merged with `extra` (top-level keys)."""
-    sock_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"ds-{os.getpid()}-{free_port()}"
+    sock_dir = socket_dir()
     cfg: dict[str, Any] = {
         "socket": {"path": str(sock_dir / "events.sock")},
         "http": {"host": "127.0.0.1", "port": free_port()},
