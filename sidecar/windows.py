@@ -22,24 +22,13 @@ class WindowSnapshot:
         return int(self.received.shape[0])
 
 
-class RollingWindow:
-    """A ring buffer of the last `capacity` events; appends are vectorized per batch."""
+class RingBuffer:
+    """The ring-buffer bookkeeping shared by the windows: the newest `capacity` rows of
+    some parallel columns, with their receive times for age-based eviction."""
 
-    def __init__(
-        self,
-        capacity: int,
-        n_numeric: int,
-        n_categorical: int,
-        categorical_prediction: bool = False,
-        max_age_s: float | None = None,
-    ) -> None:
+    def __init__(self, capacity: int, max_age_s: float | None) -> None:
         self.capacity = capacity
         self.max_age_s = max_age_s
-        self._numeric = np.full((capacity, n_numeric), np.nan)
-        self._categorical = np.full((capacity, n_categorical), -1, dtype=np.int32)
-        pred_dtype = np.int32 if categorical_prediction else np.float64
-        self._pred = np.full(capacity, -1 if categorical_prediction else np.nan, dtype=pred_dtype)
-        self._conf = np.full(capacity, np.nan)
         self._received = np.zeros(capacity)
         self._start = 0  # index of the oldest row
         self._size = 0
@@ -47,32 +36,18 @@ class RollingWindow:
     def __len__(self) -> int:
         return self._size
 
-    def append(
-        self,
-        numeric: np.ndarray,
-        categorical: np.ndarray,
-        predictions: np.ndarray,
-        confidence: np.ndarray,
-        received: np.ndarray,
-    ) -> None:
-        n = received.shape[0]
+    def _write(self, columns: list[tuple[np.ndarray, np.ndarray]], n: int) -> None:
+        """Append `n` rows: each (destination, source) pair gets the source's rows; only
+        the newest `capacity` rows can survive."""
         if n == 0:
             return
         cap = self.capacity
-        if n >= cap:  # only the newest `cap` rows can survive
-            numeric, categorical = numeric[-cap:], categorical[-cap:]
-            predictions, confidence = predictions[-cap:], confidence[-cap:]
-            received = received[-cap:]
+        if n >= cap:
+            columns = [(dst, src[-cap:]) for dst, src in columns]
             n = cap
         end = (self._start + self._size) % cap
         first = min(n, cap - end)
-        for dst, src in (
-            (self._numeric, numeric),
-            (self._categorical, categorical),
-            (self._pred, predictions),
-            (self._conf, confidence),
-            (self._received, received),
-        ):
+        for dst, src in columns:
             dst[end : end + first] = src[:first]
             if first < n:
                 dst[: n - first] = src[first:]
@@ -95,6 +70,44 @@ class RollingWindow:
         if end <= self.capacity:
             return arr[self._start : end].copy()
         return np.concatenate((arr[self._start :], arr[: end - self.capacity]))
+
+
+class RollingWindow(RingBuffer):
+    """A ring buffer of the last `capacity` events; appends are vectorized per batch."""
+
+    def __init__(
+        self,
+        capacity: int,
+        n_numeric: int,
+        n_categorical: int,
+        categorical_prediction: bool = False,
+        max_age_s: float | None = None,
+    ) -> None:
+        super().__init__(capacity, max_age_s)
+        self._numeric = np.full((capacity, n_numeric), np.nan)
+        self._categorical = np.full((capacity, n_categorical), -1, dtype=np.int32)
+        pred_dtype = np.int32 if categorical_prediction else np.float64
+        self._pred = np.full(capacity, -1 if categorical_prediction else np.nan, dtype=pred_dtype)
+        self._conf = np.full(capacity, np.nan)
+
+    def append(
+        self,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        predictions: np.ndarray,
+        confidence: np.ndarray,
+        received: np.ndarray,
+    ) -> None:
+        self._write(
+            [
+                (self._numeric, numeric),
+                (self._categorical, categorical),
+                (self._pred, predictions),
+                (self._conf, confidence),
+                (self._received, received),
+            ],
+            received.shape[0],
+        )
 
     def snapshot(self) -> WindowSnapshot:
         return WindowSnapshot(
