@@ -112,14 +112,14 @@ class PredictionDrift:
 
     kind: str
     samples: int
-    ks_statistic: float | None
-    ks_pvalue: float | None
-    mean_shift_ratio: float | None
-    psi: float | None
-    chi2_statistic: float | None
-    chi2_pvalue: float | None
-    drifted: bool
     sufficient: bool
+    ks_statistic: float | None = None
+    ks_pvalue: float | None = None
+    mean_shift_ratio: float | None = None
+    psi: float | None = None
+    chi2_statistic: float | None = None
+    chi2_pvalue: float | None = None
+    drifted: bool = False
     missing_rate: float = math.nan
     detected_by: tuple[str, ...] = ()
     test_pvalue: float | None = None
@@ -212,62 +212,15 @@ class ModelDriftResult:
         policy = p.policy
         features: dict[str, Any] = {}
         for f in self.features:
-            entry: dict[str, Any] = {
-                "kind": f.kind,
-                "samples": f.samples,
-                "reference_samples": f.reference_samples,
-                "sufficient": f.sufficient,
-                "drifted": f.drifted,
-                "detected_by": list(f.detected_by),
-                "psi": finite_or_none(f.psi),
-                "psi_expected": finite_or_none(f.psi_expected),
-                "psi_threshold": p.psi_threshold,
-            }
-            if f.kind == "numeric":
-                entry["ks_statistic"] = finite_or_none(f.ks_statistic)
-                entry["ks_pvalue"] = finite_or_none(f.ks_pvalue)
-            else:
-                entry["chi2_statistic"] = finite_or_none(f.chi2_statistic)
-                entry["chi2_pvalue"] = finite_or_none(f.chi2_pvalue)
-                entry["chi2_dof"] = f.chi2_dof
-                entry["changed_category"] = f.changed_category
-                entry["horizon_samples"] = f.horizon_samples
-                entry["horizon_pvalue"] = finite_or_none(f.horizon_pvalue)
-            entry.update(
-                _verdict_json(f.test_pvalue, f.p_adjusted, f.significant, f.alarm_p_adjusted, p)
-            )
-            entry["missing_rate"] = finite_or_none(f.missing_rate)
+            entry = _column_json(f, p)
             entry["baseline_missing_rate"] = finite_or_none(f.baseline_missing_rate)
             features[f.name] = entry
         pred: dict[str, Any] | None = None
         if self.prediction is not None:
             q = self.prediction
-            pred = {
-                "kind": q.kind,
-                "samples": q.samples,
-                "reference_samples": q.reference_samples,
-                "sufficient": q.sufficient,
-                "drifted": q.drifted,
-                "detected_by": list(q.detected_by),
-                "psi": finite_or_none(q.psi),
-                "psi_expected": finite_or_none(q.psi_expected),
-                "psi_threshold": p.psi_threshold,
-            }
+            pred = _column_json(q, p)
             if q.kind == "numeric":
-                pred["ks_statistic"] = finite_or_none(q.ks_statistic)
-                pred["ks_pvalue"] = finite_or_none(q.ks_pvalue)
                 pred["mean_shift_ratio"] = finite_or_none(q.mean_shift_ratio)
-            else:
-                pred["chi2_statistic"] = finite_or_none(q.chi2_statistic)
-                pred["chi2_pvalue"] = finite_or_none(q.chi2_pvalue)
-                pred["chi2_dof"] = q.chi2_dof
-                pred["changed_category"] = q.changed_category
-                pred["horizon_samples"] = q.horizon_samples
-                pred["horizon_pvalue"] = finite_or_none(q.horizon_pvalue)
-            pred.update(
-                _verdict_json(q.test_pvalue, q.p_adjusted, q.significant, q.alarm_p_adjusted, p)
-            )
-            pred["missing_rate"] = finite_or_none(q.missing_rate)
         return {
             "model": self.model,
             "status": "ok" if self.sufficient else "insufficient_data",
@@ -293,6 +246,34 @@ class ModelDriftResult:
             "prediction": pred,
             "embedding": None if self.embedding is None else self.embedding.to_json(p.p_value),
         }
+
+
+def _column_json(x: FeatureDrift | PredictionDrift, p: DriftParams) -> dict[str, Any]:
+    """The /v1/drift entry of one feature or of the predictions: what the two share."""
+    entry: dict[str, Any] = {
+        "kind": x.kind,
+        "samples": x.samples,
+        "reference_samples": x.reference_samples,
+        "sufficient": x.sufficient,
+        "drifted": x.drifted,
+        "detected_by": list(x.detected_by),
+        "psi": finite_or_none(x.psi),
+        "psi_expected": finite_or_none(x.psi_expected),
+        "psi_threshold": p.psi_threshold,
+    }
+    if x.kind == "numeric":
+        entry["ks_statistic"] = finite_or_none(x.ks_statistic)
+        entry["ks_pvalue"] = finite_or_none(x.ks_pvalue)
+    else:
+        entry["chi2_statistic"] = finite_or_none(x.chi2_statistic)
+        entry["chi2_pvalue"] = finite_or_none(x.chi2_pvalue)
+        entry["chi2_dof"] = x.chi2_dof
+        entry["changed_category"] = x.changed_category
+        entry["horizon_samples"] = x.horizon_samples
+        entry["horizon_pvalue"] = finite_or_none(x.horizon_pvalue)
+    entry.update(_verdict_json(x.test_pvalue, x.p_adjusted, x.significant, x.alarm_p_adjusted, p))
+    entry["missing_rate"] = finite_or_none(x.missing_rate)
+    return entry
 
 
 def _verdict_json(
