@@ -172,6 +172,9 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     max_classes: int = 50
     """Distinct `predicted_class` label values kept; the rest are counted as `__other__`."""
     embedding: EmbeddingSpec | None = None
+    task: Literal["classification", "regression"] | None = None
+    """How labels are scored; unset: classes when the prediction is categorical or a string,
+    or the event has probabilities; otherwise the error of a number."""
 
 
 class AutoRegisterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -210,6 +213,18 @@ class ReloadSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """How often the file is looked at when `watch` is on."""
 
 
+class LabelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Predictions waiting for their label (docs/metrics.md, "Labels and performance")."""
+
+    enabled: bool = True
+    """Keep predictions that carry an `id` until their label joins them."""
+    ttl_s: float = 1_209_600.0
+    """How long a prediction waits for its label: 14 days, as chargebacks take weeks."""
+    max_pending: int = 1_000_000
+    """Predictions waiting at most; past it the oldest is dropped (counted). About 32 bytes
+    each (sidecar.label_store), so the default bounds the store at about 32 MB."""
+
+
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -228,6 +243,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     state: StateSettings = msgspec.field(default_factory=StateSettings)
     reload: ReloadSettings = msgspec.field(default_factory=ReloadSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    labels: LabelSettings = msgspec.field(default_factory=LabelSettings)
     source: str | None = None
     """The file this was loaded from (set by the loader; not a YAML key users set)."""
 
@@ -412,6 +428,10 @@ def _semantic_problems(cfg: Config) -> list[str]:
         p.append(f"gpu.visible_process_model: {vpm!r} is not a configured model")
     if cfg.reload.interval_s <= 0:
         p.append("reload.interval_s: must be > 0")
+    if not 0 < cfg.labels.ttl_s < math.inf:
+        p.append("labels.ttl_s: must be a number of seconds > 0")
+    if not 1 <= cfg.labels.max_pending <= 1 << 30:
+        p.append("labels.max_pending: must be 1..1073741824")
     if cfg.state.snapshot_interval_s <= 0:
         p.append("state.snapshot_interval_s: must be > 0")
     if cfg.auto_register.max_models < 0 or cfg.auto_register.max_features < 1:

@@ -26,6 +26,8 @@ from sidecar.errors import ConfigError, SidecarError, StateDirError
 from sidecar.fsutil import FileLock, LockHeld, make_dirs
 from sidecar.gpu import GpuMonitor
 from sidecar.ingest import IngestServer
+from sidecar.label_metrics import LabelCollector
+from sidecar.labels_io import collect_pending, restore_pending, write_pending
 from sidecar.loading import captured_baseline, load_baselines
 from sidecar.memory import arrow_uses_malloc, then_give_back
 from sidecar.metrics import Health, SidecarCollector
@@ -77,6 +79,9 @@ class Daemon:
             )
         )
         self.registry.register(self.gpu.collector())
+        self.registry.register(
+            LabelCollector(lambda: list(self.pipeline.trackers.values()), self.pipeline.labels)
+        )
         self.state = StateStore(config.state_path)
         self.captures = CaptureWriter(
             self.state, self.health, self.pipeline, self._capture_installed
@@ -131,6 +136,7 @@ class Daemon:
             self.pipeline.trackers[name].install_baseline(baseline)
         await self._restore_auto_models()
         restored = await asyncio.to_thread(self.state.restore, self.pipeline.trackers)
+        await asyncio.to_thread(restore_pending, self.state.root, self.pipeline.labels)
         await self.ingest.start()
         app = make_app(self.registry, self)
         self._runner = web.AppRunner(
@@ -413,7 +419,10 @@ class Daemon:
         try:
             snaps = self.state.collect(self.pipeline.trackers)
             auto = self._auto_models_doc()
+            self.pipeline.labels.expire(time.time())
+            pending = collect_pending(self.pipeline.labels)
             await asyncio.to_thread(self.state.write, snaps)
+            await asyncio.to_thread(write_pending, self.state.root, pending)
             if auto is not None:
                 await asyncio.to_thread(self.state.write_file, AUTO_MODELS_FILE, auto)
                 self._auto_doc = auto
@@ -499,6 +508,7 @@ class Daemon:
         )
         self.config = new
         self.pipeline.config = new
+        self.pipeline.labels.configure(new.labels)
         self.pipeline.trackers = trackers
         for t in trackers.values():  # kept trackers too: new values obey the new limit
             t.set_label_limit(new.limits.max_label_bytes)

@@ -47,9 +47,12 @@ class Event(msgspec.Struct, gc=False):
     ts: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TS)] | None = None
     id: str | None = None
     trace_id: Annotated[str, msgspec.Meta(pattern=_HEX32)] | None = None
-    kind: Literal["prediction", "stats"] = "prediction"
-    """`stats` events carry telemetry (model_memory_bytes) and are not counted as predictions."""
+    kind: Literal["prediction", "stats", "label"] = "prediction"
+    """`stats` events carry telemetry (model_memory_bytes) and are not counted as predictions;
+    `label` events carry a prediction's ground truth (sidecar.labels)."""
     model_memory_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    label: Number | str | None = None
+    """The ground truth of a `label` event: a class or a number."""
 
 
 REASONS = (
@@ -65,6 +68,7 @@ REASONS = (
     "line_too_long",
     "body_too_large",
     "embedding_dim",
+    "unknown_class",
 )
 
 _line_decoder = msgspec.json.Decoder(Event | list[Event])

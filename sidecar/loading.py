@@ -12,6 +12,7 @@ import structlog
 from sidecar.baseline import load_baseline
 from sidecar.config import Config, ModelSpec
 from sidecar.errors import BaselineError
+from sidecar.labels_io import baseline_performance
 from sidecar.state import StateStore
 from sidecar.statefiles import legacy_name, load_captured_baseline
 from sidecar.stats.reference import Baseline, CategoricalReference
@@ -35,6 +36,9 @@ def load_baselines(config: Config, *, captured: bool = True) -> dict[str, Baseli
         if not path.exists():
             raise BaselineError(f"baseline file {path} for model {spec.name!r} does not exist")
         out[spec.name] = _loader(config, spec, path)(None)
+        perf = baseline_performance(path)
+        if perf is not None:
+            out[spec.name] = dataclasses.replace(out[spec.name], performance=perf)
         if spec.prediction is not None and out[spec.name].prediction is None:
             log.warning(
                 "prediction_drift_off",

@@ -22,6 +22,7 @@ from sidecar.config import (
 )
 from sidecar.events import Decoded, Event, Rejection
 from sidecar.health import Health
+from sidecar.labels import LabelBook
 from sidecar.ratelimit import LogLimiter
 from sidecar.tracker import ModelTracker
 
@@ -64,6 +65,7 @@ class Pipeline:
         self.on_stats = on_stats
         self.trackers: dict[str, ModelTracker] = {}
         self.rejection_log = RateLimitedLog()
+        self.labels = LabelBook(config.labels)
         for spec in config.models:
             self.trackers[spec.name] = ModelTracker(
                 spec,
@@ -128,8 +130,14 @@ class Pipeline:
                     self.reject(refusal.reason, refusal.detail, len(events), errors)
                     continue
                 tracker = refusal
-            if "stats" in set(map(_kind, events)):
-                events = self._stats(model, events, now)
+            kinds = set(map(_kind, events))
+            labels: list[Event] = []
+            if kinds != {"prediction"}:
+                if "stats" in kinds:
+                    events = self._stats(model, events, now)
+                if "label" in kinds:
+                    labels = [ev for ev in events if ev.kind == "label"]
+                    events = [ev for ev in events if ev.kind != "label"]
             if events:
                 unknown_before = tracker.unknown_features
                 rejected: list[Rejection] = tracker.ingest(events, now)
@@ -138,6 +146,12 @@ class Pipeline:
                 accepted += len(events) - len(rejected)
                 if tracker.unknown_features != unknown_before:
                     self._log_unknown_features(tracker, events)
+                self.labels.observe(tracker, *tracker.folded, now)
+            if labels:  # after the batch's predictions, which they may be the labels of
+                refused = self.labels.score(tracker, labels, now)
+                for r in refused:
+                    self.reject(r.reason, r.detail, errors=errors)
+                accepted += len(labels) - len(refused)
         return accepted
 
     def _unregistered(self, model: str, first: Event) -> ModelTracker | Rejection:
@@ -155,10 +169,11 @@ class Pipeline:
                 "unknown_model",
                 f"model {model[:100]!r} is not configured (auto_register.enabled is false)",
             )
-        if first.kind == "stats":
+        if first.kind != "prediction":
             return Rejection(
                 "unknown_model",
-                f"model {model[:100]!r} is not configured; a stats event does not auto-register it",
+                f"model {model[:100]!r} is not configured; a {first.kind} event does not "
+                "auto-register it",
             )
         n_auto = sum(1 for t in self.trackers.values() if t.auto_registered)
         if n_auto >= auto.max_models:

@@ -1,4 +1,4 @@
-"""The aiohttp app: /metrics, /healthz, /readyz, /v1/drift and POST /v1/events.
+"""The aiohttp app: /metrics, /healthz, /readyz, /v1/drift, POST /v1/events and /v1/labels.
 
 Bounded against clients that hold resources: connections are capped (the oldest idle one
 makes room for a new one, so probes and scrapes get through), idle ones time out, and the
@@ -246,6 +246,13 @@ class Api:
         return web.json_response(self.state.drift_report())
 
     async def post_events(self, request: web.Request) -> web.Response:
+        return await self._post(request, labels=False)
+
+    async def post_labels(self, request: web.Request) -> web.Response:
+        """POST /v1/labels: the bodies of /v1/events, every object a label event."""
+        return await self._post(request, labels=True)
+
+    async def _post(self, request: web.Request, labels: bool) -> web.Response:
         config = self.state.config
         if not config.http.ingest_enabled:
             return web.json_response(
@@ -274,14 +281,17 @@ class Api:
                     body += chunk
             if not self.state.accepting:  # shutdown began while the body was read
                 return self._closed()
-            return self._ingest(bytes(body), config)
+            return self._ingest(bytes(body), config, labels)
         except TimeoutError:
             return self._timed_out(http.body_timeout_s)
         finally:
             self.bodies.give(held)
 
-    def _ingest(self, body: bytes, config: Config) -> web.Response:
+    def _ingest(self, body: bytes, config: Config, labels: bool = False) -> web.Response:
         decoded = decode_body(body, config.socket.max_batch_events)
+        if labels:
+            for ev in decoded.events:
+                ev.kind = "label"
         errors: list[Rejection] = []
         try:
             accepted = self.state.pipeline.handle(decoded, "http", errors=errors)
@@ -368,4 +378,5 @@ def make_app(registry: CollectorRegistry, state: DaemonView) -> web.Application:
     app.router.add_get("/readyz", api.readyz)
     app.router.add_get("/v1/drift", api.drift)
     app.router.add_post("/v1/events", api.post_events)
+    app.router.add_post("/v1/labels", api.post_labels)
     return app

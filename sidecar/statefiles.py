@@ -35,7 +35,7 @@ from sidecar.fsutil import make_dirs, read_regular, set_aside
 log = structlog.get_logger("sidecar.state")
 
 DIR_MODE = 0o750
-SUBDIRS = ("windows", "baselines")
+SUBDIRS = ("windows", "baselines", "labels")
 AUTO_MODELS_FILE = "auto_models.json"
 AUTO_MODELS_FORMAT = 1
 MAX_AUTO_MODELS_BYTES = 16 << 20

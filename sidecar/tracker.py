@@ -20,6 +20,7 @@ from sidecar.embedding import EmbeddingOptions, embedding_matrix
 from sidecar.embedding_window import EmbeddingWindow
 from sidecar.event_arrays import categorical_codes, confidences, numeric_matrix, prediction_array
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
+from sidecar.labels import ModelPerformance
 from sidecar.stats.bins import OTHER, sorted_bin_counts
 from sidecar.stats.reference import TAIL_FACTOR, Baseline, CategoricalReference, NumericReference
 from sidecar.vocab import Vocab, recode, vocab_to_ref, vocab_to_test
@@ -132,6 +133,10 @@ class ModelTracker:
         self.pred_bins: np.ndarray | None = None
         self.latest: ModelDriftResult | None = None
         """The last drift check's result."""
+        self.performance = ModelPerformance(spec.max_classes)
+        """Label and estimated-performance counters (sidecar.labels)."""
+        self.folded: tuple[list[Event], np.ndarray] = ([], np.empty(0))
+        """The last `ingest` call's accepted events and their predictions (for labels)."""
 
     def set_label_limit(self, max_bytes: int) -> None:
         """limits.max_label_bytes for values not seen yet (a reload may change it)."""
@@ -139,9 +144,14 @@ class ModelTracker:
             if vocab is not None:
                 vocab.max_bytes = max_bytes
 
+    def class_codes(self, events: list[Event], preds: np.ndarray) -> np.ndarray:
+        """`predicted_class` codes of accepted events (their `preds` from `ingest`)."""
+        return self._classes.codes(events, preds, self.pred_vocab)
+
     # ---------------------------------------------------------------- ingest
     def ingest(self, events: list[Event], now: float) -> list[Rejection]:
         """Fold a batch of this model's events into every counter and the window."""
+        self.folded = ([], np.empty(0))
         feats = [ev.features for ev in events]
         num, bad, all_present = numeric_matrix(feats, self.numeric_names, self._num_get)
         preds, bad_pred = prediction_array(events, self.pred_vocab, self.pred_kind)
@@ -211,6 +221,7 @@ class ModelTracker:
         conf = confidences(events)
         self._count_confidence(events, preds, conf)
         self._count_predictions(preds)
+        self.folded = (events, preds)
         self.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
         if ordered.shape[1]:
             self.feature_negative |= ordered[:, 0] < 0  # sorted: the first is the least

@@ -119,9 +119,53 @@ def _trace_id(value: Any) -> str:
     raise Invalid(f"trace_id: expected a string, got {type(value).__name__}")
 
 
+class LabelOf:
+    """Stands in a record tuple's `status` slot for record_label(): the tuple is a label."""
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: Any) -> None:
+        self.label = label
+
+
+def _class_or_number(value: Any, name: str) -> str | float | int:
+    value = _scalar(value)
+    if type(value) is bool:
+        value = int(value)
+    return value if type(value) is str else _number(value, name)
+
+
+def _id(eid: Any) -> str:
+    eid = _scalar(eid)
+    if type(eid) is int:
+        eid = str(eid)
+    if type(eid) is not str:
+        raise Invalid(f"id: expected a string, got {type(eid).__name__}")
+    return eid
+
+
+def build_label(model: str, rec: Sequence[Any]) -> dict[str, Any]:
+    """A label event from a record_label() tuple."""
+    ts, _, prediction, _, _, _, mark, _, eid, _ = rec
+    if mark.label is None:
+        raise Invalid("label: missing")
+    ev: dict[str, Any] = {"kind": "label", "model": model}
+    ev["label"] = _class_or_number(mark.label, "label")
+    if eid is not None:
+        ev["id"] = _id(eid)
+    if prediction is not None:
+        ev["prediction"] = _class_or_number(prediction, "prediction")
+    if eid is None and prediction is None:
+        raise Invalid("label: needs an id or a prediction")
+    ev["ts"] = _number(ts, "ts")
+    return ev
+
+
 def build_event(model: str, version: str | None, rec: Sequence[Any]) -> dict[str, Any]:
     """One event object from a record() tuple; raise Invalid naming the first bad field."""
     ts, features, prediction, probabilities, confidence, latency_s, status, tid, eid, emb = rec
+    if type(status) is LabelOf:
+        return build_label(model, rec)
     ev: dict[str, Any] = {"model": model}
     if version is not None:
         ev["version"] = version
@@ -153,12 +197,7 @@ def build_event(model: str, version: str | None, rec: Sequence[Any]) -> dict[str
     if tid is not None:
         ev["trace_id"] = _trace_id(tid)
     if eid is not None:
-        eid = _scalar(eid)
-        if type(eid) is int:
-            eid = str(eid)
-        if type(eid) is not str:
-            raise Invalid(f"id: expected a string, got {type(eid).__name__}")
-        ev["id"] = eid
+        ev["id"] = _id(eid)
     if emb is not None:
         ev["embedding"] = _number_list(emb, "embedding")
     ev["ts"] = _number(ts, "ts")

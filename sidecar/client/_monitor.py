@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from sidecar import paths
-from sidecar.client._encode import Batch, RecordTuple
+from sidecar.client._encode import Batch, LabelOf, RecordTuple
 from sidecar.client._flusher import Flusher
 from sidecar.client._stats import DROP_REASONS, ClientStats
 from sidecar.client._timing import Timed, track_call
@@ -158,6 +158,28 @@ class Monitor(Flusher):
             )
             return True
         except Exception:  # never into the request path; nothing above is expected to raise
+            return self._refuse(1, "invalid_input")
+
+    def record_label(
+        self,
+        id: str | None,
+        label: float | str,
+        prediction: float | str | None = None,
+        *,
+        ts: float | None = None,
+    ) -> bool:
+        """Buffer the ground truth of the prediction sent with this `id` (or, with
+        `prediction`, of that prediction, scored at once on any replica). Like record():
+        True when buffered, False when dropped; never blocks, never raises."""
+        try:
+            buf = self._buf
+            if len(buf) + self._batched >= self._cap:
+                return self._refuse(1)
+            when = _now() if ts is None else ts
+            mark = LabelOf(label)
+            buf.append((when, None, prediction, None, None, None, mark, None, id, None))
+            return True
+        except Exception:
             return self._refuse(1, "invalid_input")
 
     def record_many(self, events: Sequence[Mapping[str, Any]]) -> int:

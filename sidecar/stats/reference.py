@@ -15,6 +15,7 @@ import numpy as np
 
 from sidecar.errors import BaselineError
 from sidecar.stats.bins import OTHER, bin_index, quantile_edges, shares, sorted_bin_counts
+from sidecar.stats.calibration import BaselinePerformance
 from sidecar.stats.mmd import EmbeddingReference
 from sidecar.stats.numbers import rate
 
@@ -212,6 +213,8 @@ class Baseline:
     did, "mixed" otherwise."""
     embedding: EmbeddingReference | None = None
     """The reference of the embedding test, when the model has `embedding:` configured."""
+    performance: BaselinePerformance | None = None
+    """Accuracy and calibration, from a baseline with a `label` column (sidecar.labels_io)."""
 
     @property
     def numeric_names(self) -> tuple[str, ...]:

@@ -1,0 +1,336 @@
+"""Labels and performance: label events scored against predictions, and CBPE estimates.
+
+A label event carries the truth of a prediction. With its `prediction` it is scored at
+once (`self_contained`); otherwise it is joined by `id` to a prediction this sidecar saw,
+kept in `sidecar.label_store` for `labels.ttl_s` (`joined`). A label whose id waits for
+no prediction is `unmatched`: the prediction was never seen here (another replica, a
+label that came first, an id never sent) or it was dropped from the store (full, or past
+its time at a purge). A label that finds its prediction older than `labels.ttl_s`, before
+a purge dropped it, is `expired` and not scored. A label for an unknown model, a missing
+`label`, a label of the wrong type or a class the model cannot count is `rejected`.
+
+Every figure is a counter per model (`ModelPerformance`), so a fleet's accuracy over any
+range is a PromQL ratio of sums. Estimated performance (confidence-based, as NannyML's
+CBPE): each prediction with probabilities adds its (calibrated) probabilities to the row
+of its predicted class in an expected confusion matrix; docs/statistics.md says what this
+assumes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from sidecar.config import ModelSpec
+from sidecar.events import Event, Rejection
+from sidecar.label_store import KIND_CLASS, KIND_DEAD, KIND_VALUE, PendingStore, id_hashes
+from sidecar.stats.calibration import Calibration, normalized
+from sidecar.stats.reference import category_key
+
+if TYPE_CHECKING:
+    from sidecar.config import LabelSettings
+    from sidecar.stats.reference import Baseline
+    from sidecar.vocab import Vocab
+
+RESULTS = ("joined", "self_contained", "unmatched", "expired", "rejected")
+MAX_CLASS_NAMES = 1 << 16
+"""Class names the store may intern for its waiting predictions (all models together)."""
+
+
+class ModelPerformance:
+    """One model's label and performance counters (`ml_label_*`, expected confusion)."""
+
+    def __init__(self, max_classes: int) -> None:
+        size = max_classes + 1  # the class vocabulary's codes, `__other__` last
+        self.results: Counter[str] = Counter()
+        self.labeled = 0
+        self.correct = 0
+        self.confusion = np.zeros((size, size), dtype=np.int64)
+        self.abs_error = 0.0
+        self.sq_error = 0.0
+        self.expected = np.zeros((size, size), dtype=np.float64)
+        self.expected_correct = 0.0
+        self.estimated = 0
+        """Predictions whose probabilities were summed into `expected`."""
+
+    def score_classes(self, predicted: np.ndarray, actual: np.ndarray) -> None:
+        size = self.confusion.shape[0]
+        self.labeled += int(predicted.size)
+        self.correct += int((predicted == actual).sum())
+        flat = np.bincount(predicted * size + actual, minlength=size * size)
+        self.confusion += flat.reshape(size, size)
+
+    def score_values(self, predicted: np.ndarray, actual: np.ndarray) -> None:
+        err = np.abs(predicted - actual)
+        self.labeled += int(predicted.size)
+        self.abs_error += float(err.sum())
+        self.sq_error += float((err * err).sum())
+
+
+def is_classifier(t: ModelTracker, *values: object) -> bool:
+    """Whether `t`'s labels are classes: its `task`, or else a categorical prediction type
+    or a string among `values` (a prediction, a label)."""
+    task = t.spec.task
+    if task is not None:
+        return task == "classification"
+    return t.pred_kind == "categorical" or any(type(v) is str for v in values)
+
+
+def class_name(value: object) -> str | None:
+    """A label or prediction as a class name; None for a number that is not a class index."""
+    if type(value) is float and not value.is_integer():
+        return None
+    return category_key(value)
+
+
+class ModelTracker(Protocol):
+    """What scoring needs of a model's tracker (sidecar.tracker, which imports this)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> ModelSpec: ...
+    @property
+    def pred_kind(self) -> str | None: ...
+    @property
+    def class_vocab(self) -> Vocab: ...
+    @property
+    def performance(self) -> ModelPerformance: ...
+    @property
+    def baseline(self) -> Baseline | None: ...
+
+    def class_codes(self, events: list[Event], preds: np.ndarray) -> np.ndarray: ...
+
+
+class LabelBook:
+    """The waiting predictions of every model, and the scoring of label events."""
+
+    def __init__(self, settings: LabelSettings) -> None:
+        self.settings = settings
+        self.store = PendingStore(settings.max_pending)
+        self.model_names: list[str] = []
+        self._model_codes: dict[str, int] = {}
+        self.class_names: list[str] = []
+        self._class_codes: dict[str, int] = {}
+
+    def configure(self, settings: LabelSettings) -> None:
+        """A reload's settings: the TTL applies at once, a smaller bound at the next add."""
+        self.settings = settings
+        self.store.max_pending = settings.max_pending
+
+    def model_code(self, model: str) -> int | None:
+        code = self._model_codes.get(model)
+        if code is None:
+            if len(self.model_names) >= 1 << 16:
+                return None
+            code = self._model_codes[model] = len(self.model_names)
+            self.model_names.append(model)
+        return code
+
+    def class_code(self, name: str) -> int:
+        code = self._class_codes.get(name)
+        if code is None:
+            if len(self.class_names) >= MAX_CLASS_NAMES:
+                return -1
+            code = self._class_codes[name] = len(self.class_names)
+            self.class_names.append(name)
+        return code
+
+    # ------------------------------------------------------------ predictions
+    def observe(self, t: ModelTracker, events: list[Event], preds: np.ndarray, now: float) -> None:
+        """A batch of `t`'s accepted predictions: the expected confusion of those with
+        probabilities, and those with an `id` wait for their label."""
+        has_probs = any([ev.probabilities for ev in events])
+        has_ids = self.settings.enabled and any([ev.id for ev in events])
+        if not (has_probs or has_ids):
+            return
+        codes = t.class_codes(events, preds)
+        if has_probs:
+            _expected(t, events, codes)
+        if has_ids:
+            self._wait(t, events, preds, codes, now)
+
+    def _wait(
+        self,
+        t: ModelTracker,
+        events: list[Event],
+        preds: np.ndarray,
+        codes: np.ndarray,
+        now: float,
+    ) -> None:
+        model = self.model_code(t.name)
+        if model is None:
+            return
+        rows = [i for i, ev in enumerate(events) if ev.id is not None]
+        classes = t.spec.task == "classification" or (
+            t.spec.task is None
+            and (t.pred_kind == "categorical" or any([events[i].probabilities for i in rows]))
+        )
+        if classes:
+            vocab = t.class_vocab
+            table = {c: self.class_code(vocab.label(c)) for c in set(codes[rows].tolist())}
+            values = np.array([table[c] for c in codes[rows].tolist()], dtype=np.float64)
+            kinds = np.where(values >= 0, KIND_CLASS, KIND_DEAD).astype(np.uint8)
+        else:
+            raw = [events[i].prediction for i in rows]
+            values = np.array([p if type(p) is float else math.nan for p in raw])
+            kinds = np.where(np.isfinite(values), KIND_VALUE, KIND_DEAD).astype(np.uint8)
+        keep = kinds != KIND_DEAD
+        ids = [events[i].id or "" for i in rows]
+        if not keep.all():
+            ids = [x for x, k in zip(ids, keep, strict=True) if k]
+        times = np.array([events[i].ts or now for i in rows])[keep]
+        self.store.add(id_hashes(t.name, ids), model, times, values[keep], kinds[keep])
+
+    def expire(self, now: float) -> int:
+        return self.store.expire(now - self.settings.ttl_s)
+
+    # ------------------------------------------------------------ labels
+    def score(self, t: ModelTracker, events: list[Event], now: float) -> list[Rejection]:
+        """Score `t`'s label events; returns the rejected ones."""
+        perf = t.performance
+        rejected: list[Rejection] = []
+        own: list[Event] = []
+        waiting: list[Event] = []
+        for ev in events:
+            if ev.label is None:
+                rejected.append(Rejection("missing_field", "a label event needs `label`"))
+            elif ev.prediction is not None:
+                own.append(ev)
+            elif ev.id is not None:
+                waiting.append(ev)
+            else:
+                rejected.append(
+                    Rejection("missing_field", "a label event needs `id` or `prediction`")
+                )
+        if own:
+            rejected += self._self_contained(t, own)
+        if waiting:
+            rejected += self._joined(t, waiting, now)
+        perf.results["rejected"] += len(rejected)
+        return rejected
+
+    def _self_contained(self, t: ModelTracker, events: list[Event]) -> list[Rejection]:
+        rejected: list[Rejection] = []
+        cp: list[int] = []
+        ca: list[int] = []
+        vp: list[float] = []
+        va: list[float] = []
+        for ev in events:
+            if is_classifier(t, ev.prediction, ev.label):
+                actual, why = _class_of(t, ev.label, ev)
+                predicted, pwhy = _class_of(t, ev.prediction, ev, prediction=True)
+                if why is not None or pwhy is not None:
+                    rejected.append(why or pwhy)  # type: ignore[arg-type]
+                    continue
+                cp.append(predicted)
+                ca.append(actual)
+            elif type(ev.label) is str or type(ev.prediction) is str:
+                rejected.append(_wrong_type(ev, "a regression label and prediction are numbers"))
+            else:
+                vp.append(float(ev.prediction))  # type: ignore[arg-type]
+                va.append(float(ev.label))  # type: ignore[arg-type]
+        perf = t.performance
+        if cp:
+            perf.score_classes(np.array(cp, np.int64), np.array(ca, np.int64))
+        if vp:
+            perf.score_values(np.array(vp), np.array(va))
+        perf.results["self_contained"] += len(cp) + len(vp)
+        return rejected
+
+    def _joined(self, t: ModelTracker, events: list[Event], now: float) -> list[Rejection]:
+        perf = t.performance
+        got = self.store.take(id_hashes(t.name, [ev.id or "" for ev in events]))
+        late = (got.kind != KIND_DEAD) & (got.ts < now - self.settings.ttl_s)
+        perf.results["unmatched"] += int((got.kind == KIND_DEAD).sum())
+        perf.results["expired"] += int(late.sum())
+        rejected: list[Rejection] = []
+        cp: list[int] = []
+        ca: list[int] = []
+        vp: list[float] = []
+        va: list[float] = []
+        for i in np.flatnonzero((got.kind != KIND_DEAD) & ~late).tolist():
+            ev = events[i]
+            if got.kind[i] == KIND_CLASS:
+                actual, why = _class_of(t, ev.label, ev)
+                if why is not None:
+                    rejected.append(why)
+                    continue
+                name = self.class_names[int(got.value[i])]
+                cp.append(t.class_vocab.code(name))
+                ca.append(actual)
+            elif type(ev.label) is str:
+                rejected.append(_wrong_type(ev, "the prediction was a number, the label is not"))
+            else:
+                vp.append(float(got.value[i]))
+                va.append(float(ev.label))  # type: ignore[arg-type]
+        if cp:
+            perf.score_classes(np.array(cp, np.int64), np.array(ca, np.int64))
+        if vp:
+            perf.score_values(np.array(vp), np.array(va))
+        perf.results["joined"] += len(cp) + len(vp)
+        return rejected
+
+
+def _wrong_type(ev: Event, why: str) -> Rejection:
+    return Rejection("wrong_type", f"label {ev.id or ''!r:.80}: {why}")
+
+
+def _class_of(
+    t: ModelTracker, value: object, ev: Event, prediction: bool = False
+) -> tuple[int, Rejection | None]:
+    """The class vocabulary code of a label (or a self-contained prediction), or why not:
+    a class the vocabulary has no room for is not turned into a new series."""
+    what = "prediction" if prediction else "label"
+    name = class_name(value)
+    if name is None:
+        return -1, _wrong_type(ev, f"the {what} {value!r} is not a class (nor a class index)")
+    vocab = t.class_vocab
+    code = vocab.code(name)
+    if code == vocab.overflow and name not in vocab.index:
+        return -1, Rejection(
+            "unknown_class",
+            f"label {ev.id or ''!r:.80}: class {name[:80]!r} of the {what}: the model's "
+            f"max_classes ({vocab.cap}) classes are all taken, or the name is too long",
+        )
+    return code, None
+
+
+def _expected(t: ModelTracker, events: list[Event], codes: np.ndarray) -> None:
+    """Add each prediction's (calibrated) probabilities to its predicted class's row."""
+    perf = t.performance
+    vocab = t.class_vocab
+    size = perf.expected.shape[0]
+    b = t.baseline
+    perf_ref = b.performance if b is not None else None
+    cal: Calibration | None = perf_ref.calibration if perf_ref is not None else None
+    by_len: dict[int, list[int]] = {}
+    for i, ev in enumerate(events):
+        p = ev.probabilities
+        if isinstance(p, list) and p:
+            by_len.setdefault(len(p), []).append(i)
+        elif isinstance(p, dict) and p:
+            names = list(p)
+            probs = normalized(np.array([list(p.values())], dtype=np.float64))[0]
+            cols = np.array([vocab.code(category_key(n) or "") for n in names], np.int64)
+            _add_rows(perf, size, codes[[i]], cols, probs[None, :])
+    for k, rows in by_len.items():
+        probs = normalized(np.array([events[i].probabilities for i in rows], dtype=np.float64))
+        if cal is not None and cal.classes == k:
+            probs = cal.apply(probs)
+        cols = np.array([vocab.code(str(j)) for j in range(k)], np.int64)
+        _add_rows(perf, size, codes[rows], cols, probs)
+
+
+def _add_rows(
+    perf: ModelPerformance, size: int, pred: np.ndarray, cols: np.ndarray, probs: np.ndarray
+) -> None:
+    flat = (pred[:, None] * size + cols[None, :]).ravel()
+    perf.expected += np.bincount(flat, weights=probs.ravel(), minlength=size * size).reshape(
+        size, size
+    )
+    perf.expected_correct += float((probs * (cols[None, :] == pred[:, None])).sum())
+    perf.estimated += int(pred.size)
