@@ -108,20 +108,20 @@ class PendingStore:
         cap = self.capacity
         while cap < need and cap < self.max_pending:
             cap = min(cap * 2, self.max_pending)
-        if cap == self.capacity:
-            return
+        if cap != self.capacity:
+            self._relayout(cap)
+
+    def _relayout(self, capacity: int) -> None:
+        """The live rows, oldest first, at the start of new arrays of `capacity` rows."""
         rows = self._rows()
-        old = (
-            self.keys[rows],
-            self.models[rows],
-            self.times[rows],
-            self.values[rows],
-            self.kinds[rows],
-        )
-        self._alloc(cap)
+        rows = rows[self.kinds[rows] != KIND_DEAD][-capacity:]
+        old = (self.keys[rows], self.models[rows], self.times[rows], self.values[rows])
+        kinds = self.kinds[rows]
+        self._alloc(capacity)
         n = rows.size
-        self.keys[:n], self.models[:n], self.times[:n], self.values[:n], self.kinds[:n] = old
-        self.head = 0
+        self.keys[:n], self.models[:n], self.times[:n], self.values[:n] = old
+        self.kinds[:n] = kinds
+        self.head, self.size, self.live = 0, n, n
         self._reindex()
 
     def _reindex(self) -> None:
@@ -212,6 +212,8 @@ class PendingStore:
             n = self.max_pending
         if self.size + n > self.capacity:
             self._grow(self.size + n)
+        if self.size + n > self.capacity and (self.size - self.live) * 4 >= self.capacity:
+            self._relayout(self.capacity)  # joins left gaps: close them before dropping any
         over = self.size + n - self.capacity
         if over > 0:
             self._drop_oldest(over, expired=False)
