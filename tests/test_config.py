@@ -40,6 +40,7 @@ def test_example_config_has_every_key_and_loads():
         c.LimitsSettings,
         c.ModelSpec,
         c.EmbeddingSpec,
+        c.LabelSettings,
     ):
         for f in msgspec.structs.fields(struct):
             assert f"{f.name}:" in text, f"{struct.__name__}.{f.name} missing from the example"
