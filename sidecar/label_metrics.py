@@ -3,7 +3,8 @@
 Counters only, read from each tracker's `ModelPerformance` at scrape time: a fleet's
 accuracy, precision, recall, MAE and RMSE over any range are PromQL ratios of their sums
 (configs/prometheus/recording.yml). Confusion cells appear once counted (at most
-(max_classes + 1)^2 per model, the class vocabulary's bound).
+(max_classes + 1)^2 per model, the class vocabulary's bound): every cell between classes
+the model has seen, at 0 until counted, so that increase() sees a cell's first counts.
 """
 
 from __future__ import annotations
@@ -80,10 +81,10 @@ class LabelCollector(Collector):
             if not regression or p.correct:
                 correct.add_metric([t.name], p.correct)
             label = t.class_vocab.label
-            for i, j in zip(*np.nonzero(p.confusion), strict=True):
-                confusion.add_metric([t.name, label(int(i)), label(int(j))], p.confusion[i, j])
-            for i, j in zip(*np.nonzero(p.expected), strict=True):
-                expected.add_metric([t.name, label(int(i)), label(int(j))], p.expected[i, j])
+            for i, j in _cells(p.confusion, 0 if regression else len(t.class_vocab.values)):
+                confusion.add_metric([t.name, label(i), label(j)], p.confusion[i, j])
+            for i, j in _cells(p.expected, 0 if regression else len(t.class_vocab.values)):
+                expected.add_metric([t.name, label(i), label(j)], p.expected[i, j])
             if p.estimated or not regression:
                 exp_correct.add_metric([t.name], p.expected_correct)
                 estimated.add_metric([t.name], p.estimated)
@@ -110,3 +111,11 @@ class LabelCollector(Collector):
         ev.add_metric(["full"], store.evicted_full)
         ev.add_metric(["expired"], store.evicted_expired)
         yield ev
+
+
+def _cells(matrix: np.ndarray, known: int) -> list[tuple[int, int]]:
+    """Every cell among the first `known` classes (at 0 until counted, so that increase()
+    sees a cell's first counts), and any other cell counted (`__other__`)."""
+    rows = set(np.flatnonzero(matrix.any(axis=1)).tolist()) | set(range(known))
+    cols = set(np.flatnonzero(matrix.any(axis=0)).tolist()) | set(range(known))
+    return [(i, j) for i in sorted(rows) for j in sorted(cols)]
