@@ -444,6 +444,8 @@ def test_every_alert_expression_returns_exactly_the_expected_series(fleet: Fleet
         "StateSnapshotFailing": ((), set()),  # the state folders are writable
         "ConfigReloadFailed": ((), set()),  # no reload was refused
         "UnknownFeatures": ((), set()),  # every feature sent is configured
+        "AccuracyDrop": ((), set()),  # no labels (test_labels_prometheus_e2e sends some)
+        "EstimatedAccuracyDrop": ((), set()),  # no probabilities, no labeled baseline
     }
     rules = alert_rules()
     assert set(expected) == set(rules), "every shipped alert needs an expectation here"
@@ -550,7 +552,37 @@ def expected_recording_series(fleet: Fleet) -> dict[str, tuple[tuple[str, ...], 
             numeric_prediction_bins,
         ),
         f"{p}:ml_prediction_drift_ks_statistic:fleet_1h": (M, numeric_models),
+        **performance_series(),
     }
+
+
+def performance_series() -> dict[str, tuple[tuple[str, ...], set[Any]]]:
+    """This fleet sends no label and no probabilities: the labeled counts are 0 (correct
+    counts and estimates for the classifier churn only, fraud predicts numbers), churn's
+    confusion cells are all 0 among its classes, and every ratio is absent (no division
+    by zero); test_labels_prometheus_e2e checks their values."""
+    classes = (*CHURN_CLASSES, "__other__")
+    cells = {("churn", a, b) for a in classes for b in classes}
+    per_class = {("churn", c) for c in classes}
+    mpa = ("model_name", "predicted_class", "actual_class")
+    mc = ("model_name", "class")
+    out: dict[str, tuple[tuple[str, ...], set[Any]]] = {}
+    for w in ("1h", "1d"):
+        out[f"model_name:ml_labeled_predictions:increase{w}"] = (M, {(m,) for m in MODELS})
+        out[f"model_name:ml_labeled_correct:increase{w}"] = (M, {("churn",)})
+        out[f"model_name:ml_prediction_estimated:increase{w}"] = (M, {("churn",)})
+        for ratio in ("label_accuracy", "label_mae", "label_rmse", "prediction_expected_accuracy"):
+            out[f"model_name:ml_{ratio}:ratio{w}"] = (M, set())
+        for short in ("ml_label", "ml_prediction_expected"):
+            out[f"model_name_predicted_class_actual_class:{short}_confusion:increase{w}"] = (
+                mpa,
+                cells,
+            )
+            for part in ("predicted", "actual", "true_positives"):
+                out[f"model_name_class:{short}_{part}:increase{w}"] = (mc, per_class)
+            for ratio in ("precision", "recall"):
+                out[f"model_name_class:{short}_{ratio}:ratio{w}"] = (mc, set())
+    return out
 
 
 def test_every_recording_rule_and_its_expression_return_the_expected_series(
