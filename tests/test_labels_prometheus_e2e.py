@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from harness import DaemonProcess, kill_quietly, start_daemon
-from promtools import RULE_FILES, PrometheusHandle, alert_rules, start_prometheus
+from promtools import (
+    RULE_FILES,
+    PrometheusHandle,
+    alert_rules,
+    dashboard_queries,
+    start_prometheus,
+)
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -330,3 +336,21 @@ def test_label_results_and_alerts(fleet: Fleet) -> None:
     for name in ("AccuracyDrop", "EstimatedAccuracyDrop"):
         fired = {s["metric"]["model_name"] for s in prom.query(str(rules[name]["expr"]))}
         assert fired == {"clf"}, name
+
+
+def test_the_dashboard_performance_row_shows_the_labeled_models(fleet: Fleet) -> None:
+    mine = ("ml_label", "ml_prediction_expected", "drift_sidecar_label_pending")
+    shown = 0
+    for model in ("clf", "reg"):
+        for expr in dashboard_queries(model_name=model, rate_interval="1m"):
+            if not any(m in expr for m in mine):
+                continue
+            result = fleet.prom.query(expr)
+            names = {s["metric"].get("model_name", model) for s in result}
+            assert names <= {model}, expr
+            # regression figures are the regression model's, the rest the classifier's
+            regression = "mae" in expr or "rmse" in expr
+            if regression == (model == "reg") or "model_name" not in expr:
+                assert result, f"no series for {model}: {expr}"
+                shown += 1
+    assert shown >= 8

@@ -745,6 +745,14 @@ EMPTY_DASHBOARD_QUERIES: dict[str, tuple[set[str], str]] = {
     "ml_embedding_drift_statistic": ({"churn"}, "churn sends no embeddings"),
     "ml_embedding_drift_centroid_distance": ({"churn"}, "churn sends no embeddings"),
     "ml_embedding_drift_detected": ({"churn"}, "churn sends no embeddings"),
+    # no labels, probabilities or labeled baseline here (test_labels_prometheus_e2e)
+    "model_name:ml_label_accuracy:ratio1h": (set(MODELS), "no labels"),
+    "model_name_class:ml_label_recall:ratio1h": (set(MODELS), "no labels"),
+    "model_name:ml_label_mae:ratio1h": (set(MODELS), "no labels"),
+    "model_name:ml_label_rmse:ratio1h": (set(MODELS), "no labels"),
+    "model_name:ml_prediction_expected_accuracy:ratio1h": (set(MODELS), "no probabilities"),
+    "model_name_class:ml_prediction_expected_recall:ratio1h": (set(MODELS), "no probabilities"),
+    "ml_label_baseline_accuracy": (set(MODELS), "no baseline has a label column"),
 }
 
 
