@@ -3,6 +3,8 @@
 The stand-in scores fraud on six features through the real client library and socket.
 After `drift_after` seconds the traffic shifts (first `amount` and `country`, later
 `age`), and the table shows each feature's PSI and KS p-value turning red as it drifts.
+A classifier view of the same model gets delayed labels (sidecar.demo_labels): its
+estimated and realized accuracy track each other, then part when the concept shifts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from sidecar.baseline import write_baseline
 from sidecar.client import Monitor
 from sidecar.config import parse_config
 from sidecar.daemon import Daemon
+from sidecar.demo_labels import (
+    FLAG_MODEL,
+    AccuracyView,
+    Labeller,
+    flag_model,
+    write_flag_baseline,
+)
 from sidecar.logs import configure
 
 MODEL = "fraud-demo"
@@ -94,7 +103,8 @@ def _config(folder: Path, port: int, drift_every: float) -> Any:
                     "prediction": {"type": "numeric"},
                     # numpy: the demo starts in a second, where importing torch takes several
                     "embedding": {"dim": EMBEDDING_DIM, "features": 256, "device": "numpy"},
-                }
+                },
+                flag_model(folder),
             ],
             "gpu": {"enabled": "auto"},
             "log": {"level": "warning"},
@@ -114,9 +124,16 @@ def _write_baseline(folder: Path) -> None:
         prediction_kind="numeric",
         embedding=cols["embedding"],
     )
+    write_flag_baseline(folder, cols, np.random.default_rng(2))
 
 
-def _send(monitor: Monitor, traffic: Traffic, rate: float, stop: threading.Event) -> None:
+def _send(
+    monitor: Monitor,
+    traffic: Traffic,
+    rate: float,
+    stop: threading.Event,
+    labeller: Labeller | None = None,
+) -> None:
     """The stand-in model server: `rate` predictions a second through the client."""
     tick = 0.05
     per_tick = max(1, round(rate * tick))
@@ -134,6 +151,8 @@ def _send(monitor: Monitor, traffic: Traffic, rate: float, stop: threading.Event
                 latency_s=float(traffic.rng.gamma(2.0, 0.01)),
                 embedding=cols["embedding"][i],
             )
+        if labeller is not None:
+            labeller.record(cols, traffic.phase)
         next_t += tick
         stop.wait(max(0.0, next_t - time.monotonic()))
 
@@ -142,7 +161,15 @@ def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def _table(daemon: Daemon, started: float, traffic: Traffic, url: str, tty: bool) -> str:
+def _table(
+    daemon: Daemon,
+    started: float,
+    traffic: Traffic,
+    url: str,
+    tty: bool,
+    *,
+    accuracy: AccuracyView | None = None,
+) -> str:
     t = daemon.pipeline.trackers[MODEL]
     r = t.latest
     red, green, reset = ("\x1b[31m", "\x1b[32m", "\x1b[0m") if tty else ("", "", "")
@@ -180,6 +207,8 @@ def _table(daemon: Daemon, started: float, traffic: Traffic, url: str, tty: bool
                 f"{'embedding':<10} {'':>8} {_fmt(e.statistic, '10.2f')} "
                 f"{_fmt(e.pvalue, '10.2e')}  {mark}  (cross-MMD on {e.device})"
             )
+    if accuracy is not None:
+        lines += ["", accuracy.line(daemon)]
     return "\n".join(lines)
 
 
@@ -210,11 +239,16 @@ async def _main(
     url = f"http://{config.http.host}:{config.http.port}/metrics"
     loop = asyncio.get_running_loop()
     started = time.monotonic()
+    accuracy = AccuracyView()
 
     async def drive() -> None:
         await daemon.started.wait()
         monitor = Monitor(config.socket_path, model=MODEL, version="1.0.0")
-        sender = threading.Thread(target=_send, args=(monitor, traffic, rate, stop), daemon=True)
+        flags = Monitor(config.socket_path, model=FLAG_MODEL, version="1.0.0")
+        labeller = Labeller(flags)
+        sender = threading.Thread(
+            target=_send, args=(monitor, traffic, rate, stop, labeller), daemon=True
+        )
         sender.start()
         if not quiet:
             print(
@@ -231,7 +265,7 @@ async def _main(
                 if duration is not None and elapsed >= duration:
                     break
                 if not quiet:
-                    table = _table(daemon, started, traffic, url, tty)
+                    table = _table(daemon, started, traffic, url, tty, accuracy=accuracy)
                     print(("\x1b[2J\x1b[H" if tty else "\n") + table, flush=True)
                 await asyncio.sleep(2.0 if not tty else 1.0)
         finally:
@@ -240,6 +274,7 @@ async def _main(
             stop.set()
             await loop.run_in_executor(None, sender.join, 5)
             await loop.run_in_executor(None, monitor.close, 2.0)
+            await loop.run_in_executor(None, flags.close, 2.0)
         daemon.request_stop()
 
     task = asyncio.create_task(drive(), name="demo-driver")
@@ -257,7 +292,7 @@ async def _main(
             drifted.append("embedding")
         print(
             f"\ndemo finished: {t.accepted} events accepted; drifted features: "
-            f"{', '.join(drifted) or 'none yet'}",
+            f"{', '.join(drifted) or 'none yet'}\n{accuracy.line(daemon)}",
             flush=True,
         )
     return code
