@@ -6,11 +6,13 @@ what it predicted (a class's code in the store's class table, or a regression va
 An open-addressing index (linear probing, at most half full) maps a hash to its row, so a
 batch of labels is joined with a few vectorized probes instead of a dict lookup each.
 
-Memory per waiting prediction: 8 (hash) + 2 (model) + 4 (time) + 8 (value) + 1 (kind)
-bytes in the ring and, with the index at least twice the ring's size, 8 to 16 bytes in the
-index (int32 slots): about 31 to 39 bytes, against a Python dict's ~200. A dropped or joined
-row leaves a tombstone in the index; the index is rebuilt when tombstones reach a quarter
-of it, and when the ring grows (it doubles, up to `max_pending`).
+Memory per waiting prediction: 23 bytes a ring row (8 hash, 2 model, 4 time, 8 value,
+1 kind), the ring up to a quarter larger than `max_pending` (joined rows wait there until
+it is compacted), and 4-byte index slots, at least twice as many as ring rows: at most
+about 45 bytes per waiting prediction when full (bench/labels_bench.py measures it),
+against a Python dict's ~200. A joined or dropped row leaves a tombstone in the index; the
+index is rebuilt when tombstones reach a quarter of it, and when the ring grows (it
+doubles) or is compacted. When `max_pending` predictions wait, the oldest make room.
 
 Two ids that hash alike (a chance of about n^2 / 2^65: 3e-8 with a million waiting) would
 join one's label to the other's prediction; the figures this feeds are sums over millions.
@@ -75,12 +77,18 @@ class PendingStore:
         self.max_pending = max_pending
         self.evicted_full = 0
         self.evicted_expired = 0
-        self._alloc(min(_MIN_CAPACITY, max_pending))
+        self._alloc(min(_MIN_CAPACITY, self.ring_max))
         self.head = 0  # oldest row
         self.size = 0  # rows from head, live or dead (joined)
         self.live = 0
 
     # ------------------------------------------------------------------ layout
+    @property
+    def ring_max(self) -> int:
+        """Rows the ring may grow to: a quarter more than `max_pending`, room that joined
+        rows take until the ring is compacted."""
+        return self.max_pending + max(1, self.max_pending // 4)
+
     def _alloc(self, capacity: int) -> None:
         self.capacity = capacity
         self.keys = np.zeros(capacity, dtype=np.uint64)
@@ -106,8 +114,8 @@ class PendingStore:
 
     def _grow(self, need: int) -> None:
         cap = self.capacity
-        while cap < need and cap < self.max_pending:
-            cap = min(cap * 2, self.max_pending)
+        while cap < need and cap < self.ring_max:
+            cap = min(cap * 2, self.ring_max)
         if cap != self.capacity:
             self._relayout(cap)
 
@@ -210,13 +218,15 @@ class PendingStore:
             )
             self.evicted_full += n - self.max_pending
             n = self.max_pending
+        excess = self.live + n - self.max_pending
+        if excess > 0:  # full: the oldest waiting predictions go
+            self._drop_oldest_live(excess)
         if self.size + n > self.capacity:
             self._grow(self.size + n)
-        if self.size + n > self.capacity and (self.size - self.live) * 4 >= self.capacity:
-            self._relayout(self.capacity)  # joins left gaps: close them before dropping any
-        over = self.size + n - self.capacity
-        if over > 0:
-            self._drop_oldest(over, expired=False)
+        if self.size + n > self.capacity:
+            # the ring is at its largest, a quarter over max_pending, and at least that
+            # quarter is rows already joined: closing the gaps costs a few moves per row
+            self._relayout(self.capacity)
         rows = (self.head + self.size + np.arange(n)) % self.capacity
         self.keys[rows] = keys
         self.models[rows] = model
@@ -270,6 +280,22 @@ class PendingStore:
         n = int(np.argmin(old)) if not old.all() else self.size
         return self._drop_oldest(n, expired=True) if n else 0
 
+    def _drop_oldest_live(self, k: int) -> int:
+        """Drop the `k` oldest waiting predictions (and the joined rows among them),
+        looking at no more rows than it drops."""
+        cap = self.capacity
+        seen = dropped = 0
+        while dropped < k and seen < self.size:
+            start = (self.head + seen) % cap
+            m = min(max(k - dropped, 1024), self.size - seen, cap - start)
+            alive = np.cumsum(self.kinds[start : start + m] != KIND_DEAD)
+            if alive.size and dropped + int(alive[-1]) >= k:
+                m = int(np.searchsorted(alive, k - dropped)) + 1
+                alive = alive[:m]
+            dropped += int(alive[-1]) if alive.size else 0
+            seen += m
+        return self._drop_oldest(seen, expired=False)
+
     def _drop_oldest(self, n: int, expired: bool) -> int:
         rows = (self.head + np.arange(n)) % self.capacity
         alive = rows[self.kinds[rows] != KIND_DEAD]
@@ -321,9 +347,9 @@ class PendingStore:
         n = int(arrays["keys"].size)
         keep = slice(max(0, n - self.max_pending), n)
         n = min(n, self.max_pending)
-        cap = min(_MIN_CAPACITY, self.max_pending)
+        cap = min(_MIN_CAPACITY, self.ring_max)
         while cap < n:
-            cap = min(cap * 2, self.max_pending)
+            cap = min(cap * 2, self.ring_max)
         self._alloc(cap)
         self.keys[:n] = arrays["keys"][keep]
         self.models[:n] = arrays["models"][keep]

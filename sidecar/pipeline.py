@@ -147,6 +147,7 @@ class Pipeline:
                 if tracker.unknown_features != unknown_before:
                     self._log_unknown_features(tracker, events)
                 self.labels.observe(tracker, *tracker.folded, now)
+                tracker.folded = ([], tracker.folded[1][:0])  # not held until the next batch
             if labels:  # after the batch's predictions, which they may be the labels of
                 refused = self.labels.score(tracker, labels, now)
                 for r in refused:

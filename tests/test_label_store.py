@@ -163,3 +163,50 @@ def test_growth_keeps_every_row(n: int) -> None:
     got = store.take(id_hashes("m", ids[::-1]))
     assert got.value.tolist() == list(map(float, range(n)))[::-1]
     assert len(store) == 0
+
+
+def test_a_full_store_evicts_only_what_it_must() -> None:
+    store = PendingStore(1000)
+    ids = [f"i{j}" for j in range(1000)]
+    _add(store, ids, 1.0, [0.0] * 1000)
+    store.take(id_hashes("m", ids[500:800]))  # joined in the middle: room for 300
+    _add(store, [f"n{j}" for j in range(300)], 2.0, [0.0] * 300)
+    assert store.evicted_full == 0 and len(store) == 1000
+    _add(store, [f"o{j}" for j in range(10)], 3.0, [0.0] * 10)
+    assert store.evicted_full == 10 and len(store) == 1000
+    got = store.take(id_hashes("m", ids[:20]))
+    assert np.flatnonzero(got.kind != KIND_DEAD).tolist() == list(range(10, 20))
+    assert store.nbytes() / 1000 <= 100
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 30)), max_size=60),
+)
+def test_a_bounded_store_keeps_the_newest(cap: int, script: list[tuple[bool, int]]) -> None:
+    """Fresh ids added and random waiting ones taken: the store holds exactly the newest
+    `cap` of those still waiting, as an insertion-ordered dict that drops its oldest."""
+    store = PendingStore(cap)
+    ref: dict[str, float] = {}
+    fresh = 0
+    rng = np.random.default_rng(len(script))
+    for is_add, n in script:
+        if is_add:
+            ids = [f"f{fresh + j}" for j in range(n)]
+            fresh += n
+            if ids:
+                _add(store, ids, 1.0, [float(fresh)] * n)
+            for i in ids:
+                ref[i] = float(fresh)
+            while len(ref) > cap:
+                del ref[next(iter(ref))]
+        else:
+            pool = [f"f{j}" for j in range(fresh)]
+            ids = list(rng.choice(pool, min(n, len(pool)), replace=False)) if pool else []
+            if ids:
+                got = store.take(id_hashes("m", ids))
+                for k, i in enumerate(ids):
+                    assert (got.kind[k] != KIND_DEAD) == (i in ref), i
+                    ref.pop(i, None)
+        assert len(store) == len(ref)
