@@ -148,7 +148,7 @@ class LabelBook:
         if not (has_probs or has_ids):
             return
         codes = t.class_codes(events, preds)
-        if has_probs:
+        if has_probs and t.spec.task != "regression":
             _expected(t, events, codes)
         if has_ids:
             self._wait(t, events, preds, codes, now)
@@ -165,19 +165,26 @@ class LabelBook:
         if model is None:
             return
         rows = [i for i, ev in enumerate(events) if ev.id is not None]
-        classes = t.spec.task == "classification" or (
-            t.spec.task is None
-            and (t.pred_kind == "categorical" or any([events[i].probabilities for i in rows]))
-        )
-        if classes:
-            vocab = t.class_vocab
-            table = {c: self.class_code(vocab.label(c)) for c in set(codes[rows].tolist())}
-            values = np.array([table[c] for c in codes[rows].tolist()], dtype=np.float64)
-            kinds = np.where(values >= 0, KIND_CLASS, KIND_DEAD).astype(np.uint8)
+        task = t.spec.task
+        if task is None and t.pred_kind != "categorical":
+            # per event, as is_classifier decides for labels
+            classes = np.array(
+                [bool(events[i].probabilities) or type(events[i].prediction) is str for i in rows]
+            )
         else:
-            raw = [events[i].prediction for i in rows]
-            values = np.array([p if type(p) is float else math.nan for p in raw])
-            kinds = np.where(np.isfinite(values), KIND_VALUE, KIND_DEAD).astype(np.uint8)
+            classes = np.full(len(rows), task != "regression")
+        values = np.full(len(rows), math.nan)
+        if classes.any():
+            vocab = t.class_vocab
+            picked = codes[rows][classes].tolist()
+            table = {c: self.class_code(vocab.label(c)) for c in set(picked)}
+            values[classes] = [table[c] for c in picked]
+        if not classes.all():
+            raw = [events[i].prediction for i, c in zip(rows, classes, strict=True) if not c]
+            values[~classes] = [p if type(p) is float else math.nan for p in raw]
+        kinds = np.where(classes, KIND_CLASS, KIND_VALUE).astype(np.uint8)
+        # no number to compare, or no room left to name the class: nothing to wait for
+        kinds[~np.isfinite(values) | (classes & (values < 0))] = KIND_DEAD
         keep = kinds != KIND_DEAD
         ids = [events[i].id or "" for i in rows]
         if not keep.all():
