@@ -315,6 +315,15 @@ def _expected(t: ModelTracker, events: list[Event], codes: np.ndarray) -> None:
     perf_ref = b.performance if b is not None else None
     cal: Calibration | None = perf_ref.calibration if perf_ref is not None else None
     by_len: dict[int, list[int]] = {}
+    raw = [ev.probabilities for ev in events]
+    if type(raw[0]) is list:
+        try:  # the common batch: every event a list of one length, in one C-level pass
+            table = np.array(raw, dtype=np.float64)
+        except (ValueError, TypeError):  # ragged, a dict, or an event without any
+            table = None
+        if table is not None and table.ndim == 2 and table.shape[1]:
+            _add_lists(t, cal, codes, normalized(table))
+            return
     for i, ev in enumerate(events):
         p = ev.probabilities
         if isinstance(p, list) and p:
@@ -324,12 +333,20 @@ def _expected(t: ModelTracker, events: list[Event], codes: np.ndarray) -> None:
             probs = normalized(np.array([list(p.values())], dtype=np.float64))[0]
             cols = np.array([vocab.code(category_key(n) or "") for n in names], np.int64)
             _add_rows(perf, size, codes[[i]], cols, probs[None, :])
-    for k, rows in by_len.items():
+    for rows in by_len.values():
         probs = normalized(np.array([events[i].probabilities for i in rows], dtype=np.float64))
-        if cal is not None and cal.classes == k:
-            probs = cal.apply(probs)
-        cols = np.array([vocab.code(str(j)) for j in range(k)], np.int64)
-        _add_rows(perf, size, codes[rows], cols, probs)
+        _add_lists(t, cal, codes[rows], probs)
+
+
+def _add_lists(
+    t: ModelTracker, cal: Calibration | None, pred: np.ndarray, probs: np.ndarray
+) -> None:
+    """Probability lists of one length k: the classes are "0" .. "k - 1"."""
+    k = probs.shape[1]
+    if cal is not None and cal.classes == k:
+        probs = cal.apply(probs)
+    cols = np.array([t.class_vocab.code(str(j)) for j in range(k)], np.int64)
+    _add_rows(t.performance, t.performance.expected.shape[0], pred, cols, probs)
 
 
 def _add_rows(

@@ -209,3 +209,26 @@ def test_a_numeric_classifier_joins_by_class_index() -> None:
         m.value("ml_label_confusion_total", model_name="clf", predicted_class="1", actual_class="1")
         == 1
     )
+
+
+def test_expected_confusion_of_a_mixed_batch() -> None:
+    """Lists of two lengths, a dict and no probabilities at all, in one batch."""
+    pipe, reg = make(prediction={"type": "numeric"}, max_classes=6)
+    batch = [
+        {"model": "clf", "probabilities": [0.9, 0.1]},
+        {"model": "clf", "probabilities": [0.2, 0.3, 0.5]},
+        {"model": "clf", "confidence": 0.5},
+        {"model": "clf", "probabilities": {"1": 0.6, "2": 0.4}},
+        {"model": "clf", "probabilities": [0.4, 0.6]},
+    ]
+    pipe.handle(decode_lines([json.dumps(batch).encode()], 100), "socket", now=1.0)
+    m = scrape(reg)
+    want = {("0", "0"): 0.9, ("0", "1"): 0.1, ("2", "0"): 0.2, ("2", "1"): 0.3, ("2", "2"): 0.5}
+    want |= {("1", "1"): 0.6 + 0.6, ("1", "2"): 0.4, ("1", "0"): 0.4}
+    got = {
+        (dict(k)["predicted_class"], dict(k)["actual_class"]): v
+        for k, v in m.series("ml_prediction_expected_confusion_total").items()
+        if v
+    }
+    assert got == pytest.approx(want)
+    assert m.value("ml_prediction_estimated_total", model_name="clf") == 4
