@@ -11,6 +11,7 @@ from harness import parse_metrics
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecar.config import parse_config
+from sidecar.errors import ConfigError
 from sidecar.events import decode_lines
 from sidecar.health import Health
 from sidecar.label_metrics import LabelCollector
@@ -232,3 +233,24 @@ def test_expected_confusion_of_a_mixed_batch() -> None:
     }
     assert got == pytest.approx(want)
     assert m.value("ml_prediction_estimated_total", model_name="clf") == 4
+
+
+@pytest.mark.parametrize(
+    ("labels", "path"),
+    [
+        ({"ttl_s": 0}, "labels.ttl_s"),
+        ({"ttl_s": float("inf")}, "labels.ttl_s"),
+        ({"max_pending": 0}, "labels.max_pending"),
+        ({"max_pending": "many"}, "labels.max_pending"),
+        ({"keep": True}, "labels.keep"),
+    ],
+)
+def test_bad_label_settings_name_their_key(labels: dict[str, Any], path: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"auto_register": {"enabled": True}, "labels": labels})
+    assert path in str(err.value)
+
+
+def test_a_bad_task_names_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"models\[0\]\.task"):
+        parse_config({"models": [{"name": "m", "baseline": {"capture": 10}, "task": "ranking"}]})
