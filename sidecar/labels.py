@@ -259,21 +259,33 @@ class LabelBook:
         ca: list[int] = []
         vp: list[float] = []
         va: list[float] = []
+        kinds = got.kind.tolist()
+        values = got.value.tolist()
+        # a batch holds few distinct classes: each is looked up once
+        actual_of: dict[tuple[type, object], int] = {}
+        predicted_of: dict[float, int] = {}
         for i in np.flatnonzero((got.kind != KIND_DEAD) & ~late).tolist():
             ev = events[i]
-            if got.kind[i] == KIND_CLASS:
-                actual, why = _class_of(t, ev.label, ev)
-                if why is not None:
-                    rejected.append(why)
-                    continue
-                name = self.class_names[int(got.value[i])]
-                cp.append(t.class_vocab.code(name))
+            label = ev.label
+            if kinds[i] == KIND_CLASS:
+                actual = actual_of.get((type(label), label))
+                if actual is None:
+                    actual, why = _class_of(t, label, ev)
+                    if why is not None:
+                        rejected.append(why)
+                        continue
+                    actual_of[(type(label), label)] = actual
+                predicted = predicted_of.get(values[i])
+                if predicted is None:
+                    name = self.class_names[int(values[i])]
+                    predicted = predicted_of[values[i]] = t.class_vocab.code(name)
+                cp.append(predicted)
                 ca.append(actual)
-            elif type(ev.label) is str:
+            elif type(label) is str:
                 rejected.append(_wrong_type(ev, "the prediction was a number, the label is not"))
             else:
-                vp.append(float(got.value[i]))
-                va.append(float(ev.label))  # type: ignore[arg-type]
+                vp.append(values[i])
+                va.append(float(label))  # type: ignore[arg-type]
         if cp:
             perf.score_classes(np.array(cp, np.int64), np.array(ca, np.int64))
         if vp:

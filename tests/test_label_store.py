@@ -26,6 +26,20 @@ def test_hashes_are_stable_odd_and_per_model() -> None:
     assert id_hash("m", "a") % 2 == 1
     assert id_hash("m", "a") != id_hash("n", "a")
     assert id_hash("m", "a") != id_hash("m", "b")
+    # persisted: a new version must give the same keys
+    assert id_hash("fraud", "req-1") == 0xD51D0DB3648C180B
+    assert id_hash("m", "x" * 70) == 0x7A6274A67D4719B
+    assert id_hash("m", "a\x00") != id_hash("m", "a")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=80), max_size=40), st.text(max_size=10))
+def test_batch_hashes_equal_the_plain_definition(ids: list[str], model: str) -> None:
+    """The vectorized hash (mixed lengths, past SHORT_ID too, any code point) is the
+    per-id definition, whatever else is in the batch."""
+    got = id_hashes(model, ids).tolist()
+    assert got == [id_hash(model, i) for i in ids]
+    assert len(set(got)) == len(set(ids))
 
 
 def test_a_prediction_is_taken_once_by_its_label() -> None:
