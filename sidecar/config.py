@@ -221,8 +221,8 @@ class LabelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     ttl_s: float = 1_209_600.0
     """How long a prediction waits for its label: 14 days, as chargebacks take weeks."""
     max_pending: int = 1_000_000
-    """Predictions waiting at most; past it the oldest is dropped (counted). About 32 bytes
-    each (sidecar.label_store), so the default bounds the store at about 32 MB."""
+    """Predictions waiting at most; past it the oldest is dropped (counted). 32 to 45 bytes
+    each (sidecar.label_store), so the default bounds the store at about 45 MB."""
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
