@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from operator import attrgetter
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from sidecar.vocab import Vocab
 
 RESULTS = ("joined", "self_contained", "unmatched", "expired", "rejected")
+_id = attrgetter("id")
+_ts = attrgetter("ts")
+_probabilities = attrgetter("probabilities")
 MAX_CLASS_NAMES = 1 << 16
 """Class names the store may intern for its waiting predictions (all models together)."""
 
@@ -143,54 +147,61 @@ class LabelBook:
     def observe(self, t: ModelTracker, events: list[Event], preds: np.ndarray, now: float) -> None:
         """A batch of `t`'s accepted predictions: the expected confusion of those with
         probabilities, and those with an `id` wait for their label."""
-        has_probs = any([ev.probabilities for ev in events])
-        has_ids = self.settings.enabled and any([ev.id for ev in events])
+        has_probs = any(map(_probabilities, events))
+        ids = list(map(_id, events)) if self.settings.enabled else []
+        has_ids = any(ids)
         if not (has_probs or has_ids):
             return
         codes = t.class_codes(events, preds)
         if has_probs and t.spec.task != "regression":
             _expected(t, events, codes)
         if has_ids:
-            self._wait(t, events, preds, codes, now)
+            self._wait(t, events, ids, codes, now)
 
     def _wait(
         self,
         t: ModelTracker,
         events: list[Event],
-        preds: np.ndarray,
+        ids: list[str | None],
         codes: np.ndarray,
         now: float,
     ) -> None:
         model = self.model_code(t.name)
         if model is None:
             return
-        rows = [i for i, ev in enumerate(events) if ev.id is not None]
+        if None in ids:
+            rows = [i for i, x in enumerate(ids) if x is not None]
+            events = [events[i] for i in rows]
+            codes = codes[rows]
         task = t.spec.task
+        n = len(events)
         if task is None and t.pred_kind != "categorical":
             # per event, as is_classifier decides for labels
             classes = np.array(
-                [bool(events[i].probabilities) or type(events[i].prediction) is str for i in rows]
+                [bool(ev.probabilities) or type(ev.prediction) is str for ev in events]
             )
         else:
-            classes = np.full(len(rows), task != "regression")
-        values = np.full(len(rows), math.nan)
+            classes = np.full(n, task != "regression")
+        values = np.full(n, math.nan)
         if classes.any():
-            vocab = t.class_vocab
-            picked = codes[rows][classes].tolist()
-            table = {c: self.class_code(vocab.label(c)) for c in set(picked)}
-            values[classes] = [table[c] for c in picked]
+            label = t.class_vocab.label
+            uniq, inv = np.unique(codes[classes], return_inverse=True)
+            table = np.array([self.class_code(label(int(c))) for c in uniq], dtype=np.float64)
+            values[classes] = table[inv]
         if not classes.all():
-            raw = [events[i].prediction for i, c in zip(rows, classes, strict=True) if not c]
+            raw = [ev.prediction for ev, c in zip(events, classes.tolist(), strict=True) if not c]
             values[~classes] = [p if type(p) is float else math.nan for p in raw]
         kinds = np.where(classes, KIND_CLASS, KIND_VALUE).astype(np.uint8)
         # no number to compare, or no room left to name the class: nothing to wait for
         kinds[~np.isfinite(values) | (classes & (values < 0))] = KIND_DEAD
+        times = np.array(list(map(_ts, events)), dtype=np.float64)  # None reads as NaN
+        times[np.isnan(times)] = now
         keep = kinds != KIND_DEAD
-        ids = [events[i].id or "" for i in rows]
+        waiting = [x for x in ids if x is not None]
         if not keep.all():
-            ids = [x for x, k in zip(ids, keep, strict=True) if k]
-        times = np.array([events[i].ts or now for i in rows])[keep]
-        self.store.add(id_hashes(t.name, ids), model, times, values[keep], kinds[keep])
+            waiting = [x for x, k in zip(waiting, keep.tolist(), strict=True) if k]
+            times, values, kinds = times[keep], values[keep], kinds[keep]
+        self.store.add(id_hashes(t.name, waiting), model, times, values, kinds)
 
     def expire(self, now: float) -> int:
         return self.store.expire(now - self.settings.ttl_s)
