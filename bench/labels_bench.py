@@ -127,6 +127,59 @@ def empty_store_bytes(n: int) -> float:
     return store.nbytes() / n
 
 
+# ------------------------------------------------------------------ ingest
+
+
+def ingest_case(n: int, repeats: int) -> dict[str, Any]:
+    """Decoded predictions per second through `Pipeline.handle`, with and without what the
+    labels feature reads (an `id`: the event waits in the store; `probabilities`: the
+    expected confusion): what the feature costs the ingest path."""
+    import json
+
+    from sidecar.events import decode_lines
+
+    cfg = parse_config(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "baseline": {"capture": 10**9},
+                    "features": [{"name": f"f{i}"} for i in range(10)],
+                    "prediction": {"type": "categorical"},
+                }
+            ]
+        }
+    )
+    out: dict[str, Any] = {}
+    for with_id, with_probs in ((False, False), (True, False), (False, True), (True, True)):
+        lines = []
+        for b in range(n // 500):
+            batch = []
+            for i in range(500):
+                ev: dict[str, Any] = {
+                    "model": "m",
+                    "features": {f"f{j}": float(j) for j in range(10)},
+                    "prediction": "ab"[i % 2],
+                    "latency_s": 0.01,
+                }
+                if with_id:
+                    ev["id"] = f"{b}-{i}"
+                if with_probs:
+                    ev["probabilities"] = [0.3, 0.7]
+                batch.append(ev)
+            lines.append(json.dumps(batch).encode())
+        rates = []
+        for _ in range(repeats):
+            pipe = Pipeline(cfg, Health())
+            decoded = decode_lines(lines, 10_000)
+            t0 = time.perf_counter()
+            pipe.handle(decoded, "socket")
+            rates.append(n / (time.perf_counter() - t0))
+        key = ("id" if with_id else "no id") + (", probabilities" if with_probs else "")
+        out[key] = Spread.of(rates)
+    return out
+
+
 # ------------------------------------------------------------------ estimation
 
 
@@ -220,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  LabelBook.score  {joined.fmt()} labels/s")
     print(f"  store.take       {taken.fmt()} labels/s")
     print(f"  memory           {join['bytes_per_waiting']:.1f} bytes per waiting prediction")
+    ingest = ingest_case(2_000 if args.quick else 20_000, args.repeats)
+    print("\nPipeline.handle, 10 numeric features, batches of 500, events/s:")
+    for key, spread in ingest.items():
+        print(f"  {key:<20} {spread.fmt()}")
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in (2, 5):
@@ -257,7 +314,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"CBPE |est - real|, {c['classes']} classes, {what}", c["mean_abs_error"], ""
             )
         )
-    report("labels", args, summary, join=join, estimation=cases)
+    for key, spread in ingest.items():
+        summary.append(summary_row(f"ingest events/s ({key})", spread, "events/s"))
+    report(
+        "labels",
+        args,
+        summary,
+        join=join,
+        estimation=cases,
+        ingest={k: v.to_json() for k, v in ingest.items()},
+    )
     return 0
 
 
