@@ -83,6 +83,12 @@ def one(manifests: list[Manifest], kind: str) -> Manifest:
     return found
 
 
+def sidecar_config_map(manifests: list[Manifest]) -> Manifest:
+    """The ConfigMap holding sidecar.yaml (the dashboards have one of their own)."""
+    (found,) = [m for m in by_kind(manifests, "ConfigMap") if "sidecar.yaml" in m.get("data", {})]
+    return found
+
+
 def copy_tree(destination: Path) -> Path:
     """charts/ and configs/ copied with their layout, so the chart's links still resolve."""
     shutil.copytree(REPO / "charts", destination / "charts", symlinks=True)
@@ -186,9 +192,7 @@ def test_schema_validation_catches_a_bad_pod_field(example: Path) -> None:
 def test_pod_and_config_agree(example: Path, tmp_path: Path, values_file: Path) -> None:
     """The rendered sidecar.yaml loads, and the pod mounts and serves what it names."""
     manifests = render_example(example, {"drift-sidecar": ci_values(values_file)})
-    (config_map,) = [
-        m for m in by_kind(manifests, "ConfigMap") if "sidecar.yaml" in m.get("data", {})
-    ]
+    config_map = sidecar_config_map(manifests)
     path = tmp_path / "sidecar.yaml"
     path.write_text(config_map["data"]["sidecar.yaml"])
     config = load_config(path)
@@ -224,6 +228,19 @@ def test_pod_and_config_agree(example: Path, tmp_path: Path, values_file: Path) 
         assert "drift-sidecar-baselines" in volumes
     annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert len(annotations["checksum/drift-sidecar-config"]) == 64
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+def test_chart_alone_renders_a_config_the_sidecar_accepts(
+    tmp_path: Path, values_file: Path
+) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(
+        sidecar_config_map(render_chart(ci_values(values_file)))["data"]["sidecar.yaml"]
+    )
+    config = load_config(path)
+    assert config.http.host == "0.0.0.0"
+    assert config.http.ingest_enabled is False
 
 
 def test_config_change_changes_the_pod_checksum(example: Path) -> None:
@@ -285,7 +302,7 @@ def test_named_templates_follow_an_aliased_dependency(example: Path, tmp_path: P
     assert sidecar_c["image"].startswith("registry.example.com/ml/drift-sidecar:")
     volumes = pod_spec(one(manifests, "Deployment"))["volumes"]
     config_name = next(v for v in volumes if v["name"] == "drift-sidecar-config")
-    assert config_name["configMap"]["name"] == one(manifests, "ConfigMap")["metadata"]["name"]
+    assert config_name["configMap"]["name"] == sidecar_config_map(manifests)["metadata"]["name"]
 
 
 def test_monitors_select_the_pod_and_the_sidecar_port(example: Path) -> None:
