@@ -21,6 +21,7 @@ import pytest
 import yaml
 from harness import DaemonProcess
 
+from sidecar.cli import build_parser
 from sidecar.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +89,17 @@ def test_entrypoint_cmd_and_healthcheck() -> None:
     assert command[3] == json.loads(final("CMD")[0])[1]
     assert {"EXTRAS", "TORCH_VERSION"} <= {a.split("=")[0] for a in final("ARG")}
     assert "9108" in final("EXPOSE")
+
+
+def test_entrypoint_and_cmd_parse_as_the_cli_expects() -> None:
+    (entrypoint,) = [json.loads(a) for a in final("ENTRYPOINT")]
+    (cmd,) = [json.loads(a) for a in final("CMD")]
+    assert entrypoint[0] == "drift-sidecar"
+    args = build_parser().parse_args(entrypoint[1:] + cmd)
+    assert args.command == "run"
+    assert args.config == "/etc/drift-sidecar/sidecar.yaml"
+    # The chart and the kustomize base replace CMD with the same arguments.
+    assert cmd == ["--config", args.config]
 
 
 def healthcheck_command() -> list[str]:

@@ -25,6 +25,7 @@ import yaml
 from promtools import DASHBOARD_FILE, PROMETHEUS_CONFIGS, REPO, RULE_FILES
 
 import sidecar
+from sidecar.cli import build_parser
 from sidecar.config import load_config
 
 CHART = REPO / "charts" / "drift-sidecar"
@@ -217,7 +218,9 @@ def test_pod_and_config_agree(example: Path, tmp_path: Path, values_file: Path) 
     assert "emptyDir" in volumes["drift-sidecar-state"]
 
     assert volumes["drift-sidecar-config"]["configMap"]["name"] == config_map["metadata"]["name"]
-    config_file = Path(sidecar_c["args"][sidecar_c["args"].index("--config") + 1])
+    # The image's ENTRYPOINT is `drift-sidecar run`: the args must parse after it.
+    parsed = build_parser().parse_args(["run", *sidecar_c["args"]])
+    config_file = Path(parsed.config)
     assert str(config_file.parent) == mount(sidecar_c, "drift-sidecar-config")
     assert config_file.name in config_map["data"]
 
