@@ -246,6 +246,17 @@ def test_chart_alone_renders_a_config_the_sidecar_accepts(
     assert config.http.ingest_enabled is False
 
 
+def test_extra_volumes_and_mounts_reach_the_pod(example: Path) -> None:
+    values = ci_values(CHART / "ci" / "custom-config-values.yaml")
+    spec = pod_spec(one(render_example(example, {"drift-sidecar": values}), "Deployment"))
+    sidecar_c = container(spec, "drift-sidecar")
+    assert mount(sidecar_c, "extra-baselines") == "/data/extra"
+    assert {"name": "TZ", "value": "UTC"} in sidecar_c["env"]
+    assert sidecar_c["args"][-2:] == ["--log-level", "debug"]
+    assert "extra-baselines" in {v["name"] for v in spec["volumes"]}
+    assert sidecar_c["image"].endswith("@" + values["image"]["digest"])
+
+
 def test_config_change_changes_the_pod_checksum(example: Path) -> None:
     def checksum(values: dict[str, Any]) -> str:
         deployment = one(render_example(example, values), "Deployment")
