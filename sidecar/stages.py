@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -50,22 +51,19 @@ class StageLatency:
         self.counts = np.zeros((cap + 1, self.buckets.shape[0] + 1), dtype=np.int64)
         self.sums = np.zeros(cap + 1)
 
-    def count(self, events: Iterable[Any]) -> None:
+    def count(self, events: Sequence[Any]) -> None:
         """Fold the stages of a batch of decoded events (sidecar.events.Event)."""
         # C-level scan: a batch without stages costs one attribute read per event
         if not any(map(_stages_of, events)):
             return
-        code = self.vocab.code
-        overflow = self.vocab.overflow
-        codes: list[int] = []
-        seconds: list[float] = []
-        for stages in map(_stages_of, events):
-            if stages:
-                for name, s in stages.items():
-                    codes.append(code(name) if name else overflow)
-                    seconds.append(s)
-        c = np.array(codes, dtype=np.int64)
-        v = np.array(seconds, dtype=np.float64)
+        dicts = list(filter(None, map(_stages_of, events)))
+        names = list(chain.from_iterable(map(dict.keys, dicts)))
+        n = len(names)
+        v = np.fromiter(chain.from_iterable(map(dict.values, dicts)), dtype=np.float64, count=n)
+        code, overflow = self.vocab.code, self.vocab.overflow
+        # each distinct name looked up once, in the order first seen (the cap keeps the first)
+        lookup = {name: code(name) if name else overflow for name in dict.fromkeys(names)}
+        c = np.fromiter(map(lookup.__getitem__, names), dtype=np.int64, count=n)
         nb = self.counts.shape[1]
         idx = np.searchsorted(self.buckets, v, side="left")  # `le` buckets: (b[i-1], b[i]]
         flat = np.bincount(c * nb + idx, minlength=self.counts.size)

@@ -7,6 +7,7 @@ helper function, a coroutine awaited by it) without being handed the record obje
 
 from __future__ import annotations
 
+import contextlib
 from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
@@ -21,7 +22,9 @@ def enter_call(stages: dict[str, float]) -> Token[dict[str, float] | None]:
 
 
 def leave_call(token: Token[dict[str, float] | None]) -> None:
-    _current.reset(token)
+    # left in another context than entered (another thread): nothing to restore there
+    with contextlib.suppress(ValueError, RuntimeError):
+        _current.reset(token)
 
 
 def current() -> dict[str, float] | None:
