@@ -3,6 +3,7 @@ equal to what the baseline's data and the events sent give when counted here by 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from itertools import pairwise
 from typing import Any
@@ -10,10 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 from harness import DaemonProcess, wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar.baseline import write_baseline
+from sidecar.drift import DriftParams, WindowData, check_model
 from sidecar.drift_bins import categorical_bins, numeric_bins, prediction_bins
-from sidecar.stats.reference import categorical_reference, numeric_reference
+from sidecar.stats.reference import build_baseline, categorical_reference, numeric_reference
 
 CATS = ["a", "b", "c", "d", "e", "f"]
 CAT_P = [0.3, 0.25, 0.2, 0.1, 0.1, 0.05]
@@ -197,3 +201,72 @@ def test_a_column_with_no_window_value_has_null_window_shares() -> None:
     assert [(b["bin"], b["window_count"]) for b in got] == [("a", 3), ("b", 1), ("__other__", 2)]
     preds = prediction_bins(ref, np.array([np.nan, -5.0, 24.0, 24.5, 1e9]))
     assert preds.window.tolist() == [2, 1, 0, 1]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    reference_rows=st.lists(
+        st.tuples(st.integers(-5, 5).map(float), st.sampled_from("abcdefg")),
+        min_size=1,
+        max_size=60,
+    ),
+    live_rows=st.lists(
+        st.tuples(
+            st.one_of(st.integers(-7, 7).map(float), st.just(math.nan)),
+            st.one_of(st.sampled_from("abcdefgxyz"), st.none()),
+        ),
+        max_size=60,
+    ),
+    bins=st.integers(2, 6),
+    keep=st.integers(1, 4),
+)
+def test_check_bins_count_every_window_value_by_the_bin_rule(
+    *,
+    reference_rows: list[tuple[float, str]],
+    live_rows: list[tuple[float, str | None]],
+    bins: int,
+    keep: int,
+) -> None:
+    """Whatever the data: numeric window counts are the (lo, hi] counts of the finite
+    values, categorical ones pool every value the reference does not keep in __other__,
+    and both sides' shares sum to 1 (or the window's are null when it is empty)."""
+    ref = [r[0] for r in reference_rows]
+    cats = [r[1] for r in reference_rows]
+    live = [r[0] for r in live_rows]
+    live_cats = [r[1] for r in live_rows]
+    n = len(live_rows)
+    base = build_baseline(
+        "m",
+        numeric={"x": np.array(ref)},
+        categorical={"c": cats},
+        prediction=None,
+        prediction_kind=None,
+        psi_bins=bins,
+        max_categories=keep,
+    )
+    cref = base.categorical[0]
+    # the window in the daemon's coding: kept categories, __other__, then live ones past it
+    extra = sorted({c for c in live_cats if c is not None} - set(cref.categories))
+    code = {c: i for i, c in enumerate(cref.categories)}
+    code.update({c: len(cref.categories) + 1 + i for i, c in enumerate(extra)})
+    codes = np.array([-1 if c is None else code[c] for c in live_cats], dtype=np.int32)
+    window = WindowData(
+        np.array(live, dtype=np.float64).reshape(n, 1),
+        codes.reshape(n, 1),
+        categorical_labels=(tuple(extra),),
+    )
+    result = check_model(base, window, DriftParams(min_samples=1))
+    x, c = (b.to_json() for b in result.feature_bins)
+    edges = [b["upper"] for b in x[:-1]]
+    finite = [v for v in live if not math.isnan(v)]
+    assert [b["window_count"] for b in x] == shares_by_edges(finite, edges)
+    assert edges == sorted(set(edges)) and len(x) == len(base.numeric[0].shares)
+    kept = kept_categories(list(cats), keep)
+    assert [b["bin"] for b in c] == [*kept, "__other__"]
+    assert [b["window_count"] for b in c] == category_counts(live_cats, kept)
+    for entry, present in ((x, len(finite)), (c, sum(v is not None for v in live_cats))):
+        assert sum(b["reference_share"] for b in entry) == pytest.approx(1.0)
+        if present:
+            assert sum(b["window_share"] for b in entry) == pytest.approx(1.0)
+        else:
+            assert all(b["window_share"] is None for b in entry)

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 from harness import DaemonProcess, Metrics, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_client import NdjsonServer, server, sock_path  # noqa: F401
 
 from sidecar.client import Monitor
@@ -169,6 +171,52 @@ def test_a_reload_keeps_the_counts_of_kept_names_and_pools_the_rest() -> None:
     assert got == {"b": 1, "__other__": 2}
     s.count([_Ev({"new": 1.0})])  # the cap of 1 is reached: pooled
     assert {name: int(c.sum()) for name, c, _ in s.series()} == {"b": 1, "__other__": 3}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.dictionaries(
+                    st.sampled_from(["a", "b", "c", "d", "", LONG]),
+                    st.sampled_from([0.0, 0.005, 0.006, 0.1, 2.5, 10.0, 11.0, 3e9]),
+                    max_size=4,
+                ),
+            ),
+            max_size=12,
+        ),
+        max_size=5,
+    ),
+    names=st.one_of(st.none(), st.lists(st.sampled_from("abcd"), unique=True, max_size=3)),
+    cap=st.integers(0, 3),
+)
+def test_stage_counts_equal_a_count_by_hand(
+    batches: list[list[dict[str, float] | None]], names: list[str] | None, cap: int
+) -> None:
+    s = StageLatency(names, cap, LATENCY_BUCKETS, max_bytes=32)
+    kept: list[str] = list(names) if names is not None else []
+    want: dict[str, list[float]] = {}
+    for batch in batches:
+        s.count([_Ev(x) for x in batch])
+        for stages in batch:
+            for name, sec in (stages or {}).items():
+                new = names is None and name and name != LONG and name not in kept
+                if new and len(kept) < cap:
+                    kept.append(name)  # the first names seen, up to the cap
+                label = name if name in kept else "__other__"
+                want.setdefault(label, []).append(sec)
+    got = {name: (counts.tolist(), total) for name, counts, total in s.series()}
+    edges = [*LATENCY_BUCKETS.tolist(), math.inf]
+    for name in [*kept, *(["__other__"] if "__other__" in want else [])]:
+        values = want.get(name, [])
+        lows = [-1.0, *edges[:-1]]
+        by_bucket = [
+            sum(1 for v in values if lo < v <= hi) for lo, hi in zip(lows, edges, strict=True)
+        ]
+        assert got.pop(name) == (by_bucket, pytest.approx(sum(values))), name
+    assert got == {}
 
 
 class _Ev:
