@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from harness import DaemonProcess, Metrics, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -171,6 +173,23 @@ def test_a_reload_keeps_the_counts_of_kept_names_and_pools_the_rest() -> None:
     assert got == {"b": 1, "__other__": 2}
     s.count([_Ev({"new": 1.0})])  # the cap of 1 is reached: pooled
     assert {name: int(c.sum()) for name, c, _ in s.series()} == {"b": 1, "__other__": 3}
+
+
+def test_a_reload_of_the_stage_list_applies_in_place(daemon: DaemonProcess) -> None:
+    daemon.send([{"model": "m", "stages": {"preprocess": 0.02, "inference": 0.2}}] * 3)
+    daemon.wait_metric(f"{METRIC}_count", 3, model_name="m", stage="inference")
+    cfg = yaml.safe_load(daemon.config_path.read_text())
+    cfg["models"][0]["stages"] = ["inference", "postprocess"]
+    daemon.config_path.write_text(yaml.safe_dump(cfg))
+    daemon.proc.send_signal(signal.SIGHUP)
+    m = daemon.wait_metric("drift_sidecar_config_reloads_total", 1, result="success")
+    # inference keeps its counts; preprocess is pooled (no counter goes down); postprocess
+    # is new, at 0; the model kept its state (its accepted events)
+    assert_histogram(m, "m", "inference", [0.2] * 3)
+    assert_histogram(m, "m", "__other__", [0.02] * 3)
+    assert_histogram(m, "m", "postprocess", [])
+    assert m.value(f"{METRIC}_count", model_name="m", stage="preprocess") is None
+    assert m.value("drift_sidecar_events_accepted_total", model_name="m") == 3
 
 
 @settings(max_examples=200, deadline=None)
