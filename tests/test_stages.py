@@ -339,8 +339,9 @@ def test_track_records_the_stages_of_sync_and_async_calls(
         assert asyncio.run(apredict()) == "ok"
         assert plain() == "ok"
         monitor.record_batch(predictions=[0.1, 0.2], stages={"inference": 0.25})
+        monitor.record_many([{"prediction": 0.3, "stages": {"postprocess": 0.5}}])
         monitor.flush(5)
-        wait_for(lambda: len(server.events) == 5, 10, "five events")
+        wait_for(lambda: len(server.events) == 6, 10, "six events")
     finally:
         monitor.close()
     got = [ev.get("stages") for ev in server.events]
@@ -350,6 +351,7 @@ def test_track_records_the_stages_of_sync_and_async_calls(
         None,  # no stage entered: the event carries none
         {"inference": 0.25},
         {"inference": 0.25},
+        {"postprocess": 0.5},
     ]
     assert client_stages.current() is None
 
