@@ -136,16 +136,15 @@ def render_report(report: dict[str, Any], url: str, now: float | None = None) ->
         drifted = m.get("drifted_features") or []
         pred = m.get("prediction") or {}
         emb = m.get("embedding") or {}
-        verdict = "DRIFT" if m.get("drifted") else "no drift"
         what = [*drifted, *(["prediction"] if pred.get("drifted") else [])]
         what += ["embedding"] if emb.get("drifted") else []
-        out += [
-            "",
-            f"model {name}: {verdict}{': ' + ', '.join(what) if what else ''}"
-            f"   [{'' if status == 'ok' else status + '; '}window {window} events, "
-            f"checked {ago:.0f}s ago, "
-            f"{m.get('min_samples')} samples needed]",
-        ]
+        if what:
+            verdict = "DRIFT: " + ", ".join(what)
+        elif status == "insufficient_data":
+            verdict = f"too few samples ({m.get('samples')} of {m.get('min_samples')} needed)"
+        else:
+            verdict = "no drift"
+        out += ["", f"model {name}: {verdict}   [window {window} events, checked {ago:.0f}s ago]"]
         rows = [_HEADER]
         for fname, f in (m.get("features") or {}).items():
             rows.append(_row(fname, f))

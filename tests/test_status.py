@@ -11,7 +11,14 @@ import pytest
 from harness import DaemonProcess, free_port, run_cli, wait_for
 from test_drift_bins import MAX_CATEGORIES, N_LIVE, live_events, reference  # noqa: F401
 
-from sidecar.status import BAR_WIDTH, StatusError, default_url, find_column, render_bins
+from sidecar.status import (
+    BAR_WIDTH,
+    StatusError,
+    default_url,
+    find_column,
+    render_bins,
+    render_report,
+)
 
 
 def status(tmp: Path, *args: str) -> tuple[int, str]:
@@ -151,3 +158,26 @@ def test_chart_of_a_window_without_values_shows_no_window_bars() -> None:
     lines = render_bins("m", "c", entry).splitlines()
     assert lines[2].split() == ["u", "75.0%", "#" * BAR_WIDTH, "-", "-"]
     assert lines[3].split() == ["__other__", "25.0%", "#" * round(BAR_WIDTH / 3), "-", "-"]
+
+
+def test_report_of_a_model_short_of_samples_says_so() -> None:
+    entry = {"kind": "numeric", "samples": 10, "sufficient": False, "drifted": False}
+    report = {
+        "models": {
+            "m": {
+                "status": "insufficient_data",
+                "samples": 10,
+                "min_samples": 50,
+                "window_samples": 10,
+                "checked_at": 100.0,
+                "drifted": False,
+                "features": {"x": entry},
+            },
+            "new": {"status": "pending", "window_samples": 3},
+        }
+    }
+    text = render_report(report, "http://h:1", now=105.0)
+    assert "model m: too few samples (10 of 50 needed)   [window 10 events, checked 5s ago]" in text
+    assert "model new: no drift check yet (window: 3 events)" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("  x ")]
+    assert row.split()[-1] == "insufficient"
