@@ -38,7 +38,9 @@ def fetch_report(url: str, timeout: float = 10.0) -> dict[str, Any]:
     """The `GET /v1/drift` body of the daemon at base URL `url`."""
     if not url.startswith(("http://", "https://")):
         raise StatusError(f"--url {url!r}: expected http://HOST:PORT")
-    target = url.rstrip("/") + "/v1/drift"
+    # a pasted endpoint URL (…/metrics, …/v1/drift) means the daemon it belongs to
+    base = url.rstrip("/").removesuffix("/v1/drift").removesuffix("/metrics")
+    target = base + "/v1/drift"
     try:
         with urllib.request.urlopen(target, timeout=timeout) as r:  # noqa: S310 - http(s) only
             body = r.read()

@@ -111,6 +111,9 @@ def test_status_finds_the_daemon_from_its_config(tmp_path, daemon):
     code, out = status(tmp_path, "--config", str(daemon.config_path))
     assert code == 0, out
     assert f"drift-sidecar at http://127.0.0.1:{daemon.port}: 2 model(s)" in out
+    for pasted in ("/metrics", "/v1/drift/"):
+        code, out = status(tmp_path, "--url", daemon.url + pasted)
+        assert code == 0 and ": 2 model(s)" in out, out
 
 
 def test_status_errors_name_what_is_wrong(tmp_path, daemon):
