@@ -13,7 +13,7 @@ def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = run_cli(
-        ["demo", "--duration", "12", "--drift-after", "2", "--port", str(port), "--rate", "1000"],
+        ["demo", "--duration", "20", "--drift-after", "2", "--port", str(port), "--rate", "1000"],
         tmp_path / "demo.log",
         tmp_path,
     )
@@ -32,7 +32,7 @@ def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
                 and m
             )
 
-        m = wait_for(drifted, 12, "amount and embedding drift in /metrics")
+        m = wait_for(drifted, 20, "amount and embedding drift in /metrics")
         assert (
             m.value("ml_feature_drift_detected", model_name="fraud-demo", feature_name="hour") == 0
         )
@@ -42,7 +42,7 @@ def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
         assert status.wait(timeout=30) == 0, log.read_text()
         chart = log.read_text()
         assert chart.startswith("fraud-demo / amount: numeric, 10 bins") and "DRIFT" in chart
-        assert proc.wait(timeout=40) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
