@@ -207,6 +207,10 @@ def _table(
                 f"{'embedding':<10} {'':>8} {_fmt(e.statistic, '10.2f')} "
                 f"{_fmt(e.pvalue, '10.2e')}  {mark}  (cross-MMD on {e.device})"
             )
+        drifted = [f.name for f in r.features if f.drifted]
+        if drifted:  # where to look next: the feature's bins beside its reference
+            base = url.removesuffix("/metrics")
+            lines += ["", f"see the bins: drift-sidecar status --url {base} --feature {drifted[0]}"]
     if accuracy is not None:
         lines += ["", accuracy.line(daemon)]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from sidecar import __version__
 from sidecar.events import REASONS
 from sidecar.exposition import Block, CachedFamily
 from sidecar.health import CHECK_BUCKETS, DROP_REASONS, Health
+from sidecar.stages import stage_family
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
 from sidecar.tracker_labels import TrackerLabels, le_label
 
@@ -73,6 +74,7 @@ class SidecarCollector(Collector):
         yield from self._traffic(trackers)
         yield from self._drift(trackers)
         yield from self._bins(trackers)
+        yield stage_family((t.name, t.stages) for t in trackers)
         yield from self._own(trackers)
 
     # ------------------------------------------------------------ guide metrics

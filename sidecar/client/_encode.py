@@ -22,8 +22,9 @@ FIELDS = (
     "trace_id",
     "id",
     "embedding",
+    "stages",
 )
-RecordTuple = tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, Any]
+RecordTuple = tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, Any, Any]
 
 _PLAIN_FEATURE = frozenset({int, float, str, bool, type(None)})
 _HEX = frozenset("0123456789abcdef")
@@ -106,6 +107,20 @@ def _probabilities(value: Any) -> list[float | int] | dict[str, float | int]:
     return _number_list(value, "probabilities")
 
 
+def _stages(value: Any) -> dict[str, float | int]:
+    if not isinstance(value, Mapping):
+        raise Invalid(f"stages: expected a mapping of name to seconds, got {type(value).__name__}")
+    out: dict[str, float | int] = {}
+    for name, raw in value.items():
+        if type(name) is not str:
+            raise Invalid(f"stages: names must be strings, got {type(name).__name__}")
+        s = _number(raw, f"stages.{name}")
+        if s < 0:
+            raise Invalid(f"stages.{name}: {s} is negative")
+        out[name] = s
+    return out
+
+
 def _trace_id(value: Any) -> str:
     if type(value) is int:
         if not 0 < value < 1 << 128:
@@ -146,7 +161,7 @@ def _id(eid: Any) -> str:
 
 def build_label(model: str, rec: Sequence[Any]) -> dict[str, Any]:
     """A label event from a record_label() tuple."""
-    ts, _, prediction, _, _, _, mark, _, eid, _ = rec
+    ts, _, prediction, _, _, _, mark, _, eid, _, _ = rec
     if mark.label is None:
         raise Invalid("label: missing")
     ev: dict[str, Any] = {"kind": "label", "model": model}
@@ -163,7 +178,19 @@ def build_label(model: str, rec: Sequence[Any]) -> dict[str, Any]:
 
 def build_event(model: str, version: str | None, rec: Sequence[Any]) -> dict[str, Any]:
     """One event object from a record() tuple; raise Invalid naming the first bad field."""
-    ts, features, prediction, probabilities, confidence, latency_s, status, tid, eid, emb = rec
+    (
+        ts,
+        features,
+        prediction,
+        probabilities,
+        confidence,
+        latency_s,
+        status,
+        tid,
+        eid,
+        emb,
+        stages,
+    ) = rec
     if type(status) is LabelOf:
         return build_label(model, rec)
     ev: dict[str, Any] = {"model": model}
@@ -200,6 +227,8 @@ def build_event(model: str, version: str | None, rec: Sequence[Any]) -> dict[str
         ev["id"] = _id(eid)
     if emb is not None:
         ev["embedding"] = _number_list(emb, "embedding")
+    if stages is not None:
+        ev["stages"] = _stages(stages)
     ev["ts"] = _number(ts, "ts")
     return ev
 
@@ -305,6 +334,7 @@ class Batch:
                 row.get("trace_id", shared["trace_id"]),
                 row.get("id"),
                 row.get("embedding"),
+                row.get("stages"),
             )
 
 
