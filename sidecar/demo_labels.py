@@ -35,7 +35,7 @@ def flag_model(folder: Path) -> dict[str, Any]:
         "name": FLAG_MODEL,
         "version": "1.0.0",
         "baseline": {"path": str(folder / "flag.parquet")},
-        "features": [{"name": "amount"}, {"name": "score"}],
+        # no features: their drift is fraud-demo's, and `status --feature` stays unambiguous
         "prediction": {"type": "categorical"},
     }
 
@@ -50,8 +50,6 @@ def write_flag_baseline(folder: Path, cols: dict[str, Any], rng: np.random.Gener
     truth = (rng.random(p.size) < p).astype(int)
     table = pa.table(
         {
-            "amount": cols["amount"][:n],
-            "score": cols["score"][:n],
             "prediction": ["1" if x > 0.5 else "0" for x in p],
             "label": truth,
             "probabilities": np.stack([1 - p, p], axis=1).tolist(),
@@ -81,7 +79,6 @@ class Labeller:
             ident = f"flag-{self.n}"
             self.n += 1
             self.monitor.record(
-                {"amount": float(cols["amount"][i]), "score": float(cols["score"][i])},
                 prediction="1" if p[i] > 0.5 else "0",
                 probabilities=[float(1 - p[i]), float(p[i])],
                 id=ident,
