@@ -387,3 +387,20 @@ def test_embedding_dim_changed_on_reload(tmp_path, daemon_factory):
             if p.proc.poll() is None:
                 p.proc.kill()
                 p.proc.wait(10)
+
+
+def test_a_max_age_reload_reaches_the_embedding_window_too(tmp_path):
+    """A retune keeps the tracker (and both windows); max_age_s must apply to both."""
+    from sidecar.reloading import rebuild_trackers
+
+    base = _baseline_file(tmp_path / "b.parquet", DIM)
+    t = _tracker(base, DIM)
+    _ingest(t, _events(10, DIM, 1), now=1000.0)
+    model = _model(base, DIM)
+    model["drift"]["max_age_s"] = 30
+    new = parse_config({"models": [model]}, str(tmp_path / "sidecar.yaml"))
+    trackers, rebuilt, retuned = rebuild_trackers({"m": t}, new, {}, lambda *_: None)
+    assert trackers["m"] is t and retuned == ["m"] and rebuilt == []
+    assert t.embedding_window is not None and t.embedding_window.max_age_s == 30
+    t.window_snapshot(now=1031.0)  # every row is older than 30 s by then
+    assert len(t.window) == 0 and len(t.embedding_window) == 0
