@@ -67,6 +67,22 @@ def _summary(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
+def unavailable(device: str) -> str | None:
+    """Why the one `device` asked for cannot run on this machine, or None."""
+    if device not in ("cpu", "cuda"):
+        return None
+    if not torch_installed():
+        return "torch is not installed"
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        return (
+            f"torch {torch.__version__} sees no CUDA GPU "
+            f"(built for CUDA {torch.version.cuda or 'none: a CPU-only build'})"
+        )
+    return None
+
+
 def backends(which: str) -> list[FeatureBackend]:
     names = ["numpy", "cpu", "cuda"] if which == "all" else [which]
     out: list[FeatureBackend] = []
@@ -98,6 +114,10 @@ def speed(args: argparse.Namespace, rng: np.random.Generator) -> list[dict[str, 
             times.append((time.perf_counter() - t0) * 1000)
         row = {
             "device": backend.device,
+            "window": args.window,
+            "reference": args.ref,
+            "dim": args.dim,
+            "features": args.features,
             "reference_prep_s": prep,
             "check_ms": _summary(times),
             "reference_stats_bytes": ref.nbytes,
@@ -108,7 +128,8 @@ def speed(args: argparse.Namespace, rng: np.random.Generator) -> list[dict[str, 
             row["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
         out.append(row)
         print(
-            f"speed  {backend.device:7s} prep {prep:6.2f} s   check median "
+            f"speed  {backend.device:7s} {args.window:,} x {args.dim} vs {args.ref:,}: "
+            f"prep {prep:6.2f} s   check median "
             f"{row['check_ms']['median']:8.1f} ms (min {row['check_ms']['min']:.1f}, "
             f"max {row['check_ms']['max']:.1f}) over {args.repeats}"
         )
@@ -132,7 +153,8 @@ def calibration(args: argparse.Namespace, rng: np.random.Generator) -> dict[str,
     se = float(np.sqrt(ALPHA * (1 - ALPHA) / len(pv)))
     print(
         f"calib  {len(pv)} no-drift runs at {args.calib_window} x {args.calib_dim} vs "
-        f"{args.calib_ref}: flagged {rate:.3f} at alpha {ALPHA} (binomial sd {se:.3f}); "
+        f"{args.calib_ref} ({args.calib_features} features): flagged {rate:.3f} at alpha "
+        f"{ALPHA} (binomial sd {se:.3f}); "
         f"rate at 0.01 {float((pv < 0.01).mean()):.3f}  [{time.perf_counter() - t0:.0f} s]"
     )
     return {
@@ -231,6 +253,45 @@ def side_by_side(args: argparse.Namespace, rng: np.random.Generator) -> list[dic
             f"({row['exact_s']:.2f} s)"
         )
     return out
+
+
+def power_table(power_rows: list[dict[str, Any]], sbs_rows: list[dict[str, Any]]) -> None:
+    """One table: each shift's detection rate at full size (rff cross-MMD only) beside both
+    tests on the same subsampled rows, so the figures are read side by side."""
+    from common import table
+
+    full = {(r["shift"], r["share_of_dims"]): r for r in power_rows}
+    rows = []
+    for r in sbs_rows:
+        f = full.get((r["shift"], r["share_of_dims"]))
+        rows.append(
+            [
+                f"{r['shift']} in {r['share_of_dims']:.0%} of {r['dim']} dims",
+                f"{f['detected_rate']:.2f} ({f['runs']} runs)" if f else "-",
+                f"{r['rff_cross_mmd_rate']:.2f}",
+                f"{r['exact_permutation_rate']:.2f}",
+                f"{r['rff_s']:.2f} / {r['exact_s']:.2f}",
+            ]
+        )
+    r0 = sbs_rows[0]
+    f0 = power_rows[0]
+    print(
+        f"power side by side at alpha {ALPHA}: rff cross-MMD at {f0['window']:,} vs "
+        f"{f0['reference']:,}; both tests on the same {r0['n_per_side']:,} per side "
+        f"({r0['runs']} runs, exact with {r0['permutations']} permutations)"
+    )
+    print(
+        table(
+            [
+                "shift",
+                "rff full size",
+                "rff subsample",
+                "exact subsample",
+                "s per test rff / exact",
+            ],
+            rows,
+        )
+    )
 
 
 def memory(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
@@ -541,6 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     args.ingest_events = args.ingest_events or (64 if q else 20_000)
     args.ingest_batches = [1, 8] if q else [1, 32]  # 32 x ~15 kB stays under 1 MiB a line
     args.ingest_repeats = 2 if q else args.repeats
+    why = unavailable(args.device)
+    if why is not None and not args.ingest_only:
+        print(f"embedding_bench: device {args.device!r} cannot run here: {why}", file=sys.stderr)
+        return 2
     rng = np.random.default_rng(args.seed)
     doc: dict[str, Any] = {
         "bench": "embedding",
@@ -567,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["calibration"] = calibration(args, rng)
     doc["power"] = power(args, rng)
     doc["side_by_side"] = side_by_side(args, rng)
+    power_table(doc["power"], doc["side_by_side"])
     doc["memory"] = memory(args, rng)
     doc["ingest"] = ingest(args)
     doc["summary"] = [
@@ -585,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
             "case": "no-drift share flagged at 0.05",
             "value": doc["calibration"]["flagged_rate"],
             "unit": "",
-            "note": f"{doc['calibration']['runs']} runs",
+            "note": f"{doc['calibration']['runs']} runs at {args.calib_window:,} x "
+            f"{args.calib_dim} vs {args.calib_ref:,}, {args.calib_features} features",
         },
         *(
             {
@@ -595,6 +662,16 @@ def main(argv: list[str] | None = None) -> int:
                 "note": f"{r['runs']} runs",
             }
             for r in doc["power"]
+        ),
+        *(
+            {
+                "case": f"power at {r['n_per_side']:,} per side, shift {r['shift']} in "
+                f"{r['share_of_dims']:.0%} of dims: rff / exact permutation",
+                "value": r["rff_cross_mmd_rate"],
+                "unit": "",
+                "note": f"exact {r['exact_permutation_rate']:.2f}, {r['runs']} runs",
+            }
+            for r in doc["side_by_side"]
         ),
         {
             "case": "window bytes / float32 rows",
