@@ -127,7 +127,8 @@ class StateStore:
     def write_one(self, snap: Snapshot) -> None:
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=False, **snap.arrays)
-        data = buf.getvalue()
+        # A view, not getvalue()'s copy: with an embedding window the file is tens of MB.
+        data = buf.getbuffer()
         digest = hashlib.sha256(data).hexdigest()
         stem = safe_name(snap.model)
         arrays_name = f"{stem}.{digest[:_SHA_PREFIX]}.npz"

@@ -404,3 +404,172 @@ def test_a_max_age_reload_reaches_the_embedding_window_too(tmp_path):
     assert t.embedding_window is not None and t.embedding_window.max_age_s == 30
     t.window_snapshot(now=1031.0)  # every row is older than 30 s by then
     assert len(t.window) == 0 and len(t.embedding_window) == 0
+
+
+# ------------------------------------------------------------------ fuzzing the loader
+# The state loader's fuzzing (tests/test_fuzz_state.py) on a format-3 snapshot: whatever
+# stands in the manifest or the arrays file, the loader restores, drops the embeddings
+# alone, or discards the model; it never raises and never half-installs either window.
+
+FUZZ_CONFIG = {
+    "models": [
+        {
+            "name": "m",
+            "baseline": {"capture": 40},
+            "features": [{"name": "x"}],
+            "embedding": {"dim": 4, "device": "numpy", "features": 32},
+            "drift": {"window_size": 64, "min_samples": 10},
+        }
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def pristine_emb() -> Any:
+    import tempfile
+
+    from test_fuzz_state import Pristine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        config = parse_config({**FUZZ_CONFIG, "state_dir": str(root)}, str(root / "s.yaml"))
+        spec = config.models[0]
+        rng = np.random.default_rng(1)
+        write_baseline(
+            root / "baselines" / "m.parquet",
+            "m",
+            numeric={"x": rng.normal(size=40)},
+            categorical={},
+            prediction=None,
+            prediction_kind=None,
+            source="capture",
+            embedding=rng.standard_normal((40, 4)).astype(np.float32),
+        )
+        p = Pristine(config, spec, (root / "baselines" / "m.parquet").read_bytes(), {}, b"")
+        t = _fuzz_tracker(p, root)
+        _ingest(t, _events(50, 4, 2, every=2), now=1e9)
+        StateStore(root).save({"m": t})
+        manifest = _manifest(root)
+        assert manifest["format"] == EMBEDDING_FORMAT_VERSION
+        arrays = (root / "windows" / manifest["arrays"]).read_bytes()
+        yield Pristine(config, spec, p.baseline_bytes, manifest, arrays)
+
+
+def _fuzz_tracker(p: Any, root: Path) -> ModelTracker:
+    from sidecar.loading import captured_baseline
+
+    t = ModelTracker(p.spec, p.config.drift_for(p.spec))
+    (root / "baselines").mkdir(parents=True, exist_ok=True)
+    (root / "baselines" / "m.parquet").write_bytes(p.baseline_bytes)
+    b = captured_baseline(p.config, p.spec, StateStore(root))
+    assert b is not None and b.embedding is not None
+    t.install_baseline(b)
+    return t
+
+
+def _fuzz_restore(p: Any, manifest: bytes, arrays: bytes, consistent: bool) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t = _fuzz_tracker(p, root)
+        windows = root / "windows"
+        windows.mkdir()
+        try:
+            parsed = json.loads(manifest)
+        except (ValueError, RecursionError):
+            parsed = None
+        if consistent and isinstance(parsed, dict):  # the bytes reach the array parser
+            parsed["sha256"] = hashlib.sha256(arrays).hexdigest()
+            manifest = json.dumps(parsed).encode()
+        (windows / "m.json").write_bytes(manifest)
+        (windows / p.manifest["arrays"]).write_bytes(arrays)
+        restored = StateStore(root).restore({"m": t})  # must not raise
+        ew = t.embedding_window
+        assert ew is not None
+        if restored == ["m"]:
+            assert 0 <= len(t.window) <= t.window.capacity
+            assert 0 <= len(ew) <= ew.capacity
+            assert np.isfinite(ew.snapshot()).all()
+        else:
+            assert restored == []
+            assert len(t.window) == 0 and len(ew) == 0  # nothing half-installed
+
+
+def _emb_manifests(p: Any) -> Any:
+    from hypothesis import strategies as st
+    from test_fuzz_state import json_values
+
+    keys = st.sampled_from(["embedding_dim", "embedding_rows", "format", "rows"])
+    odd = st.one_of(
+        json_values,
+        st.integers(-5, 10**6),
+        st.sampled_from([0, 1, 3, 4, 5, 25, 26, 64, 65, 256, 65_536, 65_537]),
+    )
+    return st.dictionaries(keys, odd, min_size=1, max_size=3).map(
+        lambda change: json.dumps({**p.manifest, **change}).encode()
+    )
+
+
+def _emb_arrays(p: Any) -> Any:
+    """The arrays file with its embedding members replaced by other shapes, dtypes and
+    values (the generic damage is fuzzed in test_fuzz_state.py)."""
+    import zipfile
+
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    with zipfile.ZipFile(io.BytesIO(p.arrays)) as z:
+        members = {i.filename.removesuffix(".npy"): z.read(i) for i in z.infolist()}
+
+    def build(new: dict[str, np.ndarray]) -> bytes:
+        arrays = {k: np.load(io.BytesIO(v), allow_pickle=False) for k, v in members.items()}
+        arrays.update(new)
+        buf = io.BytesIO()
+        np.savez(buf, allow_pickle=False, **arrays)
+        return buf.getvalue()
+
+    n, dim = p.manifest["embedding_rows"], p.manifest["embedding_dim"]
+    arrays = hnp.arrays(
+        st.sampled_from([np.float32, np.float64, np.int32, np.float16, np.uint8]),
+        st.one_of(
+            hnp.array_shapes(min_dims=0, max_dims=3, max_side=30),
+            st.sampled_from([(n, dim), (n,), (n - 1, dim), (n, dim + 1), (0, dim)]),
+        ),
+    )
+    return st.dictionaries(
+        st.sampled_from(["embedding", "embedding_received"]), arrays, min_size=1
+    ).map(build)
+
+
+def _fuzz(p: Any, data: Any, manifest: bool) -> None:
+    from hypothesis import strategies as st
+
+    if manifest:
+        _fuzz_restore(p, data.draw(_emb_manifests(p)), p.arrays, data.draw(st.booleans()))
+    else:
+        man = json.dumps(p.manifest).encode()
+        _fuzz_restore(p, man, data.draw(_emb_arrays(p)), consistent=True)
+
+
+def test_the_pristine_embedding_snapshot_does_restore(pristine_emb):
+    _fuzz_restore(
+        pristine_emb, json.dumps(pristine_emb.manifest).encode(), pristine_emb.arrays, True
+    )
+
+
+def _fuzz_test(manifest: bool) -> Any:
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from test_fuzz_state import FUZZ
+
+    @FUZZ
+    @given(data=st.data())
+    def run(pristine_emb: Any, data: Any) -> None:
+        _fuzz(pristine_emb, data, manifest)
+
+    return run
+
+
+test_the_loader_survives_any_embedding_manifest = _fuzz_test(manifest=True)
+test_the_loader_survives_any_embedding_arrays = _fuzz_test(manifest=False)
