@@ -73,7 +73,9 @@ def test_ks_large_samples_equal_scipy(
     r = scipy.stats.ks_2samp(ref, cur, method="asymp")
     d = ks_statistic(np.sort(ref), cur)
     assert abs(d - r.statistic) <= 1e-12
-    assert math.isclose(ks_pvalue(d, n, m), r.pvalue, rel_tol=1e-12, abs_tol=1e-300)
+    # 1e-10: in the upper tail scipy and we sum the exact one-sided distribution by
+    # different methods (tests/test_stats_kolmogorov.py)
+    assert math.isclose(ks_pvalue(d, n, m), r.pvalue, rel_tol=1e-10, abs_tol=1e-300)
 
 
 @SETTINGS
