@@ -34,6 +34,7 @@ _DURBIN_NX15 = 1.4  # n > 140: matrix while n * d^1.5 is below this
 _MILLER_NXX = 2.2  # n > 140: the upper tail, 2 * one-sided
 _ZERO_NXX = 370.0  # n > 140: P(D_n > d) below 1e-300 from here
 
+_TERMS_AT_ONCE = 1 << 16  # one-sided sum: terms computed together (a few MiB of arrays)
 # rescale a running product by this power of 2 to stay inside float64's range
 _SCALE_EXP = 460
 
@@ -51,6 +52,8 @@ def kolmogorov_sf(n: int, d: float) -> float:
         return 1.0
     if t <= 1.0:
         # Ruben-Gambino: P(D_n <= d) = n!/n^n (2nd - 1)^n for 1/(2n) <= d <= 1/n
+        if n > 1_000:
+            return 1.0  # n!/n^n < e^(1-n) sqrt(n) < 1e-400: P(D_n <= d) is below any double
         mant, exp2 = _prod_i_over_n(n)
         return _clip(1.0 - math.ldexp(mant * (2.0 * t - 1.0) ** n, exp2))
     if t >= n - 1:
@@ -91,12 +94,14 @@ def _smirnov(n: int, d: float) -> float:
     if n - nd - top == 0.0:
         top -= 1  # that term is 0 (its power of 1 - d - j/n is positive)
     total = math.exp(n * math.log1p(-d))  # j = 0: (1 - d)^n
-    if top >= 1:
-        j = np.arange(1, top + 1, dtype=np.float64)
+    stirlerr_n = float(_stirlerr(np.array([float(n)]))[0])
+    # terms in slices of at most _TERMS_AT_ONCE, so a large n costs no large arrays
+    for first in range(1, top + 1, _TERMS_AT_ONCE):
+        j = np.arange(first, min(top, first + _TERMS_AT_ONCE - 1) + 1, dtype=np.float64)
         m = n - j
         mean_j = nd + j  # n * p_j
         mean_m = n - nd - j  # n * (1 - p_j)
-        lc = _stirlerr(np.array([float(n)]))[0] - _stirlerr(j) - _stirlerr(m)
+        lc = stirlerr_n - _stirlerr(j) - _stirlerr(m)
         lc = lc - _bd0(j, mean_j) - _bd0(m, mean_m)
         # b(j; n, p_j) = exp(lc) / sqrt(2 pi j (n - j) / n); divided by p_j, times d
         log_terms = lc - 0.5 * (_LOG_2PI + np.log(j) + np.log1p(-j / n)) - np.log(mean_j / n)
