@@ -237,12 +237,17 @@ class Api:
         # the response is not chunked
         response = web.StreamResponse(headers={"Content-Type": content_type})
         response.content_length = sum(map(len, chunks))
-        await response.prepare(request)
-        if request.method != "HEAD":  # a HEAD answer has the length and no body
-            for chunk in chunks:
-                await response.write(chunk)
-                await asyncio.sleep(0)
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            if request.method != "HEAD":  # a HEAD answer has the length and no body
+                for chunk in chunks:
+                    await response.write(chunk)
+                    await asyncio.sleep(0)
+            await response.write_eof()
+        except ConnectionError:
+            # the scraper left mid-body (its scrape timeout, say): nobody to answer, and
+            # nothing wrong here to log
+            pass
         return response
 
     async def healthz(self, request: web.Request) -> web.Response:

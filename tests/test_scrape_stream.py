@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import socket
+import struct
 
 from harness import parse_metrics
 
@@ -59,3 +61,21 @@ def test_a_body_of_many_chunks_has_its_length_and_head_has_none(daemon_factory):
         assert m.value("drift_sidecar_events_accepted_total", model_name="wide") == 20
     finally:
         conn.close()
+
+
+def test_a_scraper_that_leaves_mid_body_costs_no_error(daemon_factory):
+    d = daemon_factory({"models": [MODEL], "socket": {"max_features_per_event": 1024}})
+    d.send([{"model": "wide", "features": {f: 1.0 for f in FEATURES}}])
+    d.wait_metric("drift_sidecar_events_accepted_total", 1, model_name="wide")
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=30) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(1024).startswith(b"HTTP/1.1 200")
+            # leave with most of the body unread: a reset, as a timed-out scraper's can be
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # the daemon still answers, and logged no error for the scrapes it could not finish
+    status, body = d.get("/metrics?name[]=drift_sidecar_events_accepted_total")
+    assert status == 200 and b"drift_sidecar_events_accepted_total" in body
+    logs = d.logs()
+    assert "Error handling request" not in logs
+    assert "Traceback" not in logs
