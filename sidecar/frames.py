@@ -1,0 +1,266 @@
+"""Columnar frames: an Arrow IPC stream on the event socket (or a `POST /v1/events` body).
+
+A connection whose first four bytes are `FF FF FF FF` (the IPC continuation marker)
+carries one Arrow IPC stream: a schema whose metadata names the `model` (and optionally
+the `version`), then record batches whose rows are events. This module cuts the bytes
+into IPC messages as they arrive, and reads the schema and each record batch (zero-copy
+over the message's bytes). What a batch's rows mean, and which are rejected, is
+`sidecar.frame_rows`; folding them into a model is `sidecar.frame_ingest`.
+
+A stream that is not Arrow IPC, a message over `socket.max_frame_bytes`, a second schema,
+or bytes after the end-of-stream marker close that connection and are counted in
+`drift_sidecar_frame_errors_total{reason}`; so is a connection that ends inside a
+message (`truncated`: that one batch is lost, the batches before it were processed).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from pyarrow import ipc
+
+MARKER = b"\xff\xff\xff\xff"
+"""The first four bytes of an Arrow IPC stream (and of each of its messages)."""
+CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+"""The media type of an Arrow IPC stream, for `POST /v1/events`."""
+
+FRAME_ERRORS = ("malformed", "too_large", "truncated", "schema_change", "refused")
+"""Why a stream was cut short (`drift_sidecar_frame_errors_total{reason}`): bytes that are
+not an Arrow IPC stream (or a batch that does not match its schema), a message over
+`socket.max_frame_bytes`, a connection that ended inside a message, a second schema in
+one stream, or frames switched off (`socket.arrow_enabled: false`)."""
+
+FIELDS = (
+    "features",
+    "prediction",
+    "probabilities",
+    "confidence",
+    "latency_s",
+    "status",
+    "trace_id",
+    "id",
+    "embedding",
+    "ts",
+)
+"""The columns a frame may carry: protocol v1's event fields, less `model` and `version`
+(schema metadata). When an event has several problems, the first of these decides its
+reason, as the first bad field of a JSON object does."""
+
+_PREFIX = 8  # continuation marker + int32 metadata length
+_EOS = MARKER + b"\x00\x00\x00\x00"
+
+
+class FrameError(Exception):
+    """The stream cannot be read further; `reason` is one of FRAME_ERRORS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(eq=False)
+class Stream:
+    """What a stream's schema says, shared by all of its batches."""
+
+    schema: pa.Schema
+    model: str | None
+    version: str | None
+    problem: tuple[str, str] | None = None
+    """(reason, detail) that rejects every row of this stream (no `model`, say)."""
+    plan: dict[str, int] = field(default_factory=dict)
+    """Column index by field name."""
+
+
+@dataclass(eq=False, slots=True)
+class Frame:
+    """One record batch of a stream, as queued for the processor."""
+
+    stream: Stream
+    batch: pa.RecordBatch
+    nbytes: int
+
+
+def stream_of(schema: pa.Schema) -> Stream:
+    """The stream a schema opens; a schema that rejects every row says why in `problem`."""
+    meta = schema.metadata or {}
+    model: str | None = None
+    version: str | None = None
+    problem: tuple[str, str] | None = None
+    try:
+        raw_model = meta.get(b"model")
+        model = raw_model.decode() if raw_model is not None else None
+        raw_version = meta.get(b"version")
+        version = raw_version.decode() if raw_version is not None else None
+    except UnicodeDecodeError:
+        problem = ("invalid_value", "schema metadata `model` or `version` is not UTF-8")
+    if model is None and problem is None:
+        problem = ("missing_field", "schema metadata has no `model`")
+    plan: dict[str, int] = {}
+    for i, f in enumerate(schema):
+        if f.name not in FIELDS:
+            problem = problem or (
+                "invalid_value",
+                f"column {f.name[:100]!r} is not an event field that frames carry "
+                f"({', '.join(FIELDS)})",
+            )
+        elif f.name in plan:
+            problem = problem or ("invalid_value", f"column {f.name!r} appears twice")
+        else:
+            plan[f.name] = i
+    return Stream(schema, model, version, problem, plan)
+
+
+def message_length(buf: bytes | bytearray, pos: int, max_bytes: int) -> int | None:
+    """The length of the IPC message at `buf[pos:]` (prefix, metadata and body), or None
+    while too few bytes have arrived to tell. FrameError when it is not one."""
+    if len(buf) - pos < _PREFIX:
+        return None
+    if buf[pos : pos + 4] != MARKER:
+        raise FrameError("malformed", "an IPC message does not start with FF FF FF FF")
+    meta_len = int(struct.unpack_from("<i", buf, pos + 4)[0])
+    if meta_len == 0:
+        return _PREFIX  # end of stream
+    if meta_len < 0 or meta_len > max_bytes:
+        raise FrameError(
+            "malformed" if meta_len < 0 else "too_large",
+            f"IPC metadata of {meta_len} bytes",
+        )
+    if len(buf) - pos < _PREFIX + meta_len:
+        return None
+    body = _body_length(buf, pos + _PREFIX, meta_len)
+    total = _PREFIX + meta_len + body
+    if total > max_bytes:
+        raise FrameError(
+            "too_large", f"IPC message of {total} bytes > socket.max_frame_bytes {max_bytes}"
+        )
+    return total
+
+
+def _body_length(buf: bytes | bytearray, start: int, size: int) -> int:
+    """`Message.bodyLength` from the message's flatbuffer, bounds-checked (pyarrow verifies
+    the whole flatbuffer later; this only needs to know how many bytes to wait for)."""
+    end = start + size
+
+    def read(fmt: str, pos: int) -> int:
+        n = struct.calcsize(fmt)
+        if pos < start or pos + n > end:
+            raise FrameError("malformed", "IPC message metadata out of bounds")
+        return int(struct.unpack_from(fmt, buf, pos)[0])
+
+    table = start + read("<I", start)
+    vtable = table - read("<i", table)
+    vt_size = read("<H", vtable)
+    slot = 4 + 2 * 3  # field 3 of Message: bodyLength (version, header_type, header, ...)
+    if vt_size <= slot + 1:
+        return 0
+    off = read("<H", vtable + slot)
+    if off == 0:
+        return 0
+    body = read("<q", table + off)
+    if body < 0:
+        raise FrameError("malformed", f"IPC body length {body}")
+    return body
+
+
+class FrameReader:
+    """Cuts a stream's bytes into messages and reads them; one per connection or body."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.stream: Stream | None = None
+        self.ended = False
+        self._buf = bytearray()
+        self._need = 0  # bytes the message at the head of _buf needs, once known
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet make a whole message."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> tuple[list[Frame], FrameError | None]:
+        """The record batches completed by `data`, in order, and the error that stops the
+        stream, if any (the batches before the bad message are still returned)."""
+        buf = self._buf
+        buf += data
+        out: list[Frame] = []
+        pos = 0
+        try:
+            while True:
+                if self._need == 0:
+                    n = message_length(buf, pos, self.max_message_bytes)
+                    if n is None:
+                        break
+                    self._need = n
+                if len(buf) - pos < self._need:
+                    break
+                end = pos + self._need
+                message = bytes(buf[pos:end])
+                pos = end
+                self._need = 0
+                frame = self._message(message)
+                if frame is not None:
+                    out.append(frame)
+        except FrameError as exc:
+            buf.clear()
+            self._need = 0
+            return out, exc
+        del buf[:pos]
+        return out, None
+
+    def _message(self, data: bytes) -> Frame | None:
+        if self.ended:
+            raise FrameError("malformed", "bytes after the end-of-stream marker")
+        if data == _EOS:
+            self.ended = True
+            return None
+        try:
+            msg = ipc.read_message(pa.py_buffer(data))
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise FrameError("malformed", f"not an Arrow IPC message: {exc}") from exc
+        kind = msg.type
+        if kind == "schema":
+            if self.stream is not None:
+                raise FrameError("schema_change", "a second schema in one stream")
+            try:
+                schema = ipc.read_schema(msg)
+            except (pa.ArrowException, ValueError, OSError) as exc:
+                raise FrameError("malformed", f"unreadable schema: {exc}") from exc
+            self.stream = stream_of(schema)
+            return None
+        if self.stream is None:
+            raise FrameError("malformed", f"a {kind} message before the schema")
+        if kind == "dictionary batch":
+            # Dictionary-encoded columns are not among the types frames take; their rows
+            # are rejected (wrong_type) when their batches come. The dictionary is skipped.
+            return None
+        if kind != "record batch":
+            raise FrameError("malformed", f"unexpected IPC message: {kind}")
+        try:
+            batch = ipc.read_record_batch(msg, self.stream.schema)
+            batch.validate(full=True)
+        except (pa.ArrowException, ValueError, OSError, KeyError) as exc:
+            raise FrameError("malformed", f"unreadable record batch: {exc}") from exc
+        return Frame(self.stream, batch, len(data))
+
+    def finish(self) -> FrameError | None:
+        """The connection (or body) ended: an error when it ended inside a message."""
+        if self._buf:
+            return FrameError(
+                "truncated", f"the stream ended inside a message ({len(self._buf)} bytes)"
+            )
+        return None
+
+
+def read_body(body: bytes, max_message_bytes: int) -> tuple[list[Frame], FrameError | None]:
+    """A whole stream (a `POST /v1/events` body): its batches up to the first problem,
+    and that problem."""
+    reader = FrameReader(max_message_bytes)
+    frames, err = reader.feed(body)
+    if err is None:
+        err = reader.finish()
+    if err is None and reader.stream is None:
+        err = FrameError("malformed", "no schema in the stream")
+    return frames, err
