@@ -18,10 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sidecar.config import Config
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.frame_rows import check as check_rows
 from sidecar.frame_rows import floats, is_number, is_text, list_parts, valid
-from sidecar.frames import Frame, FrameError, FrameReader
+from sidecar.frames import Frame, FrameError, FrameReader, read_body
 from sidecar.pipeline import Pipeline
 from sidecar.stats.reference import category_key
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
@@ -138,6 +139,39 @@ def handle_frame(
             detail="feature names the model does not have, ignored; a typo in the client?",
         )
     return accepted
+
+
+def ingest_body(
+    pipeline: Pipeline, body: bytes, config: Config, errors: list[Rejection]
+) -> tuple[int, FrameError | None]:
+    """A whole stream (a `POST /v1/events` body): fold its batches up to the first problem;
+    returns the rows accepted and that problem, counted in drift_sidecar_frame_errors_total.
+    A batch whose processing fails (a defect) is counted as dropped, as on the socket."""
+    got, problem = read_body(body, config.socket.max_frame_bytes)
+    accepted = 0
+    now = time.time()
+    for frame in got:
+        try:
+            accepted += handle_frame(pipeline, frame, "http", now, errors)
+        except Exception as exc:  # a defect: count the batch's rows, keep serving
+            n = frame.batch.num_rows
+            pipeline.health.dropped["internal_error"] += n
+            pipeline.rejection_log.event(
+                "events_dropped",
+                "internal_error:http",
+                level="error",
+                reason="internal_error",
+                count=n,
+                transport="http",
+                error=repr(exc),
+                exc_info=exc,
+            )
+    if problem is not None:
+        pipeline.health.frame_errors[problem.reason] += 1
+        pipeline.rejection_log.event(
+            "frame_stream_closed", problem.reason, reason=problem.reason, detail=problem.detail
+        )
+    return accepted, problem
 
 
 def first_event(
