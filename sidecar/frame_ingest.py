@@ -11,32 +11,58 @@ prediction that need their class from the probabilities).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sidecar.config import Config
+from sidecar.config import Config, SocketSettings
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.frame_rows import check as check_rows
 from sidecar.frame_rows import floats, is_number, is_text, list_parts, valid
 from sidecar.frames import Frame, FrameError, FrameReader, read_body
+from sidecar.health import Health
 from sidecar.pipeline import Pipeline
 from sidecar.stats.reference import category_key
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
 from sidecar.vocab import Vocab
 
-if TYPE_CHECKING:
-    from sidecar.ingest import EventProtocol, IngestServer
+
+class _Connection(Protocol):
+    """What of `ingest.EventProtocol` a frame connection uses."""
+
+    transport: asyncio.Transport | None
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class _Queue(Protocol):
+    def put_frame(self, frame: Frame, source: Any) -> None: ...
+
+
+class _Server(Protocol):
+    """What of `ingest.IngestServer` a frame connection uses."""
+
+    health: Health
+    pipeline: Pipeline
+
+    @property
+    def limits(self) -> SocketSettings: ...
+
+    @property
+    def queue(self) -> _Queue: ...
 
 
 class FrameConnection:
     """A socket connection that carries an Arrow IPC stream: its batches go to the queue
     (bounded and back-pressured as lines are); a bad stream closes it, counted."""
 
-    def __init__(self, server: IngestServer, proto: EventProtocol) -> None:
+    def __init__(self, server: _Server, proto: _Connection) -> None:
         self.server = server
         self.proto = proto
         limits = server.limits

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-from pyarrow import ipc
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported by the functions that read a stream, not here: the daemon imports
+# this module (for FRAME_ERRORS, MARKER), and stays light until a stream comes.
 
 MARKER = b"\xff\xff\xff\xff"
 """The first four bytes of an Arrow IPC stream (and of each of its messages)."""
@@ -211,6 +215,9 @@ class FrameReader:
         return out, None
 
     def _message(self, data: bytes) -> Frame | None:
+        import pyarrow as pa  # noqa: PLC0415 (see the imports)
+        from pyarrow import ipc  # noqa: PLC0415
+
         if self.ended:
             raise FrameError("malformed", "bytes after the end-of-stream marker")
         if data == _EOS:

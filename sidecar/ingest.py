@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import TYPE_CHECKING
 
 import structlog
 
 from sidecar.config import Config, SocketSettings
 from sidecar.events import decode_lines
-from sidecar.frame_ingest import FrameConnection, handle_frame
 from sidecar.frames import MARKER, Frame
 from sidecar.health import Health
 from sidecar.pipeline import Pipeline
 from sidecar.sockfile import OwnedSocket
+
+if TYPE_CHECKING:
+    from sidecar.frame_ingest import FrameConnection
 
 log = structlog.get_logger("sidecar.ingest")
 
@@ -185,6 +188,9 @@ class EventProtocol(asyncio.Protocol):
         self._head = b""
         if head[: len(MARKER)] != MARKER:
             return head
+        # imported here: pyarrow loads with the first stream, not with the daemon
+        from sidecar.frame_ingest import FrameConnection  # noqa: PLC0415
+
         self.frames = FrameConnection(self.server, self)
         self.frames.feed(head)
         return b""
@@ -310,6 +316,8 @@ class IngestServer:
             return 0
 
     def _process_frame(self, frame: Frame) -> int:
+        from sidecar.frame_ingest import handle_frame  # noqa: PLC0415 (loads pyarrow)
+
         self.queue.max_bytes = self.limits.queue_max_bytes
         try:
             return handle_frame(self.pipeline, frame, "socket")

@@ -21,7 +21,6 @@ from sidecar import frames
 from sidecar.config import Config
 from sidecar.events import Rejection, decode_body
 from sidecar.exposition import render, restrict
-from sidecar.frame_ingest import ingest_body
 from sidecar.health import Health
 from sidecar.pipeline import Pipeline
 
@@ -329,6 +328,8 @@ class Api:
                 {"error": "Arrow IPC streams are switched off (socket.arrow_enabled: false)"},
                 status=415,
             )
+        from sidecar.frame_ingest import ingest_body  # noqa: PLC0415 (loads pyarrow)
+
         errors: list[Rejection] = []
         accepted, problem = ingest_body(self.state.pipeline, body, config, errors)
         out: dict[str, Any] = {
