@@ -22,7 +22,15 @@ import pyarrow.compute as pc
 from sidecar.config import Config, SocketSettings
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.frame_rows import check as check_rows
-from sidecar.frame_rows import floats, is_number, is_text, list_parts, valid
+from sidecar.frame_rows import (
+    fits,
+    fits_feature,
+    floats,
+    is_number,
+    is_text,
+    list_parts,
+    valid,
+)
 from sidecar.frames import Frame, FrameError, FrameReader, read_body
 from sidecar.health import Health
 from sidecar.pipeline import Pipeline
@@ -236,14 +244,21 @@ class _Columns:
             self.struct_rows = int(valid(feats).sum())
             self.child_names = [f.name for f in feats.type]
             for f, child in zip(feats.type, feats.flatten(), strict=True):
-                self.children[f.name] = child  # a repeated name: the last wins, as in JSON
+                # a repeated name: the last wins, as in JSON; a child of a type no feature
+                # takes is null in every row that was accepted: the feature is missing
+                if fits_feature(child.type):
+                    self.children[f.name] = child
+                else:
+                    self.children.pop(f.name, None)
 
     def get(self, name: str) -> pa.Array | None:
+        """The column of field `name`; None when absent, or of a type the field cannot
+        take (then it is null in every row that was accepted)."""
         i = self.plan.get(name)
         if i is None:
             return None
         arr = self.batch.column(i)
-        return None if pa.types.is_null(arr.type) else arr
+        return arr if fits(name, arr.type) else None
 
     def take(self, keep: np.ndarray) -> _Columns:
         return _Columns(self.batch.filter(pa.array(keep)), self.plan, self.version)

@@ -40,6 +40,35 @@ def is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
+def _numeric_lists(t: pa.DataType, maps: bool) -> bool:
+    if pa.types.is_map(t):
+        return maps and is_number(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return is_number(t.value_type)
+    return False
+
+
+def fits(name: str, t: pa.DataType) -> bool:
+    """Whether a column of type `t` can carry field `name` (else its non-null cells reject
+    their rows as `wrong_type`, and its null cells are absent fields)."""
+    if name == "features":
+        return bool(pa.types.is_struct(t))
+    if name == "prediction":
+        return is_number(t) or is_text(t)
+    if name in ("confidence", "latency_s", "ts"):
+        return is_number(t)
+    if name in ("status", "trace_id", "id"):
+        return is_text(t)
+    if name in ("probabilities", "embedding"):
+        return _numeric_lists(t, maps=name == "probabilities")
+    return False
+
+
+def fits_feature(t: pa.DataType) -> bool:
+    """Whether a child of `features` can carry feature values."""
+    return is_number(t) or is_text(t) or bool(pa.types.is_boolean(t))
+
+
 def valid(arr: pa.Array) -> np.ndarray:
     """Which cells are not null."""
     if arr.null_count == 0:

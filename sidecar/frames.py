@@ -117,7 +117,7 @@ def stream_of(schema: pa.Schema) -> Stream:
     return Stream(schema, model, version, problem, plan)
 
 
-def message_length(buf: bytes | bytearray, pos: int, max_bytes: int) -> int | None:
+def message_length(buf: bytes | memoryview, pos: int, max_bytes: int) -> int | None:
     """The length of the IPC message at `buf[pos:]` (prefix, metadata and body), or None
     while too few bytes have arrived to tell. FrameError when it is not one."""
     if len(buf) - pos < _PREFIX:
@@ -143,7 +143,7 @@ def message_length(buf: bytes | bytearray, pos: int, max_bytes: int) -> int | No
     return total
 
 
-def _body_length(buf: bytes | bytearray, start: int, size: int) -> int:
+def _body_length(buf: bytes | memoryview, start: int, size: int) -> int:
     """`Message.bodyLength` from the message's flatbuffer, bounds-checked (pyarrow verifies
     the whole flatbuffer later; this only needs to know how many bytes to wait for)."""
     end = start + size
@@ -176,55 +176,77 @@ class FrameReader:
         self.max_message_bytes = max_message_bytes
         self.stream: Stream | None = None
         self.ended = False
-        self._buf = bytearray()
-        self._need = 0  # bytes the message at the head of _buf needs, once known
+        # The bytes not read yet, as received: joined only when a message spans reads, and
+        # then once; messages are sliced out of them without a copy (pyarrow keeps the
+        # slice, and so the bytes, alive for as long as a batch uses them).
+        self._parts: list[bytes | memoryview] = []
+        self._have = 0
+        self._need = 0  # bytes the message at the head needs, once known
 
     @property
     def pending(self) -> int:
         """Bytes received that do not yet make a whole message."""
-        return len(self._buf)
+        return self._have
+
+    def _joined(self) -> bytes | memoryview:
+        if len(self._parts) > 1:
+            self._parts = [b"".join(self._parts)]
+        return self._parts[0]
 
     def feed(self, data: bytes | bytearray | memoryview) -> tuple[list[Frame], FrameError | None]:
         """The record batches completed by `data`, in order, and the error that stops the
         stream, if any (the batches before the bad message are still returned)."""
-        buf = self._buf
-        buf += data
+        if data:
+            self._parts.append(data if isinstance(data, bytes) else bytes(data))
+            self._have += len(data)
+        parts = self._parts
         out: list[Frame] = []
-        pos = 0
+        limit = self.max_message_bytes
         try:
-            while True:
+            while self._have:
                 if self._need == 0:
-                    n = message_length(buf, pos, self.max_message_bytes)
+                    n = message_length(parts[0], 0, limit)
+                    if n is None and len(parts) > 1:
+                        n = message_length(self._joined(), 0, limit)
+                        parts = self._parts
                     if n is None:
                         break
                     self._need = n
-                if len(buf) - pos < self._need:
+                need = self._need
+                if self._have < need:
                     break
-                end = pos + self._need
-                message = bytes(buf[pos:end])
-                pos = end
+                head = parts[0] if len(parts[0]) >= need else self._joined()
+                parts = self._parts
+                view = memoryview(head)
+                if len(view) > need:
+                    parts[0] = view[need:]
+                else:
+                    parts.pop(0)
+                self._have -= need
                 self._need = 0
-                frame = self._message(message)
+                frame = self._message(view[:need])
                 if frame is not None:
                     out.append(frame)
         except FrameError as exc:
-            buf.clear()
-            self._need = 0
+            self._parts = []
+            self._have = self._need = 0
             return out, exc
-        del buf[:pos]
         return out, None
 
-    def _message(self, data: bytes) -> Frame | None:
+    def _message(self, data: memoryview) -> Frame | None:
         import pyarrow as pa  # noqa: PLC0415 (see the imports)
         from pyarrow import ipc  # noqa: PLC0415
 
         if self.ended:
             raise FrameError("malformed", "bytes after the end-of-stream marker")
-        if data == _EOS:
+        if len(data) == len(_EOS) and data == _EOS:
             self.ended = True
             return None
+        buf = pa.py_buffer(data)
+        if buf.address % 8:  # IPC messages are 8-byte multiples; a stream that breaks that
+            buf = pa.py_buffer(bytes(data))  # still gets aligned columns
         try:
-            msg = ipc.read_message(pa.py_buffer(data))
+            msg = ipc.read_message(buf)
         except (pa.ArrowException, ValueError, OSError) as exc:
             raise FrameError("malformed", f"not an Arrow IPC message: {exc}") from exc
         kind = msg.type
@@ -254,9 +276,9 @@ class FrameReader:
 
     def finish(self) -> FrameError | None:
         """The connection (or body) ended: an error when it ended inside a message."""
-        if self._buf:
+        if self._have:
             return FrameError(
-                "truncated", f"the stream ended inside a message ({len(self._buf)} bytes)"
+                "truncated", f"the stream ended inside a message ({self._have} bytes)"
             )
         return None
 
