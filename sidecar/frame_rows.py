@@ -82,7 +82,8 @@ def floats(arr: pa.Array) -> np.ndarray:
     the column's own memory)."""
     x = np.asarray(arr.to_numpy(zero_copy_only=False))
     if x.dtype != np.float64:
-        x = x.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = x.astype(np.float64)
     fin = np.isfinite(x)
     if not fin.all():
         x = np.where(fin, x, np.nan)

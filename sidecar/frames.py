@@ -87,8 +87,25 @@ class Frame:
     nbytes: int
 
 
+def _check_names(t: pa.DataType) -> None:
+    """Read every nested field name: UnicodeDecodeError when one is not UTF-8."""
+    fields = []
+    if hasattr(t, "field"):  # struct, union
+        fields = [t.field(i) for i in range(t.num_fields)]
+    elif hasattr(t, "key_field"):  # map
+        fields = [t.key_field, t.item_field]
+    elif hasattr(t, "value_field"):  # the list types
+        fields = [t.value_field]
+    for f in fields:
+        _ = f.name
+        _check_names(f.type)
+
+
 def stream_of(schema: pa.Schema) -> Stream:
-    """The stream a schema opens; a schema that rejects every row says why in `problem`."""
+    """The stream a schema opens; a schema that rejects every row says why in `problem`.
+    UnicodeDecodeError when a field name is not UTF-8."""
+    for f in schema:
+        _check_names(f.type)
     meta = schema.metadata or {}
     model: str | None = None
     version: str | None = None
@@ -254,10 +271,10 @@ class FrameReader:
             if self.stream is not None:
                 raise FrameError("schema_change", "a second schema in one stream")
             try:
-                schema = ipc.read_schema(msg)
+                # UnicodeDecodeError (a ValueError): a field name that is not UTF-8
+                self.stream = stream_of(ipc.read_schema(msg))
             except (pa.ArrowException, ValueError, OSError) as exc:
                 raise FrameError("malformed", f"unreadable schema: {exc}") from exc
-            self.stream = stream_of(schema)
             return None
         if self.stream is None:
             raise FrameError("malformed", f"a {kind} message before the schema")
