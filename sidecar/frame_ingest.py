@@ -131,11 +131,12 @@ def handle_frame(
         pipeline.reject("batch_too_large", f"{n} rows > {limit}", n=n, errors=errors)
         return 0
     plan = stream.plan
-    ok, rejections = check_rows(batch, plan)
+    ok, rejections, converted = check_rows(batch, plan)
     for r in rejections:
         pipeline.reject(r.reason, r.detail, n=r.count, errors=errors)
     if rejections:
         batch = batch.filter(pa.array(ok))
+        converted = {}  # rows were taken out: convert again
     if "features" in plan and batch.num_rows:
         feats = batch.column(plan["features"])
         max_feats = pipeline.config.socket.max_features_per_event
@@ -146,6 +147,7 @@ def handle_frame(
                 detail = f"{feats.type.num_fields} features > {max_feats}"
                 pipeline.reject("too_many_features", detail, n=k, errors=errors)
                 batch = batch.filter(pa.array(~present))
+                converted = {}
     if not batch.num_rows:
         return 0
     assert stream.model is not None
@@ -158,7 +160,8 @@ def handle_frame(
             return 0
         tracker = refusal
     unknown_before = tracker.unknown_features
-    accepted, rejected = ingest_columns(tracker, _Columns(batch, plan, stream.version), now)
+    cols = _Columns(batch, plan, stream.version, converted)
+    accepted, rejected = ingest_columns(tracker, cols, now)
     for rej in rejected:
         pipeline.reject(rej.reason, rej.detail, errors=errors)
     if tracker.unknown_features != unknown_before:
@@ -230,8 +233,15 @@ def first_event(
 class _Columns:
     """A batch's columns as the tracker's steps need them."""
 
-    def __init__(self, batch: pa.RecordBatch, plan: dict[str, int], version: str | None) -> None:
+    def __init__(
+        self,
+        batch: pa.RecordBatch,
+        plan: dict[str, int],
+        version: str | None,
+        converted: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self.batch = batch
+        self._converted = converted or {}
         self.plan = plan
         self.version = version
         self.n = batch.num_rows
@@ -260,6 +270,11 @@ class _Columns:
         arr = self.batch.column(i)
         return arr if fits(name, arr.type) else None
 
+    def floats(self, key: str, arr: pa.Array) -> np.ndarray:
+        """`frame_rows.floats(arr)`, reusing the row checks' conversion of field `key`."""
+        got = self._converted.get(key)
+        return got if got is not None else floats(arr)
+
     def take(self, keep: np.ndarray) -> _Columns:
         return _Columns(self.batch.filter(pa.array(keep)), self.plan, self.version)
 
@@ -268,25 +283,29 @@ def _numeric_matrix(tracker: ModelTracker, cols: _Columns) -> tuple[np.ndarray, 
     """As `event_arrays.numeric_matrix`: (n, k) float64, and the rows holding a
     non-numeric string for a numeric feature."""
     n, names = cols.n, tracker.numeric_names
-    num = np.full((n, len(names)), np.nan)
+    # Filled feature by feature as contiguous rows of its transpose: the columns are
+    # contiguous in Arrow, and the sort that follows wants them so too.
+    by_feature = np.empty((len(names), n))
     bad = np.zeros(n, dtype=bool)
     for j, name in enumerate(names):
         child = cols.children.get(name)
+        row = by_feature[j]
         if child is None or pa.types.is_null(child.type):
-            continue
-        if is_number(child.type):
-            num[:, j] = floats(child)
+            row.fill(np.nan)
+        elif is_number(child.type):
+            row[:] = cols.floats(f"features.{name}", child)
         elif pa.types.is_boolean(child.type):
-            num[:, j] = floats(child.cast(pa.float64()))
-        elif is_text(child.type):
+            row[:] = floats(child.cast(pa.float64()))
+        else:  # strings, read as the JSON path reads a numeric string
+            row.fill(np.nan)
             for i, s in enumerate(child.to_pylist()):
                 if s is None:
                     continue
                 try:
-                    num[i, j] = float(s)
+                    row[i] = float(s)
                 except ValueError:
                     bad[i] = True
-    return num, bad
+    return by_feature.T, bad
 
 
 def _codes(arr: pa.Array | None, vocab: Vocab, n: int) -> np.ndarray:
@@ -337,7 +356,7 @@ def _predictions(tracker: ModelTracker, cols: _Columns) -> tuple[np.ndarray, np.
         if tracker.pred_kind == "numeric":
             bad = present
         return np.full(n, np.nan), bad
-    return floats(pred), bad
+    return cols.floats("prediction", pred), bad
 
 
 def _embeddings(
@@ -418,7 +437,7 @@ def ingest_columns(
     else:
         num[~finite] = np.nan
         n_finite = finite.sum(axis=0)
-    ordered = np.sort(num.T, axis=1)
+    ordered = np.sort(num.T, axis=1)  # num.T is C-contiguous (see _numeric_matrix)
     if ordered.size:
         with np.errstate(invalid="ignore"):
             huge = (np.abs(num) > MAX_ABS_VALUE).any(axis=1)
@@ -499,7 +518,7 @@ def _count_latency(tracker: ModelTracker, cols: _Columns, now: float) -> None:
     arr = cols.get("latency_s")
     if arr is None:
         return
-    lat = floats(arr)
+    lat = cols.floats("latency_s", arr)
     ok = np.isfinite(lat)
     if not ok.any():
         return
@@ -514,7 +533,7 @@ def _count_latency(tracker: ModelTracker, cols: _Columns, now: float) -> None:
     if not rows.size:
         return
     ts_arr = cols.get("ts")
-    ts = floats(ts_arr) if ts_arr is not None else np.full(cols.n, np.nan)
+    ts = cols.floats("ts", ts_arr) if ts_arr is not None else np.full(cols.n, np.nan)
     buckets = np.searchsorted(LATENCY_BUCKETS, lat[rows], side="left")
     # the last event of each bucket is its exemplar, as event by event
     last: dict[int, int] = {}
@@ -528,7 +547,7 @@ def _count_latency(tracker: ModelTracker, cols: _Columns, now: float) -> None:
 
 def _confidences(cols: _Columns) -> np.ndarray:
     arr = cols.get("confidence")
-    conf = floats(arr) if arr is not None else np.full(cols.n, np.nan)
+    conf = cols.floats("confidence", arr) if arr is not None else np.full(cols.n, np.nan)
     probs = cols.get("probabilities")
     if probs is None:
         return conf

@@ -10,6 +10,7 @@ as `wrong_type`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,14 +81,37 @@ def valid(arr: pa.Array) -> np.ndarray:
 def floats(arr: pa.Array) -> np.ndarray:
     """A numeric column as float64, NaN for null, NaN and infinity (read-only when it is
     the column's own memory)."""
+    return floats_range(arr)[0]
+
+
+def floats_range(arr: pa.Array) -> tuple[np.ndarray, float, float]:
+    """`floats(arr)`, and its least and greatest value (NaN when it has none)."""
     x = np.asarray(arr.to_numpy(zero_copy_only=False))
     if x.dtype != np.float64:
         with np.errstate(invalid="ignore", over="ignore"):
             x = x.astype(np.float64)
+    if not x.size:
+        return x, np.nan, np.nan
+    # min and max tell, without a mask or a warning, that every value is finite: the
+    # common case. (NaN wins both; an infinity wins one.)
+    lo, hi = float(x.min()), float(x.max())
+    if math.isfinite(lo) and math.isfinite(hi):
+        return x, lo, hi
     fin = np.isfinite(x)
-    if not fin.all():
-        x = np.where(fin, x, np.nan)
-    return x
+    x = np.where(fin, x, np.nan)
+    if not fin.any():
+        return x, np.nan, np.nan
+    return x, float(np.nanmin(x)), float(np.nanmax(x))
+
+
+def outside(x: np.ndarray, low: float, high: float, lo: float, hi: float) -> np.ndarray | None:
+    """Where x (NaN for missing) is outside [low, high]; None when nowhere, as its least
+    and greatest values `lo` and `hi` (NaN when it has none) tell at once."""
+    if math.isnan(lo) or (lo >= low and hi <= high):
+        return None
+    with np.errstate(invalid="ignore"):
+        mask: np.ndarray = (x < low) | (x > high)
+    return mask
 
 
 def list_parts(arr: pa.Array) -> tuple[pa.Array, np.ndarray, pa.Array | None] | None:
@@ -134,6 +158,8 @@ class _Verdicts:
     def __init__(self, n: int) -> None:
         self.reason = np.zeros(n, dtype=np.int8)
         self.found: list[tuple[int, str, np.ndarray]] = []
+        self.floats: dict[str, np.ndarray] = {}
+        """Numeric columns as `floats` made them, by field (`features.NAME` for features)."""
 
     def mark(self, mask: np.ndarray, code: int, what: str) -> None:
         new = mask & (self.reason == 0)
@@ -162,9 +188,11 @@ def _numeric_field(
     if not is_number(arr.type):
         v.mark(valid(arr), WRONG_TYPE, f"{name}: a column of {arr.type}, expected numbers")
         return
-    x = floats(arr)
-    with np.errstate(invalid="ignore"):
-        v.mark((x < low) | (x > high), OUT_OF_RANGE, f"{name}: {what}")
+    x, lo, hi = floats_range(arr)
+    v.floats[name] = x
+    bad = outside(x, low, high, lo, hi)
+    if bad is not None:
+        v.mark(bad, OUT_OF_RANGE, f"{name}: {what}")
 
 
 def _list_field(
@@ -209,8 +237,11 @@ def _text_field(v: _Verdicts, arr: pa.Array, name: str) -> pa.Array | None:
     return arr
 
 
-def check(batch: pa.RecordBatch, plan: dict[str, int]) -> tuple[np.ndarray, list[RowRejections]]:
-    """Which rows pass the decoder's checks, and why the others do not."""
+def check(
+    batch: pa.RecordBatch, plan: dict[str, int]
+) -> tuple[np.ndarray, list[RowRejections], dict[str, np.ndarray]]:
+    """Which rows pass the decoder's checks, why the others do not, and the numeric
+    columns as float64 (by field; `features.NAME` for a feature), for reuse."""
     n = batch.num_rows
     v = _Verdicts(n)
     col = batch.column
@@ -220,12 +251,12 @@ def check(batch: pa.RecordBatch, plan: dict[str, int]) -> tuple[np.ndarray, list
             for f, child in zip(feats.type, feats.flatten(), strict=True):
                 t = child.type
                 if is_number(t):
-                    x = floats(child)
-                    v.mark(
-                        np.abs(x) > MAX_ABS_VALUE,
-                        OUT_OF_RANGE,
-                        f"features.{f.name[:100]}: beyond ±{MAX_ABS_VALUE:g}",
-                    )
+                    x, lo, hi = floats_range(child)
+                    v.floats[f"features.{f.name}"] = x
+                    bad = outside(x, -MAX_ABS_VALUE, MAX_ABS_VALUE, lo, hi)
+                    if bad is not None:
+                        what = f"features.{f.name[:100]}: beyond ±{MAX_ABS_VALUE:g}"
+                        v.mark(bad, OUT_OF_RANGE, what)
                 elif not (is_text(t) or pa.types.is_boolean(t) or pa.types.is_null(t)):
                     v.mark(
                         valid(child),
@@ -279,4 +310,4 @@ def check(batch: pa.RecordBatch, plan: dict[str, int]) -> tuple[np.ndarray, list
     if "ts" in plan:
         what = f"negative or beyond {MAX_TS:g}"
         _numeric_field(v, col(plan["ts"]), "ts", low=0.0, high=MAX_TS, what=what)
-    return v.reason == 0, v.rejections()
+    return v.reason == 0, v.rejections(), v.floats
