@@ -12,6 +12,7 @@ import io
 import json
 import math
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -514,3 +515,71 @@ def test_post_events_takes_an_arrow_stream(daemon_factory):
     status, body = post(d, MARKER + b"\x08\x00\x00\x00" + b"\xff" * 8, CONTENT_TYPE)
     assert status == 400 and body["stream_error"]["reason"] == "malformed", body
     assert accepted(d, "fm") == 10
+
+
+READ_CHUNK = 256 * 1024  # asyncio's largest single socket read
+
+
+def test_frames_share_the_bounded_queue_and_lose_nothing(daemon_factory):
+    queue_max = 4096
+    d = daemon_factory(
+        {"auto_register": {"enabled": True}, "socket": {"queue_max_bytes": queue_max}}
+    )
+    n_conns, batches, rows = 3, 60, 500
+    one = stream([_numeric_batch(rows)], {"model": "fm"})
+    message = len(one)  # more than one message's bytes: a bound on each of them
+    stop = threading.Event()
+    peak = [0.0]
+
+    def sample() -> None:
+        while not stop.is_set():
+            v = d.scrape().value("drift_sidecar_queue_bytes") or 0
+            peak[0] = max(peak[0], v)
+
+    def blast(c: int) -> None:
+        send_bytes(
+            d, stream([_numeric_batch(rows, c * 1000 + i) for i in range(batches)], {"model": "fm"})
+        )
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    blasters = [threading.Thread(target=blast, args=(c,)) for c in range(n_conns)]
+    try:
+        for t in blasters:
+            t.start()
+        for t in blasters:
+            t.join(60)
+        total = n_conns * batches * rows
+        wait_for(lambda: accepted(d, "fm") == total, 60, what="every row accepted")
+    finally:
+        stop.set()
+        sampler.join(10)
+    # A reader pauses after the read that fills the queue: each connection adds at most
+    # the messages one read completes (one read, plus the message it finishes) past it.
+    assert 0 < peak[0] <= queue_max + n_conns * (READ_CHUNK + message)
+    m = d.scrape()
+    assert m.value("drift_sidecar_queue_bytes") == 0
+    assert not any(m.series("drift_sidecar_frame_errors_total").values())
+
+
+def test_a_plain_pyarrow_writer_on_the_socket(daemon_factory):
+    """The example of docs/operations.md: any Arrow IPC writer, no client library."""
+    d = _auto_daemon(daemon_factory)
+    batch = _numeric_batch(40)
+    schema = batch.schema.with_metadata({"model": "fraud", "version": "1.0.0"})
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(d.socket_path)
+        with s.makefile("wb") as f, pa.ipc.new_stream(f, schema) as w:
+            w.write_batch(batch)
+            w.write_batch(batch)
+    wait_for(lambda: accepted(d, "fraud") == 80, what="both batches accepted")
+    m = d.scrape()
+    assert (
+        m.value(
+            "ml_prediction_requests_total",
+            model_name="fraud",
+            model_version="1.0.0",
+            status="success",
+        )
+        == 80
+    )
