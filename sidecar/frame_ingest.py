@@ -131,12 +131,14 @@ def handle_frame(
         pipeline.reject("batch_too_large", f"{n} rows > {limit}", n=n, errors=errors)
         return 0
     plan = stream.plan
-    ok, rejections, converted = check_rows(batch, plan)
+    ok, rejections, converted = check_rows(batch, plan, stream.encoded)
     for r in rejections:
         pipeline.reject(r.reason, r.detail, n=r.count, errors=errors)
     if rejections:
         batch = batch.filter(pa.array(ok))
         converted = {}  # rows were taken out: convert again
+    if stream.encoded:  # dictionary-encoded columns are null where rows were accepted
+        plan = {k: i for k, i in plan.items() if k not in stream.encoded}
     if "features" in plan and batch.num_rows:
         feats = batch.column(plan["features"])
         max_feats = pipeline.config.socket.max_features_per_event
@@ -160,7 +162,7 @@ def handle_frame(
             return 0
         tracker = refusal
     unknown_before = tracker.unknown_features
-    cols = _Columns(batch, plan, stream.version, converted)
+    cols = _Columns(batch, plan, stream.version, converted, stream.encoded)
     accepted, rejected = ingest_columns(tracker, cols, now)
     for rej in rejected:
         pipeline.reject(rej.reason, rej.detail, errors=errors)
@@ -239,9 +241,11 @@ class _Columns:
         plan: dict[str, int],
         version: str | None,
         converted: dict[str, np.ndarray] | None = None,
+        encoded: frozenset[str] = frozenset(),
     ) -> None:
         self.batch = batch
         self._converted = converted or {}
+        self._encoded = encoded
         self.plan = plan
         self.version = version
         self.n = batch.num_rows
@@ -256,7 +260,7 @@ class _Columns:
             for f, child in zip(feats.type, feats.flatten(), strict=True):
                 # a repeated name: the last wins, as in JSON; a child of a type no feature
                 # takes is null in every row that was accepted: the feature is missing
-                if fits_feature(child.type):
+                if fits_feature(child.type) and f"features.{f.name}" not in encoded:
                     self.children[f.name] = child
                 else:
                     self.children.pop(f.name, None)
@@ -276,7 +280,8 @@ class _Columns:
         return got if got is not None else floats(arr)
 
     def take(self, keep: np.ndarray) -> _Columns:
-        return _Columns(self.batch.filter(pa.array(keep)), self.plan, self.version)
+        kept = self.batch.filter(pa.array(keep))
+        return _Columns(kept, self.plan, self.version, None, self._encoded)
 
 
 def _numeric_matrix(tracker: ModelTracker, cols: _Columns) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sidecar.events import MAX_ABS_VALUE, MAX_TS
+from sidecar.frames import FIELDS
 
 _REASONS = ("", "missing_field", "wrong_type", "out_of_range", "invalid_value")
 WRONG_TYPE, OUT_OF_RANGE, INVALID_VALUE = 2, 3, 4
@@ -245,19 +246,30 @@ def _text_field(v: _Verdicts, arr: pa.Array, name: str) -> pa.Array | None:
 
 
 def check(
-    batch: pa.RecordBatch, plan: dict[str, int]
+    batch: pa.RecordBatch, plan: dict[str, int], encoded: frozenset[str] = frozenset()
 ) -> tuple[np.ndarray, list[RowRejections], dict[str, np.ndarray]]:
     """Which rows pass the decoder's checks, why the others do not, and the numeric
-    columns as float64 (by field; `features.NAME` for a feature), for reuse."""
+    columns as float64 (by field; `features.NAME` for a feature), for reuse. `encoded`
+    names the dictionary-encoded columns (read as their indices): not taken."""
     n = batch.num_rows
     v = _Verdicts(n)
+    if encoded:
+        plan = dict(plan)
+        for name in FIELDS:
+            if name in encoded and name in plan:
+                arr = batch.column(plan.pop(name))
+                what = f"{name}: a dictionary-encoded column, expected plain values"
+                v.mark(valid(arr), WRONG_TYPE, what)
     col = batch.column
     if "features" in plan:
         feats = col(plan["features"])
         if pa.types.is_struct(feats.type):
             for f, child in zip(feats.type, feats.flatten(), strict=True):
                 t = child.type
-                if is_number(t):
+                if f"features.{f.name}" in encoded:
+                    what = f"features.{f.name[:100]}: a dictionary-encoded column"
+                    v.mark(valid(child), WRONG_TYPE, what)
+                elif is_number(t):
                     x, lo, hi = floats_range(child)
                     v.floats[f"features.{f.name}"] = x
                     bad = outside(x, -MAX_ABS_VALUE, MAX_ABS_VALUE, lo, hi)

@@ -76,6 +76,11 @@ class Stream:
     """(reason, detail) that rejects every row of this stream (no `model`, say)."""
     plan: dict[str, int] = field(default_factory=dict)
     """Column index by field name."""
+    read_schema: pa.Schema | None = None
+    """The schema batches are read with: dictionary-encoded columns read as their indices
+    (frames take no dictionaries: those cells reject their rows as `wrong_type`)."""
+    encoded: frozenset[str] = frozenset()
+    """Dictionary-encoded columns: `name`, or `features.NAME` for a feature."""
 
 
 @dataclass(eq=False, slots=True)
@@ -131,7 +136,51 @@ def stream_of(schema: pa.Schema) -> Stream:
             problem = problem or ("invalid_value", f"column {f.name!r} appears twice")
         else:
             plan[f.name] = i
-    return Stream(schema, model, version, problem, plan)
+    import pyarrow as pa  # noqa: PLC0415 (see the imports)
+
+    encoded: set[str] = set()
+    fields = []
+    for f in schema:
+        t = _plain(f.type)
+        if t is not f.type:
+            if pa.types.is_dictionary(f.type):
+                encoded.add(f.name)
+            elif f.name == "features" and pa.types.is_struct(f.type):
+                encoded.update(
+                    f"features.{c.name}" for c in f.type if pa.types.is_dictionary(c.type)
+                )
+            if not any(e == f.name or e.startswith(f"{f.name}.") for e in encoded):
+                problem = problem or ("wrong_type", f"column {f.name[:100]!r}: dictionary-encoded")
+        fields.append(pa.field(f.name, t, f.nullable))
+    read = pa.schema(fields, metadata=schema.metadata) if encoded or problem else schema
+    return Stream(schema, model, version, problem, plan, read, frozenset(encoded))
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    """`t` with every dictionary type replaced by its index type (`t` itself when none)."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    if pa.types.is_dictionary(t):
+        return t.index_type
+    if pa.types.is_struct(t):
+        kids = [t.field(i) for i in range(t.num_fields)]
+        plain = [_plain(k.type) for k in kids]
+        if all(p is k.type for p, k in zip(plain, kids, strict=True)):
+            return t
+        return pa.struct(
+            [pa.field(k.name, p, k.nullable) for p, k in zip(plain, kids, strict=True)]
+        )
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        v = _plain(t.value_type)
+        if v is t.value_type:
+            return t
+        if pa.types.is_fixed_size_list(t):
+            return pa.list_(v, t.list_size)
+        return pa.large_list(v) if pa.types.is_large_list(t) else pa.list_(v)
+    if pa.types.is_map(t):
+        k, i = _plain(t.key_type), _plain(t.item_type)
+        return t if (k is t.key_type and i is t.item_type) else pa.map_(k, i)
+    return t
 
 
 def message_length(buf: bytes | memoryview, pos: int, max_bytes: int) -> int | None:
@@ -278,14 +327,14 @@ class FrameReader:
             return None
         if self.stream is None:
             raise FrameError("malformed", f"a {kind} message before the schema")
-        if kind == "dictionary batch":
+        if kind in ("dictionary", "dictionary batch"):
             # Dictionary-encoded columns are not among the types frames take; their rows
             # are rejected (wrong_type) when their batches come. The dictionary is skipped.
             return None
         if kind != "record batch":
             raise FrameError("malformed", f"unexpected IPC message: {kind}")
         try:
-            batch = ipc.read_record_batch(msg, self.stream.schema)
+            batch = ipc.read_record_batch(msg, self.stream.read_schema or self.stream.schema)
             batch.validate(full=True)
         except (pa.ArrowException, ValueError, OSError, KeyError) as exc:
             raise FrameError("malformed", f"unreadable record batch: {exc}") from exc

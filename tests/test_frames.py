@@ -583,3 +583,21 @@ def test_a_plain_pyarrow_writer_on_the_socket(daemon_factory):
         )
         == 80
     )
+
+
+def test_dictionary_encoded_columns_are_rejected_not_decoded(daemon_factory):
+    d = _auto_daemon(daemon_factory)
+    b = _numeric_batch(4)
+    pred = pa.array(["a", None, "b", None]).dictionary_encode()
+    b = b.set_column(b.schema.get_field_index("prediction"), "prediction", pred)
+    feats = pa.StructArray.from_arrays(
+        [pa.array([1.0, 2.0, 3.0, 4.0]), pa.array(["x", "y", None, None]).dictionary_encode()],
+        names=["f0", "c"],
+    )
+    b = b.set_column(b.schema.get_field_index("features"), "features", feats)
+    send_bytes(d, stream([b, b], {"model": "fm"}))
+    # rows 0 and 2 have a prediction, rows 0 and 1 a category: rows 0, 1, 2 are rejected
+    wait_for(lambda: accepted(d, "fm") == 2, what="the rows without encoded values")
+    m = d.scrape()
+    assert counter(m, "drift_sidecar_events_rejected_total", reason="wrong_type") == 6
+    assert not any(m.series("drift_sidecar_frame_errors_total").values())

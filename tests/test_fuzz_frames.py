@@ -89,7 +89,14 @@ def batches(draw: st.DrawFn) -> pa.RecordBatch:
     n = draw(st.integers(1, 12))
 
     def column() -> pa.Array:
-        kind = draw(st.sampled_from(["float", "int", "str", "bool", "list", "fixed", "struct"]))
+        kind = draw(
+            st.sampled_from(["float", "int", "str", "dict", "bool", "list", "fixed", "struct"])
+        )
+        if kind == "dict":
+            values = draw(
+                st.lists(st.one_of(st.none(), st.text(max_size=3)), min_size=n, max_size=n)
+            )
+            return pa.array(values, pa.string()).dictionary_encode()
         if kind == "float":
             return pa.array(
                 draw(st.lists(st.one_of(st.none(), st.floats()), min_size=n, max_size=n)),
