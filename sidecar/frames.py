@@ -141,8 +141,9 @@ def stream_of(schema: pa.Schema) -> Stream:
     encoded: set[str] = set()
     fields = []
     for f in schema:
-        t = _plain(f.type)
-        if t is not f.type:
+        plain = _plain(f.type)
+        t = f.type if plain is None else plain
+        if plain is not None:
             if pa.types.is_dictionary(f.type):
                 encoded.add(f.name)
             elif f.name == "features" and pa.types.is_struct(f.type):
@@ -156,8 +157,8 @@ def stream_of(schema: pa.Schema) -> Stream:
     return Stream(schema, model, version, problem, plan, read, frozenset(encoded))
 
 
-def _plain(t: pa.DataType) -> pa.DataType:
-    """`t` with every dictionary type replaced by its index type (`t` itself when none)."""
+def _plain(t: pa.DataType) -> pa.DataType | None:
+    """`t` with every dictionary type replaced by its index type; None when it has none."""
     import pyarrow as pa  # noqa: PLC0415
 
     if pa.types.is_dictionary(t):
@@ -165,22 +166,27 @@ def _plain(t: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(t):
         kids = [t.field(i) for i in range(t.num_fields)]
         plain = [_plain(k.type) for k in kids]
-        if all(p is k.type for p, k in zip(plain, kids, strict=True)):
-            return t
+        if all(p is None for p in plain):
+            return None
         return pa.struct(
-            [pa.field(k.name, p, k.nullable) for p, k in zip(plain, kids, strict=True)]
+            [
+                pa.field(k.name, k.type if p is None else p, k.nullable)
+                for p, k in zip(plain, kids, strict=True)
+            ]
         )
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         v = _plain(t.value_type)
-        if v is t.value_type:
-            return t
+        if v is None:
+            return None
         if pa.types.is_fixed_size_list(t):
             return pa.list_(v, t.list_size)
         return pa.large_list(v) if pa.types.is_large_list(t) else pa.list_(v)
     if pa.types.is_map(t):
         k, i = _plain(t.key_type), _plain(t.item_type)
-        return t if (k is t.key_type and i is t.item_type) else pa.map_(k, i)
-    return t
+        if k is None and i is None:
+            return None
+        return pa.map_(t.key_type if k is None else k, t.item_type if i is None else i)
+    return None
 
 
 def message_length(buf: bytes | memoryview, pos: int, max_bytes: int) -> int | None:
