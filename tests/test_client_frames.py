@@ -129,3 +129,23 @@ def test_torch_helper_sends_frames(daemon_factory):
         assert m.flush(10)
         assert m.stats.frames
     wait_for(lambda: accepted(d) == 300, what="the torch batch accepted")
+
+
+def test_batches_of_other_columns_start_new_streams(daemon_factory):
+    d = daemon_factory({"models": [MODEL]})
+    rng = np.random.default_rng(3)
+    names = [f"f{i}" for i in range(4)]
+    with Monitor(d.socket_path, model="fm", version="3") as m:
+        for i in range(6):  # the schema changes with every batch
+            n = 100 + i
+            if i % 2:
+                got = m.record_batch(predictions=rng.integers(0, 3, n), class_names=CLASSES)
+            else:
+                got = m.record_batch(features=rng.normal(size=(n, 4)), feature_names=names)
+            assert got == n
+        assert m.flush(10)
+        assert m.stats.frames and m.stats.dropped_total == 0
+        assert m.stats.sent == sum(100 + i for i in range(6))
+    wait_for(lambda: accepted(d) == sum(100 + i for i in range(6)), what="every batch accepted")
+    metrics = d.scrape()
+    assert not any(metrics.series("drift_sidecar_frame_errors_total").values())

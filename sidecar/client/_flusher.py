@@ -195,6 +195,7 @@ class Flusher:
         self._sock = sock
         if self._frames is not None:
             self._frames.refused = False  # a restarted sidecar may take frames now
+            self._frames.confirmed = False
 
     def _check_peer(self) -> None:
         """Notice a sidecar that went away before the next write fails."""

@@ -208,6 +208,9 @@ class FrameLink:
         self.schema: Any = None
         self.refused = False
         """The sidecar closed a stream at once: it takes JSON only (until it reconnects)."""
+        self.confirmed = False
+        """A stream on this sidecar outlived the probe: later streams (a new schema) skip
+        it, until the sidecar reconnects or a frames connection breaks."""
         self.pending: collections.deque[FrameChunk] = collections.deque()
         self.pending_bytes = 0
         self.pending_events = 0
@@ -244,7 +247,8 @@ class FrameLink:
             sock.connect(self.path)
             sock.sendall(schema.serialize().to_pybytes())
             # Frames off: the sidecar closes the connection as soon as it reads the marker.
-            readable, _, _ = select.select([sock], [], [], self.probe_s)
+            wait = 0.0 if self.confirmed else self.probe_s
+            readable, _, _ = select.select([sock], [], [], wait)
             if readable:
                 try:
                     got = sock.recv(1)
@@ -258,6 +262,7 @@ class FrameLink:
         except OSError:
             sock.close()
             return False
+        self.confirmed = True
         self.sock = sock
         self.schema = schema
         return True
@@ -298,6 +303,7 @@ class FrameLink:
             except (BlockingIOError, InterruptedError):
                 return True
             except OSError:
+                self.confirmed = False  # ask the next connection again
                 self.disconnect()
                 return False
             chunk.offset += n
