@@ -80,6 +80,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from sidecar.config import HttpSettings, load_config  # noqa: PLC0415
+    from sidecar.status import default_url, status_text  # noqa: PLC0415
+
+    url = args.url
+    if url is None:
+        http = load_config(args.config).http if args.config else HttpSettings()
+        url = default_url(http.host, http.port)
+    print(status_text(url, args.feature, args.model, args.timeout))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="drift-sidecar",
@@ -132,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=500.0, help="predictions per second")
     demo.add_argument("--quiet", action="store_true", help="no live table; for scripts")
     demo.set_defaults(func=_cmd_demo)
+
+    st = sub.add_parser(
+        "status", help="a running daemon's models, features, statistics, verdicts and bins"
+    )
+    st.add_argument(
+        "--url", help="the daemon's HTTP base URL (default: from --config, else the default bind)"
+    )
+    st.add_argument("--config", "-c", help="read http.host and http.port from this config")
+    st.add_argument("--feature", help="draw this feature's reference and window shares per bin")
+    st.add_argument("--model", help="the model of --feature, when several have it")
+    st.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    st.set_defaults(func=_cmd_status)
     return p
 
 

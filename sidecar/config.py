@@ -85,6 +85,9 @@ class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     under `__other__`; a longer feature name is never auto-registered (it stays an unknown
     feature). Configured names must fit too. Without it, one 400 KB model name makes every
     scrape hundreds of megabytes."""
+    max_stages: int = 16
+    """Stage names (`stages` of events) kept per model as `stage` label values when the
+    model lists no `stages:`; later names are counted under `__other__`."""
 
 
 class DriftSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -179,6 +182,9 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     max_classes: int = 50
     """Distinct `predicted_class` label values kept; the rest are counted as `__other__`."""
     embedding: EmbeddingSpec | None = None
+    stages: list[str] | None = None
+    """The stage names kept as `stage` label values (others count as `__other__`);
+    unset: the first `limits.max_stages` names seen."""
 
 
 class AutoRegisterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -403,6 +409,8 @@ def _semantic_problems(cfg: Config) -> list[str]:
     label_limit = cfg.limits.max_label_bytes
     if label_limit < len(b"__other__"):
         p.append(f"limits.max_label_bytes: must be at least {len(b'__other__')}")
+    if cfg.limits.max_stages < 0:
+        p.append("limits.max_stages: must be at least 0")
     if not cfg.models and not cfg.auto_register.enabled:
         p.append(
             "models: no model is configured and auto_register.enabled is false, so "
@@ -458,6 +466,16 @@ def _semantic_problems(cfg: Config) -> list[str]:
             p.extend(_drift_problems(cfg.drift_for(m), f"{at}.drift"))
         if m.embedding is not None:
             p.extend(_embedding_problems(m.embedding, f"{at}.embedding"))
+        p.extend(_stage_problems(m.stages, f"{at}.stages", label_limit))
+    return p
+
+
+def _stage_problems(names: list[str] | None, at: str, limit: int) -> list[str]:
+    p: list[str] = []
+    for j, name in enumerate(names or []):
+        if not name or name == "__other__" or name in (names or [])[:j]:
+            p.append(f"{at}[{j}]: {name!r} is empty, duplicate or reserved (__other__)")
+        p.extend(_label_problems(name, f"{at}[{j}]", limit))
     return p
 
 

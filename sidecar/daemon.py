@@ -295,6 +295,7 @@ class Daemon:
                 auto_registered=True,
                 on_capture=self._on_capture,
                 max_label_bytes=limit,
+                max_stages=self.config.limits.max_stages,
             )
             baseline = baselines.get(spec.name)
             if baseline is not None:
@@ -502,6 +503,7 @@ class Daemon:
         self.pipeline.trackers = trackers
         for t in trackers.values():  # kept trackers too: new values obey the new limit
             t.set_label_limit(new.limits.max_label_bytes)
+            t.stages.retune(t.spec.stages, new.limits.max_stages, new.limits.max_label_bytes)
         self._sync_drift_loops()
         return rebuilt, retuned
 

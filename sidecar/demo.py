@@ -180,6 +180,10 @@ def _table(daemon: Daemon, started: float, traffic: Traffic, url: str, tty: bool
                 f"{'embedding':<10} {'':>8} {_fmt(e.statistic, '10.2f')} "
                 f"{_fmt(e.pvalue, '10.2e')}  {mark}  (cross-MMD on {e.device})"
             )
+        drifted = [f.name for f in r.features if f.drifted]
+        if drifted:  # where to look next: the feature's bins beside its reference
+            base = url.removesuffix("/metrics")
+            lines += ["", f"see the bins: drift-sidecar status --url {base} --feature {drifted[0]}"]
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from sidecar.drift_bins import ColumnBins, categorical_bins, numeric_bins, prediction_bins
 from sidecar.drift_categorical import _categorical, _code_counts, _nonzero
 from sidecar.drift_prediction import _prediction_drift
 from sidecar.drift_result import (
@@ -99,16 +100,18 @@ def check_model(
     ref_shares = np.zeros((k, width))
     bin_counts = np.zeros((k, width), dtype=np.int64)
     go = np.zeros(k, dtype=bool)
+    bins: list[ColumnBins] = []  # per feature, for /v1/drift, whatever the sample size
     for j, col in sorted_columns(num) if k else ():
         ref = refs[j]
         m = col.shape[0]
         counts[j] = m
+        nb = ref.shares.shape[0]
+        bin_counts[j, :nb] = ref.sorted_bin_counts(col)
+        bins.append(numeric_bins(ref, bin_counts[j, :nb]))
         if enough and m >= params.min_samples and ref.usable:
             go[j] = True
             d[j] = ks_statistic_sorted(ref.sorted_values, col)
-            nb = ref.shares.shape[0]
             ref_shares[j, :nb] = ref.shares
-            bin_counts[j, :nb] = ref.sorted_bin_counts(col)
     n_ref = np.array([r.count for r in refs], dtype=np.int64)
     p = np.asarray(ks_pvalue(d, n_ref, counts), dtype=np.float64)
     psis = psi_many(ref_shares[go], bin_counts[go])
@@ -145,6 +148,7 @@ def check_model(
         labels = window.categorical_labels[j] if j < len(window.categorical_labels) else ()
         horizon = window.categorical_horizon[j] if j < len(window.categorical_horizon) else None
         counts_c = _code_counts(cat[:, j], cref, labels, f"categorical column {cref.name!r}")
+        bins.append(categorical_bins(cref, counts_c))
         m = int(counts_c.sum())
         if enough and m >= params.min_samples and cref.usable:
             c = _categorical(cref, counts_c, labels, horizon)
@@ -180,7 +184,9 @@ def check_model(
             )
 
     prediction = None
+    pred_bins: ColumnBins | None = None
     if baseline.prediction is not None and window.predictions is not None:
+        pred_bins = prediction_bins(baseline.prediction, window.predictions)
         prediction = _prediction_drift(
             baseline.prediction,
             window.predictions,
@@ -247,6 +253,8 @@ def check_model(
         params=params,
         tests=int(np.count_nonzero(~np.isnan(pvals))),
         embedding=embedding,
+        feature_bins=tuple(bins),
+        prediction_bins=pred_bins,
     )
 
 

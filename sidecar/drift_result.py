@@ -13,6 +13,7 @@ from sidecar.stats.numbers import finite_or_none
 
 if TYPE_CHECKING:
     from sidecar.config import DriftSettings
+    from sidecar.drift_bins import ColumnBins
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ class ModelDriftResult:
     """Tests that ran in this check (features with enough data, the predictions, and the
     embeddings)."""
     embedding: EmbeddingDrift | None = None
+    feature_bins: tuple[ColumnBins, ...] = ()
+    """Per feature, in the order of `features`: its bins (sidecar.drift_bins)."""
+    prediction_bins: ColumnBins | None = None
 
     @property
     def drifted(self) -> bool:
@@ -211,9 +215,11 @@ class ModelDriftResult:
         p = self.params
         policy = p.policy
         features: dict[str, Any] = {}
-        for f in self.features:
+        for i, f in enumerate(self.features):
             entry = _column_json(f, p)
             entry["baseline_missing_rate"] = finite_or_none(f.baseline_missing_rate)
+            if i < len(self.feature_bins):
+                entry["bins"] = self.feature_bins[i].to_json()
             features[f.name] = entry
         pred: dict[str, Any] | None = None
         if self.prediction is not None:
@@ -221,6 +227,8 @@ class ModelDriftResult:
             pred = _column_json(q, p)
             if q.kind == "numeric":
                 pred["mean_shift_ratio"] = finite_or_none(q.mean_shift_ratio)
+            if self.prediction_bins is not None:
+                pred["bins"] = self.prediction_bins.to_json()
         return {
             "model": self.model,
             "status": "ok" if self.sufficient else "insufficient_data",

@@ -46,3 +46,7 @@ class SocketError(SidecarError):
 
 class StateDirError(SidecarError):
     """`state_dir` is in use by another running sidecar."""
+
+
+class DaemonUnreachable(SidecarError):
+    """A command that talks to a running daemon (`status`) got no answer from its URL."""

@@ -28,6 +28,7 @@ milliseconds) and is rejected as `out_of_range`, as is a negative one."""
 Number = Annotated[float, msgspec.Meta(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 FeatureValue = Number | str | bool | None
+Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_ABS_VALUE)]
 _HEX32 = "^[0-9a-fA-F]{32}$"
 
 
@@ -50,6 +51,8 @@ class Event(msgspec.Struct, gc=False):
     kind: Literal["prediction", "stats"] = "prediction"
     """`stats` events carry telemetry (model_memory_bytes) and are not counted as predictions."""
     model_memory_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    stages: dict[str, Seconds] | None = None
+    """Seconds per stage of the prediction (preprocess, inference, ...); sidecar.stages."""
 
 
 REASONS = (
@@ -105,8 +108,9 @@ def classify(exc: _DecodeFailure) -> str:
         return "out_of_range"
     if msg.startswith(("Invalid enum value", "Expected `str` matching")):
         return "invalid_value"
-    if "got `null`" in msg and "$.embedding[" in msg:
-        # a NaN or Infinity token read as null: an embedding has no missing components
+    if "got `null`" in msg and ("$.embedding[" in msg or "$.stages[" in msg):
+        # a NaN or Infinity token read as null: an embedding has no missing components,
+        # and a stage's seconds no missing value
         return "invalid_value"
     return "wrong_type"
 

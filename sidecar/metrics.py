@@ -29,6 +29,7 @@ from sidecar.events import REASONS
 from sidecar.exposition import Block, CachedFamily
 from sidecar.frames import FRAME_ERRORS
 from sidecar.health import CHECK_BUCKETS, DROP_REASONS, Health
+from sidecar.stages import stage_family
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
 from sidecar.tracker_labels import TrackerLabels, le_label
 
@@ -74,6 +75,7 @@ class SidecarCollector(Collector):
         yield from self._traffic(trackers)
         yield from self._drift(trackers)
         yield from self._bins(trackers)
+        yield stage_family((t.name, t.stages) for t in trackers)
         yield from self._own(trackers)
 
     # ------------------------------------------------------------ guide metrics

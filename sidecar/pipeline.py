@@ -70,6 +70,7 @@ class Pipeline:
                 config.drift_for(spec),
                 on_capture=on_capture,
                 max_label_bytes=config.limits.max_label_bytes,
+                max_stages=config.limits.max_stages,
             )
 
     def reject(
@@ -233,6 +234,7 @@ class Pipeline:
             auto_registered=True,
             on_capture=self.on_capture,
             max_label_bytes=limit,
+            max_stages=self.config.limits.max_stages,
         )
         self.trackers[model] = tracker
         log.info(

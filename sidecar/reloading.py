@@ -40,7 +40,11 @@ def rebuild_trackers(
             trackers[spec.name] = old
             continue
         t = ModelTracker(
-            spec, drift, on_capture=on_capture, max_label_bytes=new.limits.max_label_bytes
+            spec,
+            drift,
+            on_capture=on_capture,
+            max_label_bytes=new.limits.max_label_bytes,
+            max_stages=new.limits.max_stages,
         )
         if baseline is not None:
             t.install_baseline(baseline)

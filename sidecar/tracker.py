@@ -20,6 +20,7 @@ from sidecar.embedding import EmbeddingOptions, embedding_matrix
 from sidecar.embedding_window import EmbeddingWindow
 from sidecar.event_arrays import categorical_codes, confidences, numeric_matrix, prediction_array
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
+from sidecar.stages import DEFAULT_MAX_STAGES, StageLatency
 from sidecar.stats.bins import OTHER, sorted_bin_counts
 from sidecar.stats.reference import TAIL_FACTOR, Baseline, CategoricalReference, NumericReference
 from sidecar.vocab import Vocab, recode, vocab_to_ref, vocab_to_test
@@ -57,6 +58,7 @@ class ModelTracker:
         auto_registered: bool = False,
         on_capture: Callable[[ModelTracker, CaptureData], None] | None = None,
         max_label_bytes: int = 128,
+        max_stages: int = DEFAULT_MAX_STAGES,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -83,6 +85,7 @@ class ModelTracker:
         self.latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
         self.latency_sum = 0.0
         self.latency_exemplars: dict[int, tuple[str, float, float]] = {}
+        self.stages = StageLatency(spec.stages, max_stages, LATENCY_BUCKETS, lb)
         self.conf_counts = np.zeros(
             (spec.max_classes + 1, len(CONFIDENCE_BUCKETS) + 1), dtype=np.int64
         )
@@ -208,6 +211,7 @@ class ModelTracker:
 
         self._count_requests(events)
         self._count_latency(events, now)
+        self.stages.count(events)
         conf = confidences(events)
         self._count_confidence(events, preds, conf)
         self._count_predictions(preds)

@@ -138,8 +138,16 @@ def dashboard_panels() -> list[dict[str, Any]]:
     return out
 
 
+GRAFANA_VARIABLE = re.compile(r"\$\{?[A-Za-z_]")
+"""A Grafana variable (`$name`, `${name}`); `$1` is label_replace's regex group, kept."""
+
+
 def substitute_variables(
-    expr: str, model_name: str = ".*", rate_interval: str = "1m", job: str = "drift-sidecar"
+    expr: str,
+    model_name: str = ".*",
+    rate_interval: str = "1m",
+    job: str = "drift-sidecar",
+    feature_name: str = ".*",
 ) -> str:
     """Replace Grafana's variables with concrete values so Prometheus can run the query."""
     replacements = {
@@ -150,12 +158,14 @@ def substitute_variables(
         "$__range": "1h",
         "${model_name}": model_name,
         "$model_name": model_name,
+        "${feature_name}": feature_name,
+        "$feature_name": feature_name,
         "${job}": job,
         "$job": job,
     }
     for variable in sorted(replacements, key=len, reverse=True):
         expr = expr.replace(variable, replacements[variable])
-    if "$" in expr:
+    if GRAFANA_VARIABLE.search(expr):
         raise ValueError(f"unsubstituted Grafana variable in dashboard query: {expr}")
     return expr
 
@@ -170,10 +180,14 @@ def dashboard_raw_queries() -> list[str]:
     ]
 
 
-def dashboard_queries(model_name: str = ".*", rate_interval: str = "1m") -> list[str]:
+def dashboard_queries(
+    model_name: str = ".*", rate_interval: str = "1m", feature_name: str = ".*"
+) -> list[str]:
     """Every dashboard query, ready to send to Prometheus (see substitute_variables)."""
     return [
-        substitute_variables(expr, model_name=model_name, rate_interval=rate_interval)
+        substitute_variables(
+            expr, model_name=model_name, rate_interval=rate_interval, feature_name=feature_name
+        )
         for expr in dashboard_raw_queries()
     ]
 

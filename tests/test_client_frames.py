@@ -149,3 +149,26 @@ def test_batches_of_other_columns_start_new_streams(daemon_factory):
     wait_for(lambda: accepted(d) == sum(100 + i for i in range(6)), what="every batch accepted")
     metrics = d.scrape()
     assert not any(metrics.series("drift_sidecar_frame_errors_total").values())
+
+
+def test_batches_with_stages_go_as_json(daemon_factory):
+    d = daemon_factory({"models": [MODEL]})
+    rng = np.random.default_rng(4)
+    with Monitor(d.socket_path, model="fm", version="3") as m:
+        n = m.record_batch(
+            features=rng.normal(size=(50, 4)),
+            feature_names=[f"f{i}" for i in range(4)],
+            stages={"preprocess": 0.001, "inference": 0.004},
+        )
+        assert n == 50
+        assert m.flush(10)
+        assert not m.stats.frames  # no frames connection was opened for it
+        assert m.stats.dropped_total == 0
+    wait_for(lambda: accepted(d) == 50, what="the batch accepted as JSON")
+    metrics = d.scrape()
+    assert (
+        metrics.value(
+            "ml_prediction_stage_latency_seconds_count", model_name="fm", stage="inference"
+        )
+        == 50
+    )

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from promtools import (
+    GRAFANA_VARIABLE,
     REPO,
     base_metric,
     check_expressions,
@@ -101,6 +102,19 @@ def test_panels_do_not_overlap() -> None:
             {"drift_sidecar_drift_check_duration_seconds_bucket"},
             {"timeseries"},
         ),
+        (
+            "bins: reference vs live",
+            {"ml_feature_bin_reference_ratio", "ml_feature_bin_events_total"},
+            {"barchart"},
+        ),
+        (
+            "stage latencies",
+            {
+                "ml_prediction_stage_latency_seconds_sum",
+                "ml_prediction_stage_latency_seconds_count",
+            },
+            {"timeseries"},
+        ),
     ],
 )
 def test_dashboard_has_panel_for(what: str, metrics: set[str], types: set[str]) -> None:
@@ -128,9 +142,10 @@ def test_model_labelled_queries_follow_the_model_variable() -> None:
 
 
 def test_substituted_queries_have_no_grafana_variables() -> None:
-    queries = dashboard_queries(model_name="fraud", rate_interval="2m")
+    queries = dashboard_queries(model_name="fraud", rate_interval="2m", feature_name="amount")
     assert len(queries) == len(dashboard_raw_queries()) > 30
-    assert all("$" not in q for q in queries)
+    assert not [q for q in queries if GRAFANA_VARIABLE.search(q)]
+    assert any('feature_name=~"amount"' in q for q in queries)
     assert any('model_name=~"fraud"' in q and "[2m]" in q for q in queries)
 
 
@@ -146,3 +161,54 @@ def test_provisioning_examples_point_at_the_dashboard_and_prometheus() -> None:
     assert providers[0]["type"] == "file" and providers[0]["options"]["path"]
     sources = yaml.safe_load((folder / "datasources.yml").read_text())["datasources"]
     assert sources[0]["type"] == "prometheus"
+
+
+def panel_using(*metrics: str) -> dict[str, Any]:
+    (panel,) = [p for p in data_panels() if set(metrics) <= referenced_metrics(p)]
+    return panel
+
+
+def test_bins_panel_shows_one_models_feature_reference_beside_live_shares() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    feature = variables["feature_name"]
+    # one feature at a time, among those of the selected models that have bins
+    assert not feature["multi"] and not feature["includeAll"]
+    assert feature["datasource"] == DATASOURCE
+    assert feature["query"]["query"] == (
+        'label_values(ml_feature_bin_reference_ratio{model_name=~"$model_name"}, feature_name)'
+    )
+    panel = panel_using("ml_feature_bin_reference_ratio", "ml_feature_bin_events_total")
+    assert panel["repeat"] == "model_name"  # one chart per selected model
+    reference, live = panel["targets"]
+    for target in panel["targets"]:
+        assert target["instant"] and target["format"] == "table"
+        assert 'feature_name=~"$feature_name"' in target["expr"]
+    assert "ml_feature_bin_reference_ratio" in metric_names(reference["expr"])
+    # live shares: the fleet's increase per bin over the dashboard's range, over its total
+    assert "[$__range]" in live["expr"] and "/ on() group_left()" in live["expr"]
+    assert panel["options"]["xField"] == "bin"
+    assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    ids = [t["id"] for t in panel["transformations"]]
+    assert ids == ["merge", "organize", "sortBy"]
+
+
+def test_stage_panel_stacks_each_models_stages() -> None:
+    panel = panel_using(
+        "ml_prediction_stage_latency_seconds_sum", "ml_prediction_stage_latency_seconds_count"
+    )
+    assert panel["repeat"] == "model_name"
+    assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+    (target,) = panel["targets"]
+    assert "by (model_name, stage)" in target["expr"] and target["legendFormat"] == "{{stage}}"
+
+
+def test_variable_queries_use_documented_metrics() -> None:
+    known = documented_metrics()
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        selector, label = variable["query"]["query"].removeprefix("label_values(").rsplit(",", 1)
+        assert label.strip().removesuffix(")") == variable["name"]
+        metrics = metric_names(selector)
+        assert metrics and all(base_metric(m, known) for m in metrics), variable["name"]

@@ -11,8 +11,9 @@ from harness import free_port, parse_metrics, run_cli, wait_for
 @pytest.mark.slow
 def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     proc = run_cli(
-        ["demo", "--duration", "12", "--drift-after", "2", "--port", str(port), "--rate", "1000"],
+        ["demo", "--duration", "20", "--drift-after", "2", "--port", str(port), "--rate", "1000"],
         tmp_path / "demo.log",
         tmp_path,
     )
@@ -31,14 +32,21 @@ def test_demo_runs_to_the_end_and_drift_appears_in_metrics(tmp_path):
                 and m
             )
 
-        m = wait_for(drifted, 12, "amount and embedding drift in /metrics")
+        m = wait_for(drifted, 20, "amount and embedding drift in /metrics")
         assert (
             m.value("ml_feature_drift_detected", model_name="fraud-demo", feature_name="hour") == 0
         )
-        assert proc.wait(timeout=40) == 0
+        # what the demo points at once drift fires: the feature's bins beside its reference
+        log = tmp_path / "status.log"
+        status = run_cli(["status", "--url", url, "--feature", "amount"], log, tmp_path)
+        assert status.wait(timeout=30) == 0, log.read_text()
+        chart = log.read_text()
+        assert chart.startswith("fraud-demo / amount: numeric, 10 bins") and "DRIFT" in chart
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     out = (tmp_path / "demo.log").read_text()
     assert "demo finished" in out and "amount" in out.split("demo finished")[1]
+    assert f"see the bins: drift-sidecar status --url {url} --feature amount" in out

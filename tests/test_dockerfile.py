@@ -14,10 +14,15 @@ import subprocess
 import sys
 import sysconfig
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from harness import DaemonProcess
+
+from sidecar.cli import build_parser
+from sidecar.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -78,16 +83,93 @@ def test_entrypoint_cmd_and_healthcheck() -> None:
     assert [json.loads(a) for a in final("CMD")] == [
         ["--config", "/etc/drift-sidecar/sidecar.yaml"]
     ]
-    (healthcheck,) = final("HEALTHCHECK")
-    command = json.loads(healthcheck.split(" CMD ", 1)[1])
-    assert command[0] == "python" and "http://127.0.0.1:9108/healthz" in command[2]
-    assert "EXTRAS" in {a.split("=")[0] for a in final("ARG")}
+    command = healthcheck_command()
+    assert command[:2] == ["python", "-c"]
+    # It reads the config CMD names, so it asks where the daemon really listens.
+    assert command[3] == json.loads(final("CMD")[0])[1]
+    assert {"EXTRAS", "TORCH_VERSION"} <= {a.split("=")[0] for a in final("ARG")}
     assert "9108" in final("EXPOSE")
+
+
+def test_entrypoint_and_cmd_parse_as_the_cli_expects() -> None:
+    (entrypoint,) = [json.loads(a) for a in final("ENTRYPOINT")]
+    (cmd,) = [json.loads(a) for a in final("CMD")]
+    assert entrypoint[0] == "drift-sidecar"
+    args = build_parser().parse_args(entrypoint[1:] + cmd)
+    assert args.command == "run"
+    assert args.config == "/etc/drift-sidecar/sidecar.yaml"
+    # The chart and the kustomize base replace CMD with the same arguments.
+    assert cmd == ["--config", args.config]
+
+
+def healthcheck_command() -> list[str]:
+    (healthcheck,) = final("HEALTHCHECK")
+    command: list[str] = json.loads(healthcheck.split(" CMD ", 1)[1])
+    return command
+
+
+def run_healthcheck(config: Path) -> subprocess.CompletedProcess[str]:
+    """The HEALTHCHECK's command, with this interpreter and `config` where the image's is."""
+    _, flag, code, _ = healthcheck_command()
+    return subprocess.run(
+        [sys.executable, flag, code, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_healthcheck_asks_the_daemon_of_the_mounted_config(
+    daemon_factory: Callable[..., DaemonProcess], host: str
+) -> None:
+    # A port of its own (not 9108): the check must take it from the config.
+    daemon = daemon_factory({"http": {"host": host}, "auto_register": {"enabled": True}})
+    assert daemon.port != 9108
+    healthy = run_healthcheck(daemon.config_path)
+    assert healthy.returncode == 0, healthy.stderr
+    assert daemon.stop() == 0
+    down = run_healthcheck(daemon.config_path)
+    assert down.returncode != 0
+    assert "Connection refused" in down.stderr or "URLError" in down.stderr
+
+
+def test_healthcheck_fails_on_a_config_the_daemon_would_refuse(tmp_path: Path) -> None:
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("http: {port: not-a-port}\n")
+    result = run_healthcheck(config)
+    assert result.returncode != 0
+    assert "http.port" in result.stderr
+
+
+def docker_config() -> str:
+    """The config docs/deploy.md gives for `docker run` (the block after its marker)."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    after = text.split("<!-- docker-run-config -->", 1)[1]
+    return after.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_docker_config_is_valid_and_reachable(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(docker_config())
+    config = load_config(path)
+    # Reachable through `docker run -p`: on every interface, on the port EXPOSE names.
+    assert config.http.host == "0.0.0.0"
+    assert str(config.http.port) in final("EXPOSE")
+    # Its socket and state folders are the ones the image creates for uid 10001.
+    (run,) = [args for k, args in stages()[-1] if k == "RUN" and "install -d" in args]
+    created = run.split("install -d", 1)[1].split()
+    assert str(Path(str(config.socket_path)).parent) in created
+    assert str(config.state_path) in created
+    assert "-o 10001 -g 10001" in run
+    docs = (REPO / "docs" / "deploy.md").read_text()
+    assert "-p 9108:9108" in docs and ":/etc/drift-sidecar/sidecar.yaml" in docs
 
 
 def test_dockerignore_lets_in_exactly_what_the_build_copies() -> None:
     copied = {src for k, args in stages()[0] if k == "COPY" for src in args.split()[:-1]}
-    assert copied == {"pyproject.toml", "README.md", "sidecar"}
+    assert copied == {"constraints.txt", "pyproject.toml", "README.md", "sidecar"}
     patterns = [
         line
         for line in (REPO / ".dockerignore").read_text().splitlines()
@@ -122,11 +204,15 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     # on, as in the image, so pyproject's build requirements are honoured).
     context = build_context(tmp_path)
     wheels = tmp_path / "wheels"
+    # PIP_CONSTRAINT as in the build stage: the isolated build's setuptools and wheel too.
+    (constraint_env,) = [a for k, a in stages()[0] if k == "ENV"]
+    assert "PIP_CONSTRAINT=/src/constraints.txt" in constraint_env
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", wheels, context],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
+        env={**os.environ, "PIP_CONSTRAINT": str(context / "constraints.txt")},
         check=False,
     )
     assert built.returncode == 0, built.stderr
@@ -208,16 +294,19 @@ def test_install_step_builds_the_requirement_the_extras_ask_for(
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     (wheels / "drift_sidecar-0.1.0-py3-none-any.whl").touch()
+    (wheels / "constraints.txt").write_text("numpy==2.0.0\n")
     script = run.replace("/wheels", str(wheels)).split("rm -rf")[0]
     script = script.replace("pip install", "printf '%s\\n'")
     result = subprocess.run(
         ["sh", "-c", script],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ["PATH"], "EXTRAS": extras},
+        env={"PATH": os.environ["PATH"], "EXTRAS": extras, "TORCH_VERSION": "2.13.0"},
         check=False,
     )
     assert result.returncode == 0, result.stderr
     wheel = wheels / "drift_sidecar-0.1.0-py3-none-any.whl"
     expected = f"drift-sidecar[{extras}] @ file://{wheel}" if extras else str(wheel)
-    assert result.stdout.strip() == expected
+    # Through the constraints, with torch pinned to TORCH_VERSION on top of them.
+    assert result.stdout.splitlines() == ["-c", str(wheels / "constraints.txt"), expected]
+    assert (wheels / "constraints.txt").read_text() == "numpy==2.0.0\ntorch==2.13.0\n"

@@ -24,11 +24,13 @@ from promtools import (
     PrometheusHandle,
     Series,
     alert_rules,
+    dashboard_panels,
     dashboard_queries,
     metric_names,
     recording_rules,
     run_promtool,
     start_prometheus,
+    substitute_variables,
 )
 
 from sidecar.baseline import write_baseline
@@ -138,6 +140,9 @@ def events(model: str, cols: Columns, rng: np.random.Generator) -> list[dict[str
     if "embedding" in cols:
         for ev, row in zip(out, cols["embedding"].tolist(), strict=True):
             ev["embedding"] = row
+    if model == "fraud":  # its stages: fixed parts of its latency (no draw of the rng)
+        for ev in out:
+            ev["stages"] = {"preprocess": 0.2 * ev["latency_s"], "inference": 0.7 * ev["latency_s"]}
     return out
 
 
@@ -711,6 +716,7 @@ EMPTY_DASHBOARD_QUERIES: dict[str, tuple[set[str], str]] = {
     "ml_prediction_drift_chi2_pvalue": ({"fraud"}, "fraud predicts numbers"),
     "ml_prediction_drift_mean_shift_ratio": ({"churn"}, "churn predicts classes"),
     "ml_embedding_drift_statistic": ({"churn"}, "churn sends no embeddings"),
+    "ml_prediction_stage_latency_seconds_sum": ({"churn"}, "churn sends no stages"),
     "ml_embedding_drift_centroid_distance": ({"churn"}, "churn sends no embeddings"),
     "ml_embedding_drift_detected": ({"churn"}, "churn sends no embeddings"),
 }
@@ -734,3 +740,40 @@ def test_every_dashboard_query_returns_series_for_the_selected_model(fleet: Flee
             shown = {s["metric"]["model_name"] for s in result if "model_name" in s["metric"]}
             assert shown <= {model}, (expr, shown)
     assert used == set(EMPTY_DASHBOARD_QUERIES), "stale entries in EMPTY_DASHBOARD_QUERIES"
+
+
+def test_bins_panel_shows_the_reference_and_the_fleets_live_shares(fleet: Fleet) -> None:
+    """The dashboard's bins panel, for a numeric and a categorical feature: the reference
+    shares exactly, the live shares those of every event the fleet was sent (within what
+    increase()'s extrapolation can move them, see the fleet drift test)."""
+    (panel,) = [p for p in dashboard_panels() if p["type"] == "barchart"]
+    reference, live = (t["expr"] for t in panel["targets"])
+    prom = fleet.prom
+    samples = values(
+        prom.query("min by (instance) (count_over_time(ml_feature_bin_events_total[1h]))"),
+        ("instance",),
+    )
+    eps = [1.1 / (samples[(inst,)] - 2) for inst in fleet.instances]
+    refs = {ref.name: ref for ref in feature_refs(fleet.baselines["fraud"])}
+    for name in ("amount", "country"):
+        ref = refs[name]
+        numeric = isinstance(ref, NumericReference)
+        # numeric bins sort as numbers on the chart: 00, 01, ..., 09, 10
+        shown = [f"{int(x):02d}" for x in bin_labels(ref)] if numeric else bin_labels(ref)
+
+        ref_shares, live_shares = (
+            values(prom.query(substitute_variables(e, "fraud", feature_name=name)), ("bin",))
+            for e in (reference, live)
+        )
+        assert set(ref_shares) == set(live_shares) == {(b,) for b in shown}
+        assert [ref_shares[(b,)] for b in shown] == ref.shares.tolist()
+        per_replica = fleet.counts_by_replica("fraud", ref, name)
+        union = sum(per_replica)
+        assert sum(live_shares.values()) == pytest.approx(1.0, abs=1e-12)
+        for i, b in enumerate(shown):
+
+            def share(counts: np.ndarray, i: int = i) -> float:
+                return float(counts[i] / counts.sum())
+
+            tol = tolerance(share, per_replica, eps)
+            assert abs(live_shares[(b,)] - share(union)) <= tol, (name, b, tol)

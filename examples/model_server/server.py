@@ -1,9 +1,10 @@
 """A small aiohttp model server whose /predict is instrumented with sidecar.client.
 
 The model is a 2-layer MLP defined below with a fixed seed (no weights to download), over
-the four iris measurements. Each request becomes one event on the drift sidecar's socket;
-OpenTelemetry spans cover preprocessing, inference and postprocessing when opentelemetry
-is installed, and the client attaches their trace id to the event.
+the four iris measurements. Each request becomes one event on the drift sidecar's socket,
+with the seconds of its preprocess, inference and postprocess stages (`stages`);
+OpenTelemetry spans cover the same stages when opentelemetry is installed, and the client
+attaches their trace id to the event.
 
     python examples/model_server/server.py --socket ./drift-sidecar.sock --port 8080
     curl -s localhost:8080/predict -d '{"features": {"sepal_length": 5.1, ...}}'
@@ -72,6 +73,17 @@ def span(name: str, **attributes: Any) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def stage(stages: dict[str, float], name: str, **attributes: Any) -> Iterator[None]:
+    """Time one stage of the request into `stages` (the event's), inside its span."""
+    t0 = time.perf_counter()
+    try:
+        with span(name, **attributes):
+            yield
+    finally:
+        stages[name] = time.perf_counter() - t0
+
+
 def parse_rows(body: Any) -> tuple[list[dict[str, float]], bool]:
     """`{"features": {...}}` or `{"instances": [{...}, ...]}` to rows of floats, and which."""
     if not isinstance(body, Mapping):
@@ -114,20 +126,26 @@ async def predict(request: web.Request) -> web.Response:
     model = request.app[MODEL_KEY]
     request_id = request.headers.get("x-request-id")
     t0 = time.perf_counter()
+    stages: dict[str, float] = {}
     with span("prediction", **{"model.name": MODEL_NAME, "model.version": MODEL_VERSION}):
         try:
-            with span("preprocessing"):
+            with stage(stages, "preprocess"):
                 rows, batched = parse_rows(await request.json())
                 x = torch.tensor([[r[n] for n in FEATURES] for r in rows])
-            with span("inference", batch_size=len(rows)), torch.no_grad():
+            with stage(stages, "inference", batch_size=len(rows)), torch.no_grad():
                 logits = model(x)
-            with span("postprocessing"):
+            with stage(stages, "postprocess"):
                 probs = torch.softmax(logits, dim=1)
                 results = postprocess(probs)
         except (BadRequest, ValueError) as exc:
             # Bad input is the caller's error, not the model's; still an errored request.
             if monitor is not None:
-                monitor.record(latency_s=time.perf_counter() - t0, status="error", id=request_id)
+                monitor.record(
+                    latency_s=time.perf_counter() - t0,
+                    status="error",
+                    id=request_id,
+                    stages=stages,
+                )
             return web.json_response({"error": str(exc)}, status=400)
         if monitor is not None:
             latency = time.perf_counter() - t0
@@ -140,6 +158,7 @@ async def predict(request: web.Request) -> web.Response:
                     confidence=r["confidence"],
                     latency_s=latency,
                     id=request_id,
+                    stages=stages,
                 )
             else:
                 record_batch(
@@ -149,6 +168,7 @@ async def predict(request: web.Request) -> web.Response:
                     features=rows,
                     class_names=CLASSES,
                     latency_s=latency,
+                    stages=stages,
                 )
     if batched:
         return web.json_response({"predictions": results})

@@ -22,8 +22,9 @@ FIELDS = (
     "trace_id",
     "id",
     "embedding",
+    "stages",
 )
-RecordTuple = tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, Any]
+RecordTuple = tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, Any, Any]
 
 _PLAIN_FEATURE = frozenset({int, float, str, bool, type(None)})
 _HEX = frozenset("0123456789abcdef")
@@ -106,6 +107,20 @@ def _probabilities(value: Any) -> list[float | int] | dict[str, float | int]:
     return _number_list(value, "probabilities")
 
 
+def _stages(value: Any) -> dict[str, float | int]:
+    if not isinstance(value, Mapping):
+        raise Invalid(f"stages: expected a mapping of name to seconds, got {type(value).__name__}")
+    out: dict[str, float | int] = {}
+    for name, raw in value.items():
+        if type(name) is not str:
+            raise Invalid(f"stages: names must be strings, got {type(name).__name__}")
+        s = _number(raw, f"stages.{name}")
+        if s < 0:
+            raise Invalid(f"stages.{name}: {s} is negative")
+        out[name] = s
+    return out
+
+
 def _trace_id(value: Any) -> str:
     if type(value) is int:
         if not 0 < value < 1 << 128:
@@ -121,7 +136,19 @@ def _trace_id(value: Any) -> str:
 
 def build_event(model: str, version: str | None, rec: Sequence[Any]) -> dict[str, Any]:
     """One event object from a record() tuple; raise Invalid naming the first bad field."""
-    ts, features, prediction, probabilities, confidence, latency_s, status, tid, eid, emb = rec
+    (
+        ts,
+        features,
+        prediction,
+        probabilities,
+        confidence,
+        latency_s,
+        status,
+        tid,
+        eid,
+        emb,
+        stages,
+    ) = rec
     ev: dict[str, Any] = {"model": model}
     if version is not None:
         ev["version"] = version
@@ -161,6 +188,8 @@ def build_event(model: str, version: str | None, rec: Sequence[Any]) -> dict[str
         ev["id"] = eid
     if emb is not None:
         ev["embedding"] = _number_list(emb, "embedding")
+    if stages is not None:
+        ev["stages"] = _stages(stages)
     ev["ts"] = _number(ts, "ts")
     return ev
 
@@ -266,6 +295,7 @@ class Batch:
                 row.get("trace_id", shared["trace_id"]),
                 row.get("id"),
                 row.get("embedding"),
+                row.get("stages"),
             )
 
 

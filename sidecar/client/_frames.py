@@ -94,6 +94,9 @@ def to_record_batch(batch: Batch, model: str, version: str | None) -> Any:
     n = batch.n
     cols = batch.columns
     shared = batch.shared
+    if shared.get("stages") is not None or "stages" in cols:
+        # frames carry protocol v1's prediction fields only: stage latencies go as JSON
+        raise NotColumnar("stages")
     classes = list(batch.class_names) if batch.class_names is not None else None
     out: dict[str, Any] = {}
     if "features" in cols:

@@ -23,6 +23,8 @@ import msgspec
 from sidecar import paths
 from sidecar.client._encode import Batch, RecordTuple
 from sidecar.client._flusher import Flusher
+from sidecar.client._stages import Stage
+from sidecar.client._stages import current as current_stages
 from sidecar.client._stats import DROP_REASONS, ClientStats
 from sidecar.client._timing import Timed, track_call
 from sidecar.client._trace import current_trace_id
@@ -140,6 +142,7 @@ class Monitor(Flusher):
         id: str | None = None,
         ts: float | None = None,
         embedding: Sequence[float] | None = None,
+        stages: Mapping[str, float] | None = None,
     ) -> bool:
         """Buffer one event; True when buffered, False when dropped (counted in `stats`).
 
@@ -165,6 +168,7 @@ class Monitor(Flusher):
                     trace_id,
                     id,
                     embedding,
+                    stages,
                 )
             )
             return True
@@ -200,13 +204,15 @@ class Monitor(Flusher):
         embeddings: Any = None,
         trace_id: str | None = None,
         ts: float | None = None,
+        stages: Mapping[str, float] | None = None,
     ) -> int:
         """Buffer a batch given as columns (lists, numpy arrays or tensors), all or none.
 
         Every column given has one entry per row. `features` is a list of mappings, or a
         2-D array with `feature_names`. With `class_names`, integer predictions become
         class names and probability rows become {class: p}. `latency_s` and `status` are
-        one value for the whole batch or a column. Columns are converted on the flusher
+        one value for the whole batch or a column; `stages`, seconds per stage, is the
+        whole batch's (each row waited that long). Columns are converted on the flusher
         thread, so the caller pays for a few len() calls only; do not mutate them after.
         Returns how many events were buffered.
         """
@@ -225,6 +231,7 @@ class Monitor(Flusher):
             shared: dict[str, Any] = {
                 "ts": _now() if ts is None else ts,
                 "trace_id": trace_id if trace_id is not None or not self._trace else self._trace(),
+                "stages": stages,
             }
             for name, value in (("latency_s", latency_s), ("status", status)):
                 if value is None or isinstance(value, (int, float, str)):
@@ -296,6 +303,11 @@ class Monitor(Flusher):
         "error" and re-raised.
         """
         return track_call(self, features, outcome)
+
+    def stage(self, name: str) -> Stage:
+        """A context manager timing one stage (`stages` of the event) of the `timed()`
+        block or `track()`ed call running here; outside one it times nothing."""
+        return Stage(current_stages(), name)
 
     def _submit(self, batch: Batch) -> int:
         n = batch.n

@@ -27,6 +27,7 @@ class Sink(Protocol):
         id: str | None = None,
         ts: float | None = None,
         embedding: Sequence[float] | None = None,
+        stages: Mapping[str, float] | None = None,
     ) -> bool:
         """Buffer one event."""
         ...
@@ -46,6 +47,7 @@ class Sink(Protocol):
         embeddings: Any = None,
         trace_id: str | None = None,
         ts: float | None = None,
+        stages: Mapping[str, float] | None = None,
     ) -> int:
         """Buffer a batch given as columns."""
         ...

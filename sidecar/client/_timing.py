@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from sidecar.client._sink import Sink
+from sidecar.client._stages import Stage, enter_call, leave_call
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _OUTCOME_KEYS = frozenset({"prediction", "probabilities", "confidence", "id", "embedding"})
@@ -21,6 +22,7 @@ class Timed:
     __slots__ = (
         "_monitor",
         "_t0",
+        "_token",
         "confidence",
         "embedding",
         "features",
@@ -28,6 +30,7 @@ class Timed:
         "latency_s",
         "prediction",
         "probabilities",
+        "stages",
         "trace_id",
     )
 
@@ -47,13 +50,20 @@ class Timed:
         self.confidence: Any = None
         self.embedding: Any = None
         self.latency_s: float | None = None
+        self.stages: dict[str, float] = {}
         self._t0 = 0.0
+        self._token: Any = None
+
+    def stage(self, name: str) -> Stage:
+        """A context manager timing one stage of this prediction (`stages` of the event)."""
+        return Stage(self.stages, name)
 
     def __enter__(self) -> Timed:
         trace = self._monitor.trace_id_source
         if self.trace_id is None and trace is not None:
             # Taken on entry: the span around the block may have ended by the exit.
             self.trace_id = trace()
+        self._token = enter_call(self.stages)
         self._t0 = perf_counter()
         return self
 
@@ -64,6 +74,9 @@ class Timed:
         tb: TracebackType | None,
     ) -> Literal[False]:
         self.latency_s = perf_counter() - self._t0
+        if self._token is not None:
+            leave_call(self._token)
+            self._token = None
         self._monitor.record(
             features=self.features,
             prediction=self.prediction,
@@ -74,6 +87,7 @@ class Timed:
             trace_id=self.trace_id,  # type: ignore[arg-type]
             id=self.id,
             embedding=self.embedding,
+            stages=self.stages or None,
         )
         return False
 
@@ -102,6 +116,7 @@ def _emit(
     status: str,
     latency_s: float,
     trace_id: int | None,
+    stages: dict[str, float] | None = None,
 ) -> None:
     fields: Mapping[str, Any] = {}
     if outcome is not None and status == "success":
@@ -118,6 +133,7 @@ def _emit(
         latency_s=latency_s,
         status=status,
         trace_id=trace_id,  # type: ignore[arg-type]
+        stages=stages or None,
         **fields,
     )
 
@@ -125,7 +141,7 @@ def _emit(
 class _Call:
     """One tracked call: what it saw, when it started, and the record at its end."""
 
-    __slots__ = ("feats", "monitor", "ok", "outcome", "t0", "tid")
+    __slots__ = ("feats", "monitor", "ok", "outcome", "stages", "t0", "tid", "token")
 
     def __init__(
         self,
@@ -140,9 +156,12 @@ class _Call:
         self.ok, self.feats = _safe_features(monitor, pick, args, kwargs)
         trace = monitor.trace_id_source
         self.tid = trace() if trace is not None else None
+        self.stages: dict[str, float] = {}
+        self.token = enter_call(self.stages)  # `Monitor.stage()` adds to this call
         self.t0 = perf_counter()
 
     def done(self, result: Any = None, *, failed: bool = False) -> None:
+        leave_call(self.token)
         if self.ok:
             _emit(
                 self.monitor,
@@ -152,6 +171,7 @@ class _Call:
                 status="error" if failed else "success",
                 latency_s=perf_counter() - self.t0,
                 trace_id=self.tid,
+                stages=self.stages,
             )
 
 

@@ -42,6 +42,7 @@ def record_batch(
     status: str = "success",
     trace_id: str | None = None,
     embeddings: torch.Tensor | Any | None = None,
+    stages: Mapping[str, float] | None = None,
 ) -> int:
     """Record one event per row of `outputs`: predicted class, confidence, probabilities.
 
@@ -53,7 +54,8 @@ def record_batch(
     the GPU); conversion to events runs on the flusher thread. Returns how many events
     were buffered; bad shapes are counted as `invalid_input`, never raised.
     `embeddings` is a (batch, dim) tensor (the penultimate layer, say) or array: copied to
-    the CPU as float32 here, one event's `embedding` per row.
+    the CPU as float32 here, one event's `embedding` per row. `stages` is the batch's
+    seconds per stage ({"inference": 0.012}), each row's as `latency_s` is.
     """
     try:
         with torch.no_grad():
@@ -89,6 +91,7 @@ def record_batch(
             status=status,
             trace_id=trace_id,
             embeddings=embs,
+            stages=stages,
         )
     except Exception as exc:
         monitor.note_invalid(f"torch.record_batch: {type(exc).__name__}: {exc}")
