@@ -32,3 +32,10 @@ class EmbeddingWindow(RingBuffer):
 
     def received(self) -> np.ndarray:
         return self._ordered(self._received)
+
+    def restore(self, rows: np.ndarray, received: np.ndarray) -> None:
+        """Refill from saved rows (state restore): as if appended in order, so only the
+        newest `capacity` stay when the window was made smaller."""
+        self._start = 0
+        self._size = 0
+        self.append(rows, received)

@@ -36,6 +36,8 @@ def rebuild_trackers(
             if old.spec != spec or old.drift != drift:
                 old.spec, old.drift = spec, drift
                 old.window.max_age_s = drift.max_age_s
+                if old.embedding_window is not None:
+                    old.embedding_window.max_age_s = drift.max_age_s
                 retuned.append(spec.name)
             trackers[spec.name] = old
             continue

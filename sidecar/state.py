@@ -7,9 +7,18 @@ sha256. The arrays are written first under their new name, then the manifest rep
 old one atomically, then stale arrays are removed: a crash at any point leaves a manifest
 that names complete arrays, so a kill -9 costs at most one snapshot interval.
 
+A model with embedding drift also keeps its embedding window there: `embedding` (rows of
+float32, as the window holds them) and `embedding_received`, in the same arrays file, with
+the manifest at format 3 and the dimension in `embedding_dim`. A model without it writes
+format 2, as before, and a format-2 snapshot of a model that has embedding drift now
+restores its event window with an empty embedding window.
+
 A snapshot is restored only when its format, checksum, feature layout, shapes and baseline
 all match; otherwise it is discarded with a log line and the model starts empty. Nothing is
-changed in a tracker until the whole snapshot has been checked.
+changed in a tracker until the whole snapshot has been checked. The embedding window alone
+is dropped, with a `state_embedding_discarded` line, when its dimension is no longer the
+configured one or the model no longer has embedding drift: the event window is still
+restored.
 
 Taking a snapshot is split in two: `collect` copies the arrays and runs on the event loop
 (trackers are only ever touched there), `write` serializes and writes them in a thread.
@@ -43,6 +52,13 @@ log = structlog.get_logger("sidecar.state")
 FORMAT_VERSION = 2
 """2: arrays in a content-named file the manifest points to (1 had a fixed name, so a crash
 between the two renames could pair new arrays with an old manifest)."""
+EMBEDDING_FORMAT_VERSION = 3
+"""3: format 2 plus the embedding window (`embedding`, `embedding_received`). Only models with
+embedding drift write it, so that an earlier version still restores every other model, and
+refuses this one by its format (with a log line) instead of setting the file aside."""
+_FORMATS = (FORMAT_VERSION, EMBEDDING_FORMAT_VERSION)
+_MAX_EMBEDDING_DIM = 65_536
+"""As `models[].embedding.dim` allows."""
 
 _SHA_PREFIX = 16
 
@@ -111,7 +127,8 @@ class StateStore:
     def write_one(self, snap: Snapshot) -> None:
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=False, **snap.arrays)
-        data = buf.getvalue()
+        # A view, not getvalue()'s copy: with an embedding window the file is tens of MB.
+        data = buf.getbuffer()
         digest = hashlib.sha256(data).hexdigest()
         stem = safe_name(snap.model)
         arrays_name = f"{stem}.{digest[:_SHA_PREFIX]}.npz"
@@ -155,7 +172,10 @@ class StateStore:
             except Exception as exc:  # a defect, not the file: still start, and say so
                 log.error("state_discarded", model=name, reason=repr(exc)[:300], exc_info=exc)
                 continue
-            log.info("state_restored", model=name, rows=rows)
+            extra = {}
+            if t.embedding_window is not None:
+                extra["embedding_rows"] = len(t.embedding_window)
+            log.info("state_restored", model=name, rows=rows, **extra)
             restored.append(name)
         return restored
 
@@ -177,8 +197,9 @@ class StateStore:
         manifest = decode_json(read_regular(man, MAX_JSON_BYTES), man)
         if not isinstance(manifest, dict):
             raise StateError(f"{man}: not a manifest object", bad_file=man)
-        if manifest.get("format") != FORMAT_VERSION:
-            raise StateError(f"{man}: format {manifest.get('format')!r}, expected {FORMAT_VERSION}")
+        fmt = manifest.get("format")
+        if fmt not in _FORMATS or type(fmt) is not int:
+            raise StateError(f"{man}: format {fmt!r:.40}, expected one of {_FORMATS}")
         if manifest.get("model") != t.name:
             raise StateError(f"{man}: the snapshot of another model")
         rows = manifest.get("rows")
@@ -194,17 +215,40 @@ class StateStore:
         ]
         if layout != saved:
             raise StateError("feature layout changed since the snapshot")
+        emb = _saved_embedding(manifest, t, man) if fmt == EMBEDDING_FORMAT_VERSION else None
         npz = self.arrays_path(t.name, manifest)
-        data = read_regular(npz, _max_arrays_bytes(t, rows))
+        data = read_regular(npz, _max_arrays_bytes(t, rows, emb))
         if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
             raise StateError(f"{npz}: checksum mismatch", bad_file=npz)
-        arrays = read_npz(data, _array_names(t), npz)
+        names = _array_names(t) | (_EMBEDDING_ARRAYS if emb is not None else set())
+        arrays = read_npz(data, names, npz)
         try:
-            plan = _plan(t, manifest, arrays)
+            plan = _plan(t, manifest, arrays, emb)
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise StateError(f"{npz}: does not fit the model ({exc!r})") from exc
         _install(t, plan)
+        if plan.embedding_dropped is not None:
+            log.warning(
+                "state_embedding_discarded",
+                model=t.name,
+                reason=plan.embedding_dropped,
+                rows=emb[1] if emb is not None else 0,
+                kept="the event window and per-bin counters",
+            )
         return plan.window.size
+
+
+_EMBEDDING_ARRAYS = frozenset({"embedding", "embedding_received"})
+
+
+def _saved_embedding(manifest: Mapping[str, Any], t: ModelTracker, man: Path) -> tuple[int, int]:
+    """(dim, rows) of a format-3 snapshot's embedding window, checked for range."""
+    dim, rows = manifest.get("embedding_dim"), manifest.get("embedding_rows")
+    if type(dim) is not int or not 1 <= dim <= _MAX_EMBEDDING_DIM:
+        raise StateError(f"{man}: embedding_dim {dim!r:.40} out of range", bad_file=man)
+    if type(rows) is not int or not 0 <= rows <= 4 * t.window.capacity:
+        raise StateError(f"{man}: embedding_rows {rows!r:.40} out of range", bad_file=man)
+    return dim, rows
 
 
 def _array_names(t: ModelTracker) -> set[str]:
@@ -214,8 +258,9 @@ def _array_names(t: ModelTracker) -> set[str]:
     return names
 
 
-def _max_arrays_bytes(t: ModelTracker, rows: int) -> int:
-    """What the arrays of `rows` window rows can weigh, at 8 bytes a value, plus headers."""
+def _max_arrays_bytes(t: ModelTracker, rows: int, emb: tuple[int, int] | None = None) -> int:
+    """What the arrays of `rows` window rows can weigh, at 8 bytes a value, plus headers,
+    and `emb`'s (dim, rows) embedding rows at 4 bytes a value and 8 for the time."""
     per_row = 8 * (len(t.numeric_names) + len(t.categorical_names) + 3)
     cap = 4 * t.drift.max_categories + 1
     bins = (
@@ -223,7 +268,8 @@ def _max_arrays_bytes(t: ModelTracker, rows: int) -> int:
         + cap * (len(t.categorical_names) + 1)
         + 64 * (len(t.numeric_names) + 1)
     )
-    return rows * per_row + 8 * bins + 4096 * (len(_array_names(t)) + 1)
+    emb_bytes = emb[1] * (4 * emb[0] + 8) if emb is not None else 0
+    return rows * per_row + 8 * bins + emb_bytes + 4096 * (len(_array_names(t)) + 3)
 
 
 def collect_one(t: ModelTracker) -> Snapshot:
@@ -254,6 +300,14 @@ def collect_one(t: ModelTracker) -> Snapshot:
         "prediction_vocab": list(t.pred_vocab.values) if t.pred_vocab else None,
         "rows": snap.size,
     }
+    ew = t.embedding_window
+    if ew is not None:
+        # float32 as the window holds them: 4 bytes a value, as compact as the data
+        arrays["embedding"] = ew.snapshot()
+        arrays["embedding_received"] = ew.received()
+        manifest["format"] = EMBEDDING_FORMAT_VERSION
+        manifest["embedding_dim"] = ew.dim
+        manifest["embedding_rows"] = len(ew)
     return Snapshot(t.name, arrays, manifest)
 
 
@@ -267,9 +321,18 @@ class _Plan:
     num_bins: list[np.ndarray]
     cat_bins: list[np.ndarray]
     pred_bins: np.ndarray | None
+    embedding: tuple[np.ndarray, np.ndarray] | None = None
+    """The embedding window's rows and receive times, to restore."""
+    embedding_dropped: str | None = None
+    """Why a saved embedding window is not restored (the rest of the snapshot is)."""
 
 
-def _plan(t: ModelTracker, manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> _Plan:
+def _plan(
+    t: ModelTracker,
+    manifest: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    emb: tuple[int, int] | None = None,
+) -> _Plan:
     n = int(manifest["rows"])
     k_num, k_cat = len(t.numeric_names), len(t.categorical_names)
     numeric = _shaped(arrays["numeric"], (n, k_num), np.float64, "numeric")
@@ -305,7 +368,32 @@ def _plan(t: ModelTracker, manifest: Mapping[str, Any], arrays: Mapping[str, np.
     if t.pred_bins is not None:
         pred_bins = _shaped(arrays["pred_bins"], t.pred_bins.shape, np.int64, "pred_bins")
     window = WindowSnapshot(numeric, categorical, predictions, confidence, received)
-    return _Plan(window, cat_vocab, pred_vocab, num_bins, cat_bins, pred_bins)
+    embedding, dropped = _plan_embedding(t, arrays, emb)
+    return _Plan(window, cat_vocab, pred_vocab, num_bins, cat_bins, pred_bins, embedding, dropped)
+
+
+def _plan_embedding(
+    t: ModelTracker, arrays: Mapping[str, np.ndarray], emb: tuple[int, int] | None
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
+    """The saved embedding window, checked against its own manifest (a file that does not
+    match it is not one this sidecar wrote: ValueError), then against the config (a
+    dimension that changed only drops it: the reason comes back)."""
+    if emb is None:
+        return None, None
+    dim, n = emb
+    rows = arrays["embedding"]
+    if rows.shape != (n, dim) or rows.dtype != np.float32:
+        raise ValueError(
+            f"embedding: shape {rows.shape} {rows.dtype}, expected ({n}, {dim}) float32"
+        )
+    received = _shaped(arrays["embedding_received"], (n,), np.float64, "embedding_received")
+    if not np.isfinite(rows).all():
+        raise ValueError("embedding: a value that is not finite")
+    if t.embedding_window is None:
+        return None, "the model no longer has embedding drift configured"
+    if dim != t.embedding_window.dim:
+        return None, f"embedding dim {dim} in the snapshot, {t.embedding_window.dim} configured"
+    return (rows, received), None
 
 
 def _shaped(a: np.ndarray, shape: tuple[int, ...], dtype: Any, name: str) -> np.ndarray:
@@ -340,6 +428,12 @@ def _install(t: ModelTracker, plan: _Plan) -> None:
     t.cat_bins = plan.cat_bins
     if plan.pred_bins is not None:
         t.pred_bins = plan.pred_bins
+    if t.embedding_window is not None:
+        rows, received = plan.embedding or (
+            np.empty((0, t.embedding_window.dim), np.float32),
+            np.empty(0),
+        )
+        t.embedding_window.restore(rows, received)
 
 
 def _set_vocab(vocab: Vocab, values: list[str]) -> None:

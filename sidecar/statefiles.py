@@ -327,15 +327,16 @@ def _check_parquet_bounds(data: bytes, where: Path, max_rows: int, max_bytes: in
         raise StateError(
             f"{where}: {meta.num_rows} rows, more than a capture holds", bad_file=where
         )
+    # The row group's own total (its columns' uncompressed sizes), never the per-column
+    # accessor: pyarrow builds a column chunk's metadata in a call that cannot raise, so a
+    # damaged column entry aborts the whole process instead of raising here.
     declared = 0
     for i in range(meta.num_row_groups):
-        rg = meta.row_group(i)
-        for j in range(rg.num_columns):
-            declared += max(rg.column(j).total_uncompressed_size, 0)
-            if declared > max_bytes:
-                raise StateError(
-                    f"{where}: columns declare more than {max_bytes} bytes", bad_file=where
-                )
+        declared += max(meta.row_group(i).total_byte_size, 0)
+        if declared > max_bytes:
+            raise StateError(
+                f"{where}: columns declare more than {max_bytes} bytes", bad_file=where
+            )
 
 
 def _parquet_model(data: bytes) -> str | None:

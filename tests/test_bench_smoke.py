@@ -72,6 +72,15 @@ def test_scrape_bench_sees_every_drift_and_bin_series(tmp_path: Path) -> None:
         assert size[fmt]["seconds"]["n"] == 2
 
 
+def test_scrape_loop_bench_measures_both_handlers(tmp_path: Path) -> None:
+    doc = run_bench("bench/scrape_loop_bench.py", tmp_path)
+    for mode in ("whole", "chunked"):
+        (run,) = doc["runs"][mode]
+        for fmt in ("text", "openmetrics"):
+            assert run["turns"][fmt] > 0
+            assert 0 < run["max_ms"][fmt] < 10_000
+
+
 @pytest.mark.slow
 def test_memory_bench_grows_with_the_window(tmp_path: Path) -> None:
     doc = run_bench("bench/memory_bench.py", tmp_path)

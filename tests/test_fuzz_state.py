@@ -9,9 +9,12 @@ tests/test_state_files.py; here the bytes vary.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -342,3 +345,59 @@ def test_captured_baseline_loader_loads_or_sets_aside_any_file(pristine, data):
 
 def test_the_pristine_captured_baseline_does_load(pristine):
     assert _load_captured(pristine, pristine.baseline_bytes) is not None
+
+
+# Every one-byte change in a parquet footer, each loaded in one child process: pyarrow
+# aborts the process (it cannot raise) on some damaged column-chunk entries when asked
+# for a column's metadata, so a single abort anywhere fails the child and this test.
+_FOOTER_SWEEP = r"""
+import io, sys, tempfile
+from pathlib import Path
+import numpy as np
+import pyarrow as pa, pyarrow.parquet as pq
+from sidecar.baseline import load_baseline
+from sidecar.errors import BaselineError
+from sidecar.statefiles import load_captured_baseline
+
+rng = np.random.default_rng(3)
+table = pa.table({"x": rng.normal(size=200), "c": pa.array(["a", "b"] * 100)})
+buf = io.BytesIO(); pq.write_table(table, buf); base = buf.getvalue()
+footer = int.from_bytes(base[-8:-4], "little")
+start = len(base) - 8 - footer
+
+def user(data):
+    try:
+        load_baseline("mem", "m", numeric_names=["x"], categorical_names=["c"],
+                      prediction_kind=None, data=data)
+        return "loaded"
+    except BaselineError:
+        return "refused"
+
+seen = {"loaded": 0, "refused": 0, "captured": 0, "aside": 0}
+with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp) / "m.parquet"
+    for pos in range(start, len(base) - 8):
+        for value in (0x00, 0x01, 0x02, 0x15, 0x7F, 0xFF):
+            data = bytearray(base); data[pos] = value; data = bytes(data)
+            seen[user(data)] += 1
+            path.write_bytes(data)
+            got = load_captured_baseline(path, "m", user, max_rows=1000, columns=2)
+            seen["captured" if got is not None else "aside"] += 1
+            for p in Path(tmp).iterdir():
+                p.unlink()
+print(seen)
+"""
+
+
+def test_no_one_byte_footer_change_aborts_the_loaders():
+    done = subprocess.run(
+        [sys.executable, "-c", _FOOTER_SWEEP],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert seen["refused"] > 0 and seen["aside"] > 0  # the sweep did reach damaged files
+    assert seen["loaded"] + seen["refused"] == seen["captured"] + seen["aside"]

@@ -23,7 +23,7 @@ def test_import_contracts_hold() -> None:
 
 STATS = ", ".join(
     f"sidecar.stats.{m}"
-    for m in ("bins", "chi2", "correction", "ks", "numbers", "psi", "reference")
+    for m in ("bins", "chi2", "correction", "kolmogorov", "ks", "numbers", "psi", "reference")
 )
 
 

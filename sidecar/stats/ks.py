@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from sidecar.stats.kolmogorov import kolmogorov_sf
+
 # window values copied and sorted together: small enough for the CPU cache
 _CHUNK_ELEMENTS = 1 << 16
 # live values visited first by the KS statistic; see ks_statistic_sorted
@@ -28,12 +30,13 @@ def ks_statistic(ref_sorted: np.ndarray, cur: np.ndarray) -> float:
 
 
 def ks_pvalue(d: Any, n: Any, m: Any) -> Any:
-    """Two-sided KS p-value exactly as `scipy.stats.ks_2samp(method="asymp")` computes it.
+    """Two-sided KS p-value as `scipy.stats.ks_2samp(method="asymp")` computes it.
 
     That is the one-sample Kolmogorov distribution at the effective sample size,
-    `scipy.stats.kstwo.sf(d, round(n*m/(n+m)))`, clipped to [0, 1]. scipy.stats is
-    imported at the first p-value (about 37 MiB and 0.7 s), not before. Arrays broadcast;
-    NaN where `d` is NaN or a sample is empty.
+    `P(D_en > d)` with `en = round(n*m/(n+m))` (`scipy.stats.kstwo.sf`), computed by
+    `sidecar.stats.kolmogorov` without importing scipy.stats (docs/statistics.md gives
+    the methods and the tolerance the tests hold them to). Arrays broadcast; NaN where
+    `d` is NaN or a sample is empty.
     """
     d_arr = np.asarray(d, dtype=np.float64)
     n_arr = np.asarray(n, dtype=np.float64)
@@ -43,10 +46,8 @@ def ks_pvalue(d: Any, n: Any, m: Any) -> Any:
     ok = np.isfinite(d_arr) & (en >= 1)
     d_b, en_b, ok_b = np.broadcast_arrays(d_arr, en, ok)
     out = np.full(d_b.shape, np.nan)
-    if np.any(ok_b):
-        from scipy import stats  # noqa: PLC0415 - heavy import; only drift checks need it
-
-        out[ok_b] = np.clip(stats.kstwo.sf(d_b[ok_b], en_b[ok_b]), 0.0, 1.0)
+    for idx in map(tuple, np.argwhere(ok_b)):
+        out[idx] = kolmogorov_sf(int(en_b[idx]), float(d_b[idx]))
     if out.ndim == 0:
         return float(out)
     return out
