@@ -222,8 +222,9 @@ def _list_field(
         # the common case, told by two reductions in the column's own type (float32
         # embeddings are not widened): every element finite and within range
         raw = np.asarray(values.to_numpy(zero_copy_only=False))
-        lo, hi = raw.min(), raw.max()
-        if np.isfinite(lo) and np.isfinite(hi) and lo >= low and hi <= high:
+        # as Python floats: comparing a float32 with ±1e100 would cast the bound
+        lo, hi = float(raw.min()), float(raw.max())
+        if math.isfinite(lo) and math.isfinite(hi) and lo >= low and hi <= high:
             return
     x = floats(values)
     kinds = np.zeros(len(x), dtype=np.int8)
