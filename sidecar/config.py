@@ -42,6 +42,13 @@ class SocketSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     queue_max_bytes: int = 64 * 1_048_576
     """Bytes of framed, undecoded lines held between the reader and the processor; past it,
     readers pause (back-pressure reaches the client, which drops on its side)."""
+    arrow_enabled: bool = True
+    """Accept Arrow IPC streams (columnar frames, `sidecar.frames`) on the socket and on
+    `POST /v1/events`. Off, a connection that starts with one is closed at once (the client
+    notices and sends JSON instead) and counted as `refused`."""
+    max_frame_bytes: int = 64 * 1_048_576
+    """Largest Arrow IPC message (one record batch); a larger one closes its connection,
+    counted as `too_large` in drift_sidecar_frame_errors_total."""
 
 
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -399,6 +406,7 @@ def _semantic_problems(cfg: Config) -> list[str]:
         "max_features_per_event",
         "max_connections",
         "queue_max_bytes",
+        "max_frame_bytes",
     ):
         if getattr(cfg.socket, key) < 1:
             p.append(f"socket.{key}: must be at least 1")

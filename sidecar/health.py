@@ -37,6 +37,8 @@ class Health:
     last_reload_ok: bool = True
     """False from a refused reload until one is applied (the old config keeps running)."""
     capture_failures: Counter[str] = field(default_factory=Counter)
+    frame_errors: Counter[str] = field(default_factory=Counter)
+    """Arrow IPC streams cut short, by reason (`sidecar.frames.FRAME_ERRORS`)."""
 
     def observe_check(self, model: str, seconds: float) -> None:
         counts = self.check_counts.setdefault(model, np.zeros(len(CHECK_BUCKETS) + 1, np.int64))

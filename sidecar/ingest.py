@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import TYPE_CHECKING
 
 import structlog
 
 from sidecar.config import Config, SocketSettings
 from sidecar.events import decode_lines
+from sidecar.frames import MARKER, Frame
 from sidecar.health import Health
 from sidecar.pipeline import Pipeline
 from sidecar.sockfile import OwnedSocket
+
+if TYPE_CHECKING:
+    from sidecar.frame_ingest import FrameConnection
 
 log = structlog.get_logger("sidecar.ingest")
 
@@ -29,7 +34,7 @@ class FrameQueue:
     def __init__(self, max_bytes: int, health: Health) -> None:
         self.max_bytes = max_bytes
         self.health = health
-        self._frames: deque[tuple[list[bytes], int]] = deque()
+        self._frames: deque[tuple[list[bytes] | Frame, int]] = deque()
         self._bytes = 0
         self._nonempty = asyncio.Event()
         self._paused: set[EventProtocol] = set()
@@ -48,13 +53,29 @@ class FrameQueue:
             source.pause()
             self._paused.add(source)
 
-    def take(self) -> list[bytes]:
-        """Up to about _CHUNK_BYTES of lines, oldest first."""
+    def put_frame(self, frame: Frame, source: EventProtocol) -> None:
+        """An Arrow record batch (`sidecar.frames`): queued and bounded as lines are."""
+        self._frames.append((frame, frame.nbytes))
+        self._bytes += frame.nbytes
+        self._publish()
+        self._nonempty.set()
+        if self.full:
+            source.pause()
+            self._paused.add(source)
+
+    def take(self) -> list[bytes] | Frame:
+        """Up to about _CHUNK_BYTES of lines, oldest first; or one record batch, when it
+        comes first."""
         out: list[bytes] = []
         size = 0
+        got: list[bytes] | Frame = out
         while self._frames and size < _CHUNK_BYTES:
+            if type(self._frames[0][0]) is Frame:
+                if not out:
+                    got, size = self._frames.popleft()
+                break
             frame, n = self._frames.popleft()
-            out.extend(frame)
+            out.extend(frame)  # type: ignore[arg-type]
             size += n
         self._bytes -= size
         if not self._frames:
@@ -65,7 +86,7 @@ class FrameQueue:
             for p in self._paused:
                 p.resume()
             self._paused.clear()
-        return out
+        return got
 
     def forget(self, source: EventProtocol) -> None:
         self._paused.discard(source)
@@ -90,6 +111,9 @@ class EventProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._skipping = False
         self._paused = False
+        self._sniffing = True  # until the first bytes tell NDJSON from an Arrow stream
+        self._head = b""
+        self.frames: FrameConnection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -98,6 +122,9 @@ class EventProtocol(asyncio.Protocol):
             transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.frames is not None:
+            self.frames.finish()
+        self._buf += self._head
         if self._buf and not self._skipping:
             # A last line without its newline is still a line.
             self._emit([bytes(self._buf)])
@@ -115,6 +142,10 @@ class EventProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._sniffing or self.frames is not None:
+            data = self._sniff(data)
+            if not data:
+                return
         limit = self.server.max_line_bytes
         if self._skipping:
             nl = data.find(b"\n")
@@ -142,6 +173,27 @@ class EventProtocol(asyncio.Protocol):
             self._emit(lines)
         if len(self._buf) > limit:
             self._too_long()
+
+    def _sniff(self, data: bytes) -> bytes:
+        """Hand an Arrow IPC stream (first bytes FF FF FF FF) to its reader; return the
+        bytes that are NDJSON."""
+        if self.frames is not None:
+            self.frames.feed(data)
+            return b""
+        head = self._head + data if self._head else data
+        if len(head) < len(MARKER) and MARKER.startswith(head):
+            self._head = head  # a marker may arrive a byte at a time
+            return b""
+        self._sniffing = False
+        self._head = b""
+        if head[: len(MARKER)] != MARKER:
+            return head
+        # imported here: pyarrow loads with the first stream, not with the daemon
+        from sidecar.frame_ingest import FrameConnection  # noqa: PLC0415
+
+        self.frames = FrameConnection(self.server, self)
+        self.frames.feed(head)
+        return b""
 
     def _too_long(self) -> None:
         self._buf.clear()
@@ -246,6 +298,8 @@ class IngestServer:
     def process_pending(self) -> int:
         """Decode and fold one chunk of queued lines; returns events accepted."""
         lines = self.queue.take()
+        if isinstance(lines, Frame):
+            return self._process_frame(lines)
         if not lines:
             return 0
         limits = self.limits
@@ -259,6 +313,16 @@ class IngestServer:
             return self.pipeline.handle(decoded, "socket")
         except Exception as exc:
             self._dropped(len(decoded.events) + len(decoded.rejections), "events", exc)
+            return 0
+
+    def _process_frame(self, frame: Frame) -> int:
+        from sidecar.frame_ingest import handle_frame  # noqa: PLC0415 (loads pyarrow)
+
+        self.queue.max_bytes = self.limits.queue_max_bytes
+        try:
+            return handle_frame(self.pipeline, frame, "socket")
+        except Exception as exc:  # a defect: count the batch's rows, keep processing
+            self._dropped(frame.batch.num_rows, "events", exc)
             return 0
 
     def _dropped(self, n: int, unit: str, exc: Exception) -> None:

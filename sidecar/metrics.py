@@ -27,6 +27,7 @@ from prometheus_client.samples import Exemplar, Sample
 from sidecar import __version__
 from sidecar.events import REASONS
 from sidecar.exposition import Block, CachedFamily
+from sidecar.frames import FRAME_ERRORS
 from sidecar.health import CHECK_BUCKETS, DROP_REASONS, Health
 from sidecar.stages import stage_family
 from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
@@ -328,6 +329,14 @@ class SidecarCollector(Collector):
         for k in sorted({*DROP_REASONS, *h.dropped}):
             drop.add_metric([k], h.dropped[k])
         yield drop
+        frames = CounterMetricFamily(
+            "drift_sidecar_frame_errors",
+            "Arrow IPC streams (columnar frames) cut short, by reason; their rows are not counted",
+            labels=["reason"],
+        )
+        for k in sorted({*FRAME_ERRORS, *h.frame_errors}):
+            frames.add_metric([k], h.frame_errors[k])
+        yield frames
         acc = CounterMetricFamily(
             "drift_sidecar_events_accepted",
             "Events folded into a model's state",

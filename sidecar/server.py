@@ -17,6 +17,7 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from sidecar import frames
 from sidecar.config import Config
 from sidecar.events import Rejection, decode_body
 from sidecar.exposition import render_chunks, restrict
@@ -300,6 +301,13 @@ class Api:
                     body += chunk
             if not self.state.accepting:  # shutdown began while the body was read
                 return self._closed()
+            if request.content_type == frames.CONTENT_TYPE:
+                if labels:  # frames carry prediction events only (docs/operations.md)
+                    return web.json_response(
+                        {"error": "POST /v1/labels takes JSON bodies, not Arrow streams"},
+                        status=415,
+                    )
+                return self._ingest_frames(bytes(body), config)
             return self._ingest(bytes(body), config, labels)
         except TimeoutError:
             return self._timed_out(http.body_timeout_s)
@@ -344,6 +352,30 @@ class Api:
             },
             status=status,
         )
+
+    def _ingest_frames(self, body: bytes, config: Config) -> web.Response:
+        """An Arrow IPC stream as the body (`sidecar.frames`): answered as a JSON body
+        is, and a stream that cannot be read to its end also says why (400)."""
+        if not config.socket.arrow_enabled:
+            self.state.health.frame_errors["refused"] += 1
+            return web.json_response(
+                {"error": "Arrow IPC streams are switched off (socket.arrow_enabled: false)"},
+                status=415,
+            )
+        from sidecar.frame_ingest import ingest_body  # noqa: PLC0415 (loads pyarrow)
+
+        errors: list[Rejection] = []
+        accepted, problem = ingest_body(self.state.pipeline, body, config, errors)
+        out: dict[str, Any] = {
+            "accepted": accepted,
+            "rejected": len(errors),
+            "errors": [{"reason": r.reason, "detail": r.detail} for r in errors[:20]],
+        }
+        if problem is not None:
+            out["stream_error"] = {"reason": problem.reason, "detail": problem.detail}
+            return web.json_response(out, status=400)
+        status = 200 if not errors else (202 if accepted else 400)
+        return web.json_response(out, status=status)
 
     def _closed(self) -> web.Response:
         # Shutting down: the final snapshot may already be written, so accepting now

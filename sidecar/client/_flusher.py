@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from sidecar.client._encode import Batch, Invalid, RecordTuple, build_event
+from sidecar.client._frames import FrameLink, NotColumnar, to_record_batch
 from sidecar.client._stats import DROP_REASONS
 from sidecar.ratelimit import LogLimiter
 
@@ -68,10 +69,13 @@ class Flusher:
     _caller_drops: dict[str, int]
     _caller_problem: str | None
     _memory: int | None
+    _arrow: bool
+    _arrow_probe_s: float
 
     def _setup_flusher(self) -> None:
         """The flusher side's state; run after the caller side's, and again after a fork."""
         self._sock: socket.socket | None = None
+        self._frames = FrameLink(self.socket_path, self._arrow_probe_s) if self._arrow else None
         self._carry: Iterator[RecordTuple | Invalid] | None = None
         self._carry_left = 0
         self._pending: collections.deque[_Chunk] = collections.deque()
@@ -138,10 +142,13 @@ class Flusher:
             self._send_memory()
             self._encode_pending()
             blocked = self._write()
+            if self._frames is not None and self._frames.pending:
+                blocked = self._frames.write() or blocked
+        self._count_frame_losses()
         self._log_caller_problems()
         sock = self._sock
         work = bool(self._buf) or self._carry is not None
-        idle = not work and not self._pending
+        idle = not work and not self._pending and not (self._frames and self._frames.pending)
         with self._cond:
             self._cycles += 1
             self._idle = idle
@@ -153,7 +160,7 @@ class Flusher:
         elif blocked:
             with contextlib.suppress(OSError, ValueError):
                 select.select([], [sock], [], self.flush_interval_s)
-        elif not (work and self._pending_bytes < self._max_pending):
+        elif not (work and self._pending_total() < self._max_pending):
             self._wait(self.flush_interval_s)
         return False
 
@@ -186,6 +193,9 @@ class Flusher:
         self._backoff = self._backoff_min
         self._memory_sent = None  # a restarted sidecar has forgotten the gauge
         self._sock = sock
+        if self._frames is not None:
+            self._frames.refused = False  # a restarted sidecar may take frames now
+            self._frames.confirmed = False
 
     def _check_peer(self) -> None:
         """Notice a sidecar that went away before the next write fails."""
@@ -200,7 +210,35 @@ class Flusher:
         if not data:
             self._disconnect()
 
+    def _pending_total(self) -> int:
+        """Bytes encoded and not yet written, JSON lines and frames together."""
+        return self._pending_bytes + (self._frames.pending_bytes if self._frames else 0)
+
+    def _count_frame_losses(self) -> None:
+        link = self._frames
+        if link is not None and link.lost:
+            self._flusher_drops["send_failed"] += link.lost
+            self._warn("frames_lost", "%d events of Arrow frames lost with a connection", link.lost)
+            link.lost = 0
+
+    def _as_frame(self, item: Batch) -> bool:
+        """Send a batch as an Arrow frame; False when it must go as JSON lines."""
+        link = self._frames
+        if link is None or link.refused or item.rows is not None:
+            return False
+        try:
+            rb = to_record_batch(item, self.model, self.version)
+        except NotColumnar:
+            return False
+        except Exception as exc:  # a conversion this code did not foresee: JSON judges it
+            self._warn("frames_convert", "batch sent as JSON, not as a frame: %r", exc)
+            return False
+        return link.add(rb)
+
     def _disconnect(self, closing: bool = False) -> None:
+        if closing and self._frames is not None:
+            self._frames.flush_blocking_end()
+            self._count_frame_losses()
         sock, self._sock = self._sock, None
         if sock is None:
             return
@@ -248,6 +286,8 @@ class Flusher:
             with self._batch_lock:
                 self._batched -= item.n
                 self._batch_items -= 1
+            if self._as_frame(item):
+                continue
             self._carry_left = item.n
             self._carry = item.expand()
 
@@ -255,7 +295,7 @@ class Flusher:
         """Encode buffered events into lines, handing the GIL back every SLICE_S."""
         model, version, size = self.model, self.version, self.batch_size
         start = time.perf_counter()
-        while self._pending_bytes < self._max_pending:
+        while self._pending_total() < self._max_pending:
             events: list[dict[str, Any]] = []
             checked = 0
             while len(events) < size:

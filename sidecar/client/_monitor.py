@@ -50,6 +50,11 @@ class Monitor(Flusher):
     reconnecting with exponential backoff. When the buffer is full, events are dropped
     and counted in `stats`. Memory is bounded by `buffer_size` events plus
     `max_pending_bytes` of encoded data, whatever the sidecar does.
+
+    With `arrow` (the default), `record_batch` columns go as Arrow record batches on a
+    second connection (columnar frames) when pyarrow and numpy are installed and the
+    sidecar takes them; a sidecar that refuses them is noticed within `arrow_probe_s` of
+    opening that connection, and batches then go as JSON lines.
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class Monitor(Flusher):
         max_pending_bytes: int = 1_048_576,
         max_line_bytes: int = 1_048_576,
         trace_ids: bool = True,
+        arrow: bool = True,
+        arrow_probe_s: float = 0.25,
     ) -> None:
         problems = []
         if not isinstance(model, str) or not model:
@@ -81,6 +88,8 @@ class Monitor(Flusher):
         lo, hi = reconnect_backoff
         if not 0 < lo <= hi:
             problems.append(f"reconnect_backoff: need 0 < min <= max, got {reconnect_backoff}")
+        if not arrow_probe_s > 0:
+            problems.append(f"arrow_probe_s: must be positive, got {arrow_probe_s}")
         if max_pending_bytes < 1 or max_line_bytes < 64:
             problems.append("max_pending_bytes / max_line_bytes: too small")
         if problems:
@@ -96,6 +105,8 @@ class Monitor(Flusher):
         self._max_pending = max_pending_bytes
         self._max_line = max_line_bytes
         self._trace: Callable[[], int | None] | None = current_trace_id if trace_ids else None
+        self._arrow = arrow
+        self._arrow_probe_s = arrow_probe_s
         self._encoder = msgspec.json.Encoder()
         self._setup()
         _live.add(self)
@@ -370,16 +381,18 @@ class Monitor(Flusher):
         for reason, n in self._flusher_drops.items():
             dropped[reason] += n
         buffered = len(self._buf) - self._batch_items + self._batched + self._carry_left
+        link = self._frames
         return ClientStats(
-            sent=self._sent,
+            sent=self._sent + (link.sent if link else 0),
             dropped=dropped,
             buffered=max(buffered, 0),
-            pending=self._pending_events,
-            pending_bytes=self._pending_bytes,
+            pending=self._pending_events + (link.pending_events if link else 0),
+            pending_bytes=self._pending_total(),
             connected=self._sock is not None,
             reconnects=self._reconnects,
             connect_failures=self._connect_failures,
-            bytes_sent=self._bytes_sent,
+            bytes_sent=self._bytes_sent + (link.sent_bytes if link else 0),
+            frames=link is not None and link.sock is not None,
         )
 
     def flush(self, timeout: float = 1.0) -> bool:
@@ -426,6 +439,8 @@ class Monitor(Flusher):
                 + self._carry_left
                 + self._pending_events
             )
+            if self._frames is not None:
+                left += self._frames.drop_all()
             self._flusher_drops["closed"] += left
             self._buf.clear()
             self._batched = self._batch_items = self._carry_left = self._pending_events = 0
@@ -458,9 +473,11 @@ class Monitor(Flusher):
         if self._closed:
             return
         old = self._sock
+        old_frames = self._frames.sock if self._frames is not None else None
         self._setup()
-        if old is not None:
-            old.close()
+        for sock in (old, old_frames):
+            if sock is not None:
+                sock.close()
         self._thread.start()
 
 

@@ -37,6 +37,8 @@ class ClientStats:
     """Connection attempts that failed (no socket file, nobody listening)."""
     bytes_sent: int
     """Bytes written to the socket."""
+    frames: bool = False
+    """Whether batches go as Arrow frames now (a frames connection is open)."""
 
     @property
     def dropped_total(self) -> int:
