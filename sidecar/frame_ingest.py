@@ -17,26 +17,27 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sidecar.config import Config, SocketSettings
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
-from sidecar.frame_rows import check as check_rows
-from sidecar.frame_rows import (
-    fits,
-    fits_feature,
-    floats,
-    is_number,
-    is_text,
-    list_parts,
-    valid,
+from sidecar.frame_columns import (
+    Columns,
+    column_codes,
+    column_confidences,
+    column_embeddings,
+    column_matrix,
+    column_predictions,
+    count_confidence,
+    count_latency,
+    count_requests,
+    label_events,
 )
+from sidecar.frame_rows import check as check_rows
+from sidecar.frame_rows import valid
 from sidecar.frames import Frame, FrameError, FrameReader, read_body
 from sidecar.health import Health
 from sidecar.pipeline import Pipeline
-from sidecar.stats.reference import category_key
-from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
-from sidecar.vocab import Vocab
+from sidecar.tracker import ModelTracker
 
 
 class _Connection(Protocol):
@@ -162,10 +163,13 @@ def handle_frame(
             return 0
         tracker = refusal
     unknown_before = tracker.unknown_features
-    cols = _Columns(batch, plan, stream.version, converted, stream.encoded)
+    cols = Columns(batch, plan, stream.version, converted, stream.encoded)
     accepted, rejected = ingest_columns(tracker, cols, now)
     for rej in rejected:
         pipeline.reject(rej.reason, rej.detail, errors=errors)
+    if tracker.folded[0]:  # as Pipeline.handle: estimated performance, waiting predictions
+        pipeline.labels.observe(tracker, *tracker.folded, now)
+        tracker.folded = ([], tracker.folded[1][:0])
     if tracker.unknown_features != unknown_before:
         feats = batch.column(plan["features"])
         names = sorted(f.name for f in feats.type if f.name not in set(tracker.feature_names))
@@ -232,197 +236,14 @@ def first_event(
     return Event(model=model, version=version, features=feats, prediction=pred)
 
 
-class _Columns:
-    """A batch's columns as the tracker's steps need them."""
-
-    def __init__(
-        self,
-        batch: pa.RecordBatch,
-        plan: dict[str, int],
-        version: str | None,
-        converted: dict[str, np.ndarray] | None = None,
-        encoded: frozenset[str] = frozenset(),
-    ) -> None:
-        self.batch = batch
-        self._converted = converted or {}
-        self._encoded = encoded
-        self.plan = plan
-        self.version = version
-        self.n = batch.num_rows
-        self.children: dict[str, pa.Array] = {}
-        self.struct_rows = 0
-        """Rows whose `features` is not null."""
-        self.child_names: list[str] = []
-        feats = self.get("features")
-        if feats is not None and pa.types.is_struct(feats.type):
-            self.struct_rows = int(valid(feats).sum())
-            self.child_names = [f.name for f in feats.type]
-            for f, child in zip(feats.type, feats.flatten(), strict=True):
-                # a repeated name: the last wins, as in JSON; a child of a type no feature
-                # takes is null in every row that was accepted: the feature is missing
-                if fits_feature(child.type) and f"features.{f.name}" not in encoded:
-                    self.children[f.name] = child
-                else:
-                    self.children.pop(f.name, None)
-
-    def get(self, name: str) -> pa.Array | None:
-        """The column of field `name`; None when absent, or of a type the field cannot
-        take (then it is null in every row that was accepted)."""
-        i = self.plan.get(name)
-        if i is None:
-            return None
-        arr = self.batch.column(i)
-        return arr if fits(name, arr.type) else None
-
-    def floats(self, key: str, arr: pa.Array) -> np.ndarray:
-        """`frame_rows.floats(arr)`, reusing the row checks' conversion of field `key`."""
-        got = self._converted.get(key)
-        return got if got is not None else floats(arr)
-
-    def take(self, keep: np.ndarray) -> _Columns:
-        kept = self.batch.filter(pa.array(keep))
-        return _Columns(kept, self.plan, self.version, None, self._encoded)
-
-
-def _numeric_matrix(tracker: ModelTracker, cols: _Columns) -> tuple[np.ndarray, np.ndarray]:
-    """As `event_arrays.numeric_matrix`: (n, k) float64, and the rows holding a
-    non-numeric string for a numeric feature."""
-    n, names = cols.n, tracker.numeric_names
-    # Filled feature by feature as contiguous rows of its transpose: the columns are
-    # contiguous in Arrow, and the sort that follows wants them so too.
-    by_feature = np.empty((len(names), n))
-    bad = np.zeros(n, dtype=bool)
-    for j, name in enumerate(names):
-        child = cols.children.get(name)
-        row = by_feature[j]
-        if child is None or pa.types.is_null(child.type):
-            row.fill(np.nan)
-        elif is_number(child.type):
-            row[:] = cols.floats(f"features.{name}", child)
-        elif pa.types.is_boolean(child.type):
-            row[:] = floats(child.cast(pa.float64()))
-        else:  # strings, read as the JSON path reads a numeric string
-            row.fill(np.nan)
-            for i, s in enumerate(child.to_pylist()):
-                if s is None:
-                    continue
-                try:
-                    row[i] = float(s)
-                except ValueError:
-                    bad[i] = True
-    return by_feature.T, bad
-
-
-def _codes(arr: pa.Array | None, vocab: Vocab, n: int) -> np.ndarray:
-    """Vocabulary codes of a categorical column, -1 where missing; new values get their
-    codes in the order they first appear, as event by event."""
-    out = np.full(n, -1, dtype=np.int32)
-    if arr is None or pa.types.is_null(arr.type):
-        return out
-    t = arr.type
-    if is_text(t):
-        enc = pc.dictionary_encode(arr)
-        keys: list[Any] = enc.dictionary.to_pylist()  # in order of first appearance
-        idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        table = np.array([*(vocab.code(k) for k in keys), -1], dtype=np.int32)
-        out[:] = table[idx]
-        return out
-    if pa.types.is_boolean(t):
-        x = floats(arr.cast(pa.float64()))
-        labels = {1.0: "true", 0.0: "false"}
-    else:
-        x = floats(arr)
-        labels = {}
-    fin = np.flatnonzero(~np.isnan(x))
-    if not fin.size:
-        return out
-    uniq, first, inv = np.unique(x[fin], return_index=True, return_inverse=True)
-    table = np.empty(uniq.size, dtype=np.int32)
-    for u in np.argsort(first, kind="stable"):
-        v = float(uniq[u])
-        key = labels.get(v) if labels else category_key(v)
-        assert key is not None
-        table[u] = vocab.code(key)
-    out[fin] = table[inv]
-    return out
-
-
-def _predictions(tracker: ModelTracker, cols: _Columns) -> tuple[np.ndarray, np.ndarray]:
-    """As `event_arrays.prediction_array`."""
-    n = cols.n
-    pred = cols.get("prediction")
-    bad = np.zeros(n, dtype=bool)
-    if tracker.pred_vocab is not None:
-        return _codes(pred, tracker.pred_vocab, n), bad
-    if pred is None:
-        return np.full(n, np.nan), bad
-    if is_text(pred.type):
-        present = valid(pred)
-        if tracker.pred_kind == "numeric":
-            bad = present
-        return np.full(n, np.nan), bad
-    return cols.floats("prediction", pred), bad
-
-
-def _embeddings(
-    tracker: ModelTracker, cols: _Columns
-) -> tuple[np.ndarray | None, dict[int, tuple[str, str]]]:
-    """As `embedding.embedding_matrix`."""
-    dim = tracker.embedding_dim
-    if dim is None:
-        return None, {}
-    n = cols.n
-    out = np.full((n, dim), np.nan, dtype=np.float32)
-    bad: dict[int, tuple[str, str]] = {}
-    arr = cols.get("embedding")
-    if arr is None:
-        return out, bad
-    parts = list_parts(arr)
-    assert parts is not None  # the row checks took only list-like columns
-    values, offsets, _ = parts
-    if (
-        pa.types.is_fixed_size_list(arr.type)
-        and arr.type.list_size == dim
-        and arr.null_count == 0
-        and values.null_count == 0
-        and pa.types.is_float32(values.type)
-    ):
-        # float32 rows of the right length, as the client sends them: used in place
-        block = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(n, dim)
-        if not block.size or (np.isfinite(block.min()) and np.isfinite(block.max())):
-            return block, bad
-    present = valid(arr)
-    lengths = np.diff(offsets)
-    wrong = present & (lengths != dim)
-    for i in np.flatnonzero(wrong).tolist():
-        bad[i] = ("embedding_dim", f"embedding of {int(lengths[i])} values, expected {dim}")
-    good = np.flatnonzero(present & ~wrong)
-    if good.size:
-        x = np.asarray(values.to_numpy(zero_copy_only=False))
-        if pa.types.is_fixed_size_list(arr.type):
-            block = x.reshape(n, dim)[good]
-        else:
-            idx = (offsets[good][:, None] + np.arange(dim)[None, :]).ravel()
-            block = x[idx].reshape(good.size, dim)
-        if block.dtype != np.float32:
-            with np.errstate(over="ignore", invalid="ignore"):
-                block = block.astype(np.float64).astype(np.float32)
-        finite = np.isfinite(block).all(axis=1)
-        out[good[finite]] = block[finite]
-        for i in good[~finite].tolist():
-            bad[i] = ("invalid_value", "embedding holds a value that is not a finite float32")
-    return out, bad
-
-
-def ingest_columns(
-    tracker: ModelTracker, cols: _Columns, now: float
-) -> tuple[int, list[Rejection]]:
+def ingest_columns(tracker: ModelTracker, cols: Columns, now: float) -> tuple[int, list[Rejection]]:
     """`ModelTracker.ingest` on columns: returns how many rows were accepted, and the
     rejections."""
-    num, bad = _numeric_matrix(tracker, cols)
-    preds, bad_pred = _predictions(tracker, cols)
+    tracker.folded = ([], np.empty(0))
+    num, bad = column_matrix(tracker, cols)
+    preds, bad_pred = column_predictions(tracker, cols)
     bad |= bad_pred
-    emb, bad_emb = _embeddings(tracker, cols)
+    emb, bad_emb = column_embeddings(tracker, cols)
     rejections: list[Rejection] = []
     ids = cols.get("id")
     if bad.any() or bad_emb:
@@ -440,8 +261,8 @@ def ingest_columns(
         if not keep.any():
             return 0, rejections
         cols = cols.take(keep)
-        num, _ = _numeric_matrix(tracker, cols)
-        preds, _ = _predictions(tracker, cols)
+        num, _ = column_matrix(tracker, cols)
+        preds, _ = column_predictions(tracker, cols)
         if emb is not None:
             emb = emb[keep]
     n = cols.n
@@ -453,7 +274,7 @@ def ingest_columns(
     else:
         num[~finite] = np.nan
         n_finite = finite.sum(axis=0)
-    ordered = np.sort(num.T, axis=1)  # num.T is C-contiguous (see _numeric_matrix)
+    ordered = np.sort(num.T, axis=1)  # num.T is C-contiguous (see column_matrix)
     if ordered.size:
         with np.errstate(invalid="ignore"):
             huge = (np.abs(num) > MAX_ABS_VALUE).any(axis=1)
@@ -479,16 +300,19 @@ def ingest_columns(
     for j, (name, vocab) in enumerate(
         zip(tracker.categorical_names, tracker.cat_vocab, strict=True)
     ):
-        cat[:, j] = _codes(cols.children.get(name), vocab, n)
+        cat[:, j] = column_codes(cols.children.get(name), vocab, n)
     tracker.missing[: len(tracker.numeric_names)] += n - n_finite
     if cat.shape[1]:
         tracker.missing[len(tracker.numeric_names) :] += (cat < 0).sum(axis=0)
 
-    _count_requests(tracker, cols)
-    _count_latency(tracker, cols, now)
-    conf = _confidences(cols)
-    _count_confidence(tracker, cols, preds, conf)
+    count_requests(tracker, cols)
+    count_latency(tracker, cols, now)
+    conf = column_confidences(cols)
+    count_confidence(tracker, cols, preds, conf)
     tracker._count_predictions(preds)
+    folded = label_events(tracker.name, cols)
+    if folded is not None:
+        tracker.folded = (folded, preds)
     tracker.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
     if ordered.shape[1]:
         tracker.feature_negative |= ordered[:, 0] < 0
@@ -516,135 +340,6 @@ def ingest_columns(
             elif present.any():
                 tracker.embedding_window.append(rows[present], received[start:][present])
     return n, rejections
-
-
-def _count_requests(tracker: ModelTracker, cols: _Columns) -> None:
-    code = tracker.version_vocab.code(cols.version or tracker.spec.version)
-    status = cols.get("status")
-    errors = 0
-    if status is not None:
-        errors = int(pc.sum(pc.equal(status, "error")).as_py() or 0)
-    if cols.n - errors:
-        tracker.requests[(code, "success")] += cols.n - errors
-    if errors:
-        tracker.requests[(code, "error")] += errors
-
-
-def _count_latency(tracker: ModelTracker, cols: _Columns, now: float) -> None:
-    arr = cols.get("latency_s")
-    if arr is None:
-        return
-    lat = cols.floats("latency_s", arr)
-    ok = np.isfinite(lat)
-    if not ok.any():
-        return
-    idx = np.searchsorted(LATENCY_BUCKETS, lat[ok], side="left")
-    tracker.latency_counts += np.bincount(idx, minlength=len(LATENCY_BUCKETS) + 1)
-    tracker.latency_sum += float(lat[ok].sum())
-    tids = cols.get("trace_id")
-    if tids is None or tids.null_count == len(tids):
-        return
-    with_tid = valid(tids) & ok
-    rows = np.flatnonzero(with_tid)
-    if not rows.size:
-        return
-    ts_arr = cols.get("ts")
-    ts = cols.floats("ts", ts_arr) if ts_arr is not None else np.full(cols.n, np.nan)
-    buckets = np.searchsorted(LATENCY_BUCKETS, lat[rows], side="left")
-    # the last event of each bucket is its exemplar, as event by event
-    last: dict[int, int] = {}
-    for b, i in zip(buckets.tolist(), rows.tolist(), strict=True):
-        last[b] = i
-    for b, i in last.items():
-        tid = tids[i].as_py()
-        t = float(ts[i]) if np.isfinite(ts[i]) else now
-        tracker.latency_exemplars[b] = (tid.lower(), float(lat[i]), t)
-
-
-def _confidences(cols: _Columns) -> np.ndarray:
-    arr = cols.get("confidence")
-    conf = cols.floats("confidence", arr) if arr is not None else np.full(cols.n, np.nan)
-    probs = cols.get("probabilities")
-    if probs is None:
-        return conf
-    missing = np.isnan(conf)
-    if not missing.any():
-        return conf
-    parts = list_parts(probs)
-    assert parts is not None
-    values, offsets, _ = parts
-    lengths = np.diff(offsets)
-    rows = np.flatnonzero(missing & valid(probs) & (lengths > 0))
-    if rows.size:
-        x = floats(values)
-        # pairs of (start, end) indices; the padding keeps every end a valid index
-        padded = np.append(x, -np.inf)
-        bounds = np.stack([offsets[rows], offsets[rows + 1]], axis=1).ravel()
-        maxima = np.maximum.reduceat(padded, bounds)[::2]
-        conf = conf.copy() if not conf.flags.writeable else conf
-        conf[rows] = maxima
-    return conf
-
-
-def _fallback_classes(cols: _Columns, rows: np.ndarray) -> list[str]:
-    """`class_codes.predicted_class` of rows whose prediction gives no class code."""
-    pred = cols.get("prediction")
-    texts = None
-    if pred is not None and is_text(pred.type):
-        texts = pred.take(pa.array(rows)).to_pylist()
-    probs = cols.get("probabilities")
-    parts = list_parts(probs) if probs is not None else None
-    pvalid = valid(probs) if probs is not None else None
-    out = []
-    for j, i in enumerate(rows.tolist()):
-        if texts is not None and texts[j] is not None:
-            out.append(texts[j])
-            continue
-        if parts is not None and pvalid is not None and pvalid[i]:
-            values, offsets, keys = parts
-            lo, hi = int(offsets[i]), int(offsets[i + 1])
-            if hi > lo:
-                x = floats(values.slice(lo, hi - lo))
-                k = int(np.argmax(x))  # the first maximum, as max() finds it
-                out.append(keys[lo + k].as_py() if keys is not None else str(k))
-                continue
-        out.append("none")
-    return out
-
-
-def _count_confidence(
-    tracker: ModelTracker, cols: _Columns, preds: np.ndarray, conf: np.ndarray
-) -> None:
-    ok = np.isfinite(conf)
-    if not ok.any():
-        return
-    cc = tracker._classes
-    vocab = cc.vocab
-    n = cols.n
-    pv = tracker.pred_vocab
-    if pv is not None:
-        table = np.array([vocab.code(pv.label(c)) for c in range(pv.cap + 1)], np.int64)
-        codes: np.ndarray = table[np.maximum(preds, 0)]
-        rest = np.flatnonzero(preds < 0)
-    else:
-        codes = np.zeros(n, dtype=np.int64)
-        finite = np.isfinite(preds)
-        integral = finite & (preds == np.round(preds))
-        if integral.any():
-            codes[integral] = cc._index_codes(preds[integral])
-        regression = finite & ~integral
-        if regression.any():
-            codes[regression] = vocab.code("none")
-        rest = np.flatnonzero(~finite)
-    if rest.size:
-        for i, label in zip(rest.tolist(), _fallback_classes(cols, rest), strict=True):
-            codes[i] = vocab.code(label)
-    classes = codes[ok]
-    nb = len(CONFIDENCE_BUCKETS) + 1
-    idx = np.searchsorted(CONFIDENCE_BUCKETS, conf[ok], side="left")
-    flat = np.bincount(classes * nb + idx, minlength=tracker.conf_counts.size)
-    tracker.conf_counts += flat.reshape(tracker.conf_counts.shape)
-    tracker.conf_sums += np.bincount(classes, weights=conf[ok], minlength=len(tracker.conf_sums))
 
 
 __all__ = ["FrameConnection", "handle_frame", "ingest_columns"]
