@@ -477,8 +477,12 @@ class Daemon:
             return False
         try:
             new = await asyncio.to_thread(load_config, self.config.source)
-            baselines = await asyncio.to_thread(then_give_back(load_baselines), new)
             check_immutable(self.config, new)
+            # A captured baseline the new config cannot use stays where it is: the reload
+            # may yet be refused, and the running model still stands on that file.
+            baselines = await asyncio.to_thread(
+                then_give_back(functools.partial(load_baselines, keep_captured=True)), new
+            )
         except SidecarError as exc:
             self.health.reloads["failure"] += 1
             self.health.last_reload_ok = False

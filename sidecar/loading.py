@@ -21,15 +21,19 @@ from sidecar.tracker import embedding_options
 log = structlog.get_logger("sidecar.daemon")
 
 
-def load_baselines(config: Config, *, captured: bool = True) -> dict[str, Baseline]:
+def load_baselines(
+    config: Config, *, captured: bool = True, keep_captured: bool = False
+) -> dict[str, Baseline]:
     """Every file baseline of the config, and (with `captured`) the captured ones already
     in the state folder. A file baseline that fails raises BaselineError; a captured one
-    that fails is set aside and captured again (see `captured_baseline`)."""
+    that fails is set aside and captured again (see `captured_baseline`), or with
+    `keep_captured` (a reload, which may still be refused) left where it is."""
     out: dict[str, Baseline] = {}
     store = StateStore(config.state_path)
     for spec in config.models:
         if spec.baseline.path is None:
-            if captured and (b := captured_baseline(config, spec, store)) is not None:
+            b = captured_baseline(config, spec, store, keep=keep_captured) if captured else None
+            if b is not None:
                 out[spec.name] = b
             continue
         path = config.resolve(spec.baseline.path)
@@ -70,10 +74,13 @@ def warn_overflowed(baseline: Baseline) -> None:
             )
 
 
-def captured_baseline(config: Config, spec: ModelSpec, store: StateStore) -> Baseline | None:
+def captured_baseline(
+    config: Config, spec: ModelSpec, store: StateStore, *, keep: bool = False
+) -> Baseline | None:
     """The model's captured baseline from the state folder, or None. Never raises: the
-    state folder is the sidecar's own, so a file that does not load is set aside and the
-    baseline captured again, instead of keeping the daemon from starting."""
+    state folder is the sidecar's own, so a file that does not load is set aside (left in
+    place with `keep`) and the baseline captured again, instead of keeping the daemon
+    from starting."""
     path = store.captured_baseline_path(spec.name)
     legacy = path.with_name(f"{legacy_name(spec.name)}.parquet")
     use_legacy = not os.path.lexists(path) and legacy != path and os.path.lexists(legacy)
@@ -87,6 +94,7 @@ def captured_baseline(config: Config, spec: ModelSpec, store: StateStore) -> Bas
         max_rows=rows,
         columns=len(spec.features) + 1 + emb_columns,
         legacy=use_legacy,
+        keep=keep,
     )
     return dataclasses.replace(b, source="capture") if b is not None else None
 

@@ -270,6 +270,7 @@ def load_captured_baseline(
     max_rows: int,
     columns: int,
     legacy: bool = False,
+    keep: bool = False,
 ) -> Any:
     """A captured baseline (`load(data)` parses the bytes), or None. Never raises.
 
@@ -277,7 +278,7 @@ def load_captured_baseline(
     declares at most `4 * max_rows` rows and bounded column sizes, and `load` must accept
     it; otherwise it is set aside (renamed, not deleted) with a log line, and the model
     captures a new baseline. A `legacy` file (old naming) is only used when its metadata
-    names this model, and is never moved.
+    names this model, and is never moved; with `keep`, no file is moved.
     """
     max_bytes, max_uncompressed = captured_limits(max_rows, columns)
     try:
@@ -298,7 +299,7 @@ def load_captured_baseline(
         reason = str(exc)
     except Exception as exc:  # the state folder is ours: any failure sets the file aside
         reason = f"{type(exc).__name__}: {exc}"[:300]
-    if legacy:
+    if legacy or keep:
         log.warning("state_ignored", model=model, path=str(path), reason=reason)
         return None
     aside = set_aside(path)

@@ -266,3 +266,45 @@ def test_a_sighup_storm_neither_starves_checks_nor_runs_a_reload_per_signal(
     rebuilt = [r["rebuilt"] for r in records(d, "reloaded")]
     assert [] in rebuilt and ["m"] in rebuilt
     assert value(d, "drift_sidecar_config_reloads_total", result="failure") == 0
+
+
+def test_a_refused_reload_leaves_a_captured_baseline_in_place(daemon_factory, tmp_path):
+    """The new config cannot use the captured file (a feature it lacks), and the reload is
+    refused for another model: the running model still stands on that file, untouched."""
+    base = make_baseline(tmp_path / "base.parquet")
+    d = daemon_factory(
+        {
+            "models": [
+                {"name": "cap", "baseline": {"capture": 20}, "features": [{"name": "x"}]},
+                {"name": "m", "baseline": {"path": str(base)}, "features": [{"name": "x"}]},
+            ],
+            "drift": {"interval_s": 0.2, "min_samples": 5},
+        }
+    )
+    d.send([events("cap", 30)])
+    wait_for(lambda: d.get("/readyz")[0] == 200, 20, "the capture")
+    folder = Path(yaml.safe_load(d.config_path.read_text())["state_dir"]) / "baselines"
+    (captured,) = folder.glob("*.parquet")
+    content = captured.read_bytes()
+
+    def change(c: dict[str, Any]) -> None:
+        c["models"][0]["features"].append({"name": "c", "type": "categorical"})
+        c["models"][1]["baseline"]["path"] = str(tmp_path / "missing.parquet")
+
+    rewrite(d, change)
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: value(d, "drift_sidecar_config_reloads_total", result="failure") == 1,
+        10,
+        "refused reload",
+    )
+    assert "missing.parquet" in records(d, "reload_refused")[0]["error"]
+    assert sorted(p.name for p in folder.iterdir()) == [captured.name]
+    assert captured.read_bytes() == content
+    assert d.json("/readyz")["models"]["cap"] == {"baseline": "ready", "source": "capture"}
+    assert d.stop() == 0
+    # and the running config's file still serves after a restart on the old config
+    rewrite(d, lambda c: (c["models"][0]["features"].pop(), None))
+    rewrite(d, lambda c: c["models"][1]["baseline"].update(path=str(base)))
+    d2 = daemon_factory(config_path=d.config_path)
+    assert d2.json("/readyz")["models"]["cap"] == {"baseline": "ready", "source": "capture"}
