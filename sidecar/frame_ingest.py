@@ -318,27 +318,7 @@ def ingest_columns(tracker: ModelTracker, cols: Columns, now: float) -> tuple[in
         tracker.feature_negative |= ordered[:, 0] < 0
     tracker._count_features(ordered, n_finite)
 
-    received = np.full(n, now)
-    start = 0
-    capture = tracker.capture
-    if capture is not None and not capture.done:
-        start = capture.take(num, cat, preds, emb)
-        if capture.done and tracker.on_capture is not None:
-            tracker.on_capture(tracker, tracker._capture_data())
-    if start < n:
-        if start:
-            num, cat, preds, conf = num[start:], cat[start:], preds[start:], conf[start:]
-            ordered = np.sort(num.T, axis=1)
-            n_finite = np.isfinite(num).sum(axis=0)
-        tracker._count_bins(num, cat, preds, ordered, n_finite)
-        tracker.window.append(num, cat, preds, conf, received[start:])
-        if emb is not None and tracker.embedding_window is not None:
-            rows = emb[start:]
-            present = ~np.isnan(rows[:, 0]) if rows.shape[1] else np.zeros(0, bool)
-            if present.all():
-                tracker.embedding_window.append(rows, received[start:])
-            elif present.any():
-                tracker.embedding_window.append(rows[present], received[start:][present])
+    tracker.fold_rows(num, cat, preds, conf, emb, ordered=ordered, n_finite=n_finite, now=now)
     return n, rejections
 
 

@@ -231,6 +231,25 @@ class ModelTracker:
             self.feature_negative |= ordered[:, 0] < 0  # sorted: the first is the least
         self._count_features(ordered, n_finite)
 
+        self.fold_rows(num, cat, preds, conf, emb, ordered=ordered, n_finite=n_finite, now=now)
+        return rejections
+
+    def fold_rows(
+        self,
+        num: np.ndarray,
+        cat: np.ndarray,
+        preds: np.ndarray,
+        conf: np.ndarray,
+        emb: np.ndarray | None,
+        *,
+        ordered: np.ndarray,
+        n_finite: np.ndarray,
+        now: float,
+    ) -> None:
+        """The last step of an ingest, whichever transport brought the rows (JSON events
+        here, Arrow columns in sidecar.frame_ingest): rows go to a baseline capture while
+        it lasts, the rest to the bin counters, the window and the embedding window."""
+        n = num.shape[0]
         received = np.full(n, now)
         start = 0
         if self.capture is not None and not self.capture.done:
@@ -251,7 +270,6 @@ class ModelTracker:
                     self.embedding_window.append(rows, received[start:])
                 elif present.any():
                     self.embedding_window.append(rows[present], received[start:][present])
-        return rejections
 
     def append_rows(
         self,
