@@ -515,6 +515,18 @@ def test_post_events_takes_an_arrow_stream(daemon_factory):
     status, body = post(d, MARKER + b"\x08\x00\x00\x00" + b"\xff" * 8, CONTENT_TYPE)
     assert status == 400 and body["stream_error"]["reason"] == "malformed", body
     assert accepted(d, "fm") == 10
+    # labels are JSON only: an Arrow body on /v1/labels is refused, and nothing is counted
+    req = urllib.request.Request(
+        d.url + "/v1/labels",
+        data=stream([b], {"model": "fm"}),
+        method="POST",
+        headers={"Content-Type": CONTENT_TYPE},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 415
+    assert "JSON" in json.loads(refused.value.read())["error"]
+    assert accepted(d, "fm") == 10
 
 
 READ_CHUNK = 256 * 1024  # asyncio's largest single socket read
