@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from sidecar.events import Event
@@ -20,8 +22,20 @@ class ClassCodes:
     def codes(self, events: list[Event], preds: np.ndarray, pred_vocab: Vocab | None) -> np.ndarray:
         """`predicted_class` codes per event, vectorized over the prediction array; only
         rows without a usable prediction fall back to per-event work (argmax)."""
+        return self.codes_of(
+            preds, pred_vocab, lambda rows: [predicted_class(events[i]) for i in rows.tolist()]
+        )
+
+    def codes_of(
+        self,
+        preds: np.ndarray,
+        pred_vocab: Vocab | None,
+        fallback: Callable[[np.ndarray], list[str]],
+    ) -> np.ndarray:
+        """As `codes`, whatever holds the rows: `fallback(rows)` gives the class labels of
+        the rows whose prediction gives no code (from their probabilities), in order."""
         vocab = self.vocab
-        n = len(events)
+        n = preds.shape[0]
         if pred_vocab is not None:  # categorical: the class is the prediction itself
             pv = pred_vocab
             table = np.array([vocab.code(pv.label(c)) for c in range(pv.cap + 1)], np.int64)
@@ -37,8 +51,9 @@ class ClassCodes:
             if regression.any():
                 codes[regression] = vocab.code("none")
             rest = np.flatnonzero(~finite)
-        for i in rest:  # no prediction: take it from the probabilities, if any
-            codes[i] = vocab.code(predicted_class(events[i]))
+        if rest.size:  # no prediction: take it from the probabilities, if any
+            for i, label in zip(rest.tolist(), fallback(rest), strict=True):
+                codes[i] = vocab.code(label)
         return codes
 
     def _index_codes(self, values: np.ndarray) -> np.ndarray:

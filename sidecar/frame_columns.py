@@ -22,7 +22,7 @@ from sidecar.frame_rows import (
     valid,
 )
 from sidecar.stats.reference import category_key
-from sidecar.tracker import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, ModelTracker
+from sidecar.tracker import LATENCY_BUCKETS, ModelTracker
 from sidecar.vocab import Vocab
 
 
@@ -304,37 +304,17 @@ def _fallback_classes(cols: Columns, rows: np.ndarray) -> list[str]:
 
 def count_confidence(
     tracker: ModelTracker, cols: Columns, preds: np.ndarray, conf: np.ndarray
-) -> None:
+) -> np.ndarray | None:
+    """As `ModelTracker._count_confidence`: returns the rows' class codes, or None when no
+    row has a confidence (then none were needed)."""
     ok = np.isfinite(conf)
     if not ok.any():
-        return
-    cc = tracker._classes
-    vocab = cc.vocab
-    n = cols.n
-    pv = tracker.pred_vocab
-    if pv is not None:
-        table = np.array([vocab.code(pv.label(c)) for c in range(pv.cap + 1)], np.int64)
-        codes: np.ndarray = table[np.maximum(preds, 0)]
-        rest = np.flatnonzero(preds < 0)
-    else:
-        codes = np.zeros(n, dtype=np.int64)
-        finite = np.isfinite(preds)
-        integral = finite & (preds == np.round(preds))
-        if integral.any():
-            codes[integral] = cc._index_codes(preds[integral])
-        regression = finite & ~integral
-        if regression.any():
-            codes[regression] = vocab.code("none")
-        rest = np.flatnonzero(~finite)
-    if rest.size:
-        for i, label in zip(rest.tolist(), _fallback_classes(cols, rest), strict=True):
-            codes[i] = vocab.code(label)
-    classes = codes[ok]
-    nb = len(CONFIDENCE_BUCKETS) + 1
-    idx = np.searchsorted(CONFIDENCE_BUCKETS, conf[ok], side="left")
-    flat = np.bincount(classes * nb + idx, minlength=tracker.conf_counts.size)
-    tracker.conf_counts += flat.reshape(tracker.conf_counts.shape)
-    tracker.conf_sums += np.bincount(classes, weights=conf[ok], minlength=len(tracker.conf_sums))
+        return None
+    codes = tracker._classes.codes_of(
+        preds, tracker.pred_vocab, lambda rows: _fallback_classes(cols, rows)
+    )
+    tracker.add_confidences(codes[ok], conf[ok])
+    return codes
 
 
 def label_events(model: str, cols: Columns) -> list[Event] | None:

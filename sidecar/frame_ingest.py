@@ -36,6 +36,7 @@ from sidecar.frame_rows import check as check_rows
 from sidecar.frame_rows import valid
 from sidecar.frames import Frame, FrameError, FrameReader, read_body
 from sidecar.health import Health
+from sidecar.labels import NOTHING_FOLDED
 from sidecar.pipeline import Pipeline
 from sidecar.tracker import ModelTracker
 
@@ -167,9 +168,7 @@ def handle_frame(
     accepted, rejected = ingest_columns(tracker, cols, now)
     for rej in rejected:
         pipeline.reject(rej.reason, rej.detail, errors=errors)
-    if tracker.folded[0]:  # as Pipeline.handle: estimated performance, waiting predictions
-        pipeline.labels.observe(tracker, *tracker.folded, now)
-        tracker.folded = ([], tracker.folded[1][:0])
+    pipeline.labels.take_folded(tracker, now)  # as Pipeline.handle
     if tracker.unknown_features != unknown_before:
         feats = batch.column(plan["features"])
         names = sorted(f.name for f in feats.type if f.name not in set(tracker.feature_names))
@@ -239,7 +238,7 @@ def first_event(
 def ingest_columns(tracker: ModelTracker, cols: Columns, now: float) -> tuple[int, list[Rejection]]:
     """`ModelTracker.ingest` on columns: returns how many rows were accepted, and the
     rejections."""
-    tracker.folded = ([], np.empty(0))
+    tracker.folded = NOTHING_FOLDED
     num, bad = column_matrix(tracker, cols)
     preds, bad_pred = column_predictions(tracker, cols)
     bad |= bad_pred
@@ -308,11 +307,11 @@ def ingest_columns(tracker: ModelTracker, cols: Columns, now: float) -> tuple[in
     count_requests(tracker, cols)
     count_latency(tracker, cols, now)
     conf = column_confidences(cols)
-    count_confidence(tracker, cols, preds, conf)
+    codes = count_confidence(tracker, cols, preds, conf)
     tracker._count_predictions(preds)
     folded = label_events(tracker.name, cols)
     if folded is not None:
-        tracker.folded = (folded, preds)
+        tracker.folded = (folded, preds, codes)
     tracker.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
     if ordered.shape[1]:
         tracker.feature_negative |= ordered[:, 0] < 0

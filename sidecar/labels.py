@@ -90,8 +90,15 @@ def class_name(value: object) -> str | None:
     return category_key(value)
 
 
+Folded = tuple[list[Event], np.ndarray, np.ndarray | None]
+"""A tracker's last ingest: accepted events, their predictions, their class codes or None."""
+NOTHING_FOLDED: Folded = ([], np.empty(0), None)
+
+
 class ModelTracker(Protocol):
     """What scoring needs of a model's tracker (sidecar.tracker, which imports this)."""
+
+    folded: Folded
 
     @property
     def name(self) -> str: ...
@@ -144,15 +151,32 @@ class LabelBook:
         return code
 
     # ------------------------------------------------------------ predictions
-    def observe(self, t: ModelTracker, events: list[Event], preds: np.ndarray, now: float) -> None:
+    def take_folded(self, t: ModelTracker, now: float) -> None:
+        """`observe` what `t`'s last ingest folded (whichever transport brought it), and
+        let go of it: it is not held until the next batch."""
+        events, preds, codes = t.folded
+        t.folded = NOTHING_FOLDED
+        if events:
+            self.observe(t, events, preds, now, codes)
+
+    def observe(
+        self,
+        t: ModelTracker,
+        events: list[Event],
+        preds: np.ndarray,
+        now: float,
+        codes: np.ndarray | None = None,
+    ) -> None:
         """A batch of `t`'s accepted predictions: the expected confusion of those with
-        probabilities, and those with an `id` wait for their label."""
+        probabilities, and those with an `id` wait for their label. `codes`: their class
+        codes when the ingest already has them."""
         has_probs = any(map(_probabilities, events))
         ids = list(map(_id, events)) if self.settings.enabled else []
         has_ids = any(ids)
         if not (has_probs or has_ids):
             return
-        codes = t.class_codes(events, preds)
+        if codes is None:
+            codes = t.class_codes(events, preds)
         if has_probs and t.spec.task != "regression":
             _expected(t, events, codes)
         if has_ids:

@@ -147,8 +147,7 @@ class Pipeline:
                 accepted += len(events) - len(rejected)
                 if tracker.unknown_features != unknown_before:
                     self._log_unknown_features(tracker, events)
-                self.labels.observe(tracker, *tracker.folded, now)
-                tracker.folded = ([], tracker.folded[1][:0])  # not held until the next batch
+                self.labels.take_folded(tracker, now)
             if labels:  # after the batch's predictions, which they may be the labels of
                 refused = self.labels.score(tracker, labels, now)
                 for r in refused:

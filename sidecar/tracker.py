@@ -20,7 +20,7 @@ from sidecar.embedding import EmbeddingOptions, embedding_matrix
 from sidecar.embedding_window import EmbeddingWindow
 from sidecar.event_arrays import categorical_codes, confidences, numeric_matrix, prediction_array
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
-from sidecar.labels import ModelPerformance
+from sidecar.labels import NOTHING_FOLDED, Folded, ModelPerformance
 from sidecar.stages import DEFAULT_MAX_STAGES, StageLatency
 from sidecar.stats.bins import OTHER, sorted_bin_counts
 from sidecar.stats.reference import TAIL_FACTOR, Baseline, CategoricalReference, NumericReference
@@ -138,8 +138,9 @@ class ModelTracker:
         """The last drift check's result."""
         self.performance = ModelPerformance(spec.max_classes)
         """Label and estimated-performance counters (sidecar.labels)."""
-        self.folded: tuple[list[Event], np.ndarray] = ([], np.empty(0))
-        """The last `ingest` call's accepted events and their predictions (for labels)."""
+        self.folded: Folded = NOTHING_FOLDED
+        """The last `ingest` call's accepted events, their predictions and (when the
+        confidences needed them) class codes, for the label book (LabelBook.take_folded)."""
 
     def set_label_limit(self, max_bytes: int) -> None:
         """limits.max_label_bytes for values not seen yet (a reload may change it)."""
@@ -154,7 +155,7 @@ class ModelTracker:
     # ---------------------------------------------------------------- ingest
     def ingest(self, events: list[Event], now: float) -> list[Rejection]:
         """Fold a batch of this model's events into every counter and the window."""
-        self.folded = ([], np.empty(0))
+        self.folded = NOTHING_FOLDED
         feats = [ev.features for ev in events]
         num, bad, all_present = numeric_matrix(feats, self.numeric_names, self._num_get)
         preds, bad_pred = prediction_array(events, self.pred_vocab, self.pred_kind)
@@ -223,9 +224,9 @@ class ModelTracker:
         self._count_latency(events, now)
         self.stages.count(events)
         conf = confidences(events)
-        self._count_confidence(events, preds, conf)
+        codes = self._count_confidence(events, preds, conf)
         self._count_predictions(preds)
-        self.folded = (events, preds)
+        self.folded = (events, preds, codes)
         self.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
         if ordered.shape[1]:
             self.feature_negative |= ordered[:, 0] < 0  # sorted: the first is the least
@@ -314,16 +315,25 @@ class ModelTracker:
                 ts = ev.ts if ev.ts is not None else now
                 self.latency_exemplars[b] = (ev.trace_id.lower(), ev.latency_s, ts)
 
-    def _count_confidence(self, events: list[Event], preds: np.ndarray, conf: np.ndarray) -> None:
+    def _count_confidence(
+        self, events: list[Event], preds: np.ndarray, conf: np.ndarray
+    ) -> np.ndarray | None:
+        """Counts the confidences by class; returns the events' class codes, or None when
+        no event has a confidence (then none were needed)."""
         ok = np.isfinite(conf)
         if not ok.any():
-            return
-        classes = self._classes.codes(events, preds, self.pred_vocab)[ok]
+            return None
+        codes = self._classes.codes(events, preds, self.pred_vocab)
+        self.add_confidences(codes[ok], conf[ok])
+        return codes
+
+    def add_confidences(self, classes: np.ndarray, conf: np.ndarray) -> None:
+        """Confidences (finite) into the histogram of their predicted classes."""
         nb = len(CONFIDENCE_BUCKETS) + 1
-        idx = np.searchsorted(CONFIDENCE_BUCKETS, conf[ok], side="left")
+        idx = np.searchsorted(CONFIDENCE_BUCKETS, conf, side="left")
         flat = np.bincount(classes * nb + idx, minlength=self.conf_counts.size)
         self.conf_counts += flat.reshape(self.conf_counts.shape)
-        self.conf_sums += np.bincount(classes, weights=conf[ok], minlength=len(self.conf_sums))
+        self.conf_sums += np.bincount(classes, weights=conf, minlength=len(self.conf_sums))
 
     def _count_predictions(self, preds: np.ndarray) -> None:
         if preds.dtype.kind == "f":
