@@ -228,9 +228,7 @@ def count_latency(tracker: ModelTracker, cols: Columns, now: float) -> None:
     ok = np.isfinite(lat)
     if not ok.any():
         return
-    idx = np.searchsorted(LATENCY_BUCKETS, lat[ok], side="left")
-    tracker.latency_counts += np.bincount(idx, minlength=len(LATENCY_BUCKETS) + 1)
-    tracker.latency_sum += float(lat[ok].sum())
+    tracker.add_latencies(lat[ok])
     tids = cols.get("trace_id")
     if tids is None or tids.null_count == len(tids):
         return

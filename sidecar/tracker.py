@@ -304,9 +304,7 @@ class ModelTracker:
         ok = np.isfinite(lat)
         if not ok.any():
             return
-        idx = np.searchsorted(LATENCY_BUCKETS, lat[ok], side="left")
-        self.latency_counts += np.bincount(idx, minlength=len(LATENCY_BUCKETS) + 1)
-        self.latency_sum += float(lat[ok].sum())
+        self.add_latencies(lat[ok])
         if not any([ev.trace_id for ev in events]):
             return
         for ev in events:
@@ -314,6 +312,12 @@ class ModelTracker:
                 b = int(np.searchsorted(LATENCY_BUCKETS, ev.latency_s, side="left"))
                 ts = ev.ts if ev.ts is not None else now
                 self.latency_exemplars[b] = (ev.trace_id.lower(), ev.latency_s, ts)
+
+    def add_latencies(self, lat: np.ndarray) -> None:
+        """Latencies (finite) into the request latency histogram."""
+        idx = np.searchsorted(LATENCY_BUCKETS, lat, side="left")
+        self.latency_counts += np.bincount(idx, minlength=len(LATENCY_BUCKETS) + 1)
+        self.latency_sum += float(lat.sum())
 
     def _count_confidence(
         self, events: list[Event], preds: np.ndarray, conf: np.ndarray
