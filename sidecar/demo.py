@@ -185,28 +185,31 @@ def _table(
     elif not r.sufficient:
         lines.append(f"(insufficient data: {r.samples} of {t.drift.min_samples} samples)")
     else:
+
+        def row(name: str, psi: str, stat: str, p: float | None, drifted: bool) -> str:
+            mark = f"{red}DRIFT{reset}" if drifted else f"{green}ok{reset}"
+            return f"{name:<10} {psi} {stat} {_fmt(p, '10.2e')}  {mark}"
+
         for f in r.features:
             stat = f.ks_statistic if f.ks_statistic is not None else f.chi2_statistic
             p = f.ks_pvalue if f.ks_pvalue is not None else f.chi2_pvalue
-            mark = f"{red}DRIFT{reset}" if f.drifted else f"{green}ok{reset}"
-            lines.append(
-                f"{f.name:<10} {_fmt(f.psi, '8.3f')} {_fmt(stat, '10.4f')} "
-                f"{_fmt(p, '10.2e')}  {mark}"
-            )
+            lines.append(row(f.name, _fmt(f.psi, "8.3f"), _fmt(stat, "10.4f"), p, f.drifted))
         q = r.prediction
         if q is not None and q.sufficient:
-            mark = f"{red}DRIFT{reset}" if q.drifted else f"{green}ok{reset}"
             lines.append(
-                f"{'prediction':<10} {_fmt(q.psi, '8.3f')} "
-                f"{_fmt(q.ks_statistic, '10.4f')} {_fmt(q.ks_pvalue, '10.2e')}  {mark}"
+                row(
+                    "prediction",
+                    _fmt(q.psi, "8.3f"),
+                    _fmt(q.ks_statistic, "10.4f"),
+                    q.ks_pvalue,
+                    q.drifted,
+                )
             )
         e = r.embedding
         if e is not None and e.sufficient:
-            mark = f"{red}DRIFT{reset}" if e.drifted else f"{green}ok{reset}"
-            lines.append(
-                f"{'embedding':<10} {'':>8} {_fmt(e.statistic, '10.2f')} "
-                f"{_fmt(e.pvalue, '10.2e')}  {mark}  (cross-MMD on {e.device})"
-            )
+            mmd = _fmt(e.statistic, "10.2f")
+            lines.append(row("embedding", f"{'':>8}", mmd, e.pvalue, e.drifted))
+            lines[-1] += f"  (cross-MMD on {e.device})"
         drifted = [f.name for f in r.features if f.drifted]
         if drifted:  # where to look next: the feature's bins beside its reference
             base = url.removesuffix("/metrics")
