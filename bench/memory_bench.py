@@ -92,6 +92,26 @@ def floor_kib(tmp: Path) -> dict[str, int]:
         kill_quietly(d)
 
 
+def one_model_config(
+    names: list[str], baseline: Path, window: int, *, interval_s: float
+) -> dict[str, Any]:
+    """The daemon config of one numeric model over `names`, with `baseline` and a window."""
+    return {
+        "models": [
+            {
+                "name": MODEL,
+                "baseline": {"path": str(baseline)},
+                "features": [{"name": f, "type": "numeric"} for f in names],
+                "prediction": {"type": "numeric"},
+            }
+        ],
+        "socket": {"max_features_per_event": max(1024, len(names))},
+        "drift": {"window_size": window, "min_samples": min(500, window), "interval_s": interval_s},
+        "state": {"snapshot_interval_s": 3600},
+        "log": {"level": "warning"},
+    }
+
+
 def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str, Any]:
     """One daemon with the footprint workload: memory at ready and after the first check."""
     import pyarrow as pa
@@ -104,20 +124,7 @@ def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str,
     columns["prediction"] = pa.array(rng.random(rows))
     pq.write_table(pa.table(columns), baseline)  # plain columns: no stored statistics
     del columns
-    extra = {
-        "models": [
-            {
-                "name": MODEL,
-                "baseline": {"path": str(baseline)},
-                "features": [{"name": f, "type": "numeric"} for f in names],
-                "prediction": {"type": "numeric"},
-            }
-        ],
-        "socket": {"max_features_per_event": max(1024, features)},
-        "drift": {"window_size": window, "min_samples": min(500, window), "interval_s": 1.0},
-        "state": {"snapshot_interval_s": 3600},
-        "log": {"level": "warning"},
-    }
+    extra = one_model_config(names, baseline, window, interval_s=1.0)
     enc = msgspec.json.Encoder()
     values = rng.normal(0.1, 1.0, size=(window, features)).tolist()
     lines = [
@@ -228,21 +235,8 @@ def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict
         prediction=rng.random(BASELINE_ROWS),
         prediction_kind="numeric",
     )
-    extra = {
-        "models": [
-            {
-                "name": MODEL,
-                "baseline": {"path": str(baseline)},
-                "features": [{"name": f, "type": "numeric"} for f in names],
-                "prediction": {"type": "numeric"},
-            }
-        ],
-        "socket": {"max_features_per_event": max(1024, n_features)},
-        # No drift pass during the measurement: this is the standing cost of the window.
-        "drift": {"window_size": window, "min_samples": min(500, window), "interval_s": 3600},
-        "state": {"snapshot_interval_s": 3600},
-        "log": {"level": "warning"},
-    }
+    # No drift pass during the measurement: this is the standing cost of the window.
+    extra = one_model_config(names, baseline, window, interval_s=3600)
     d = start_daemon(tmp, extra, wait_ready=True)
     try:
         idle = proc_memory_kib(d.proc.pid)
