@@ -171,8 +171,8 @@ class LabelBook:
         probabilities, and those with an `id` wait for their label. `codes`: their class
         codes when the ingest already has them."""
         has_probs = any(map(_probabilities, events))
-        ids = list(map(_id, events)) if self.settings.enabled else []
-        has_ids = any(ids)
+        # no list of ids for the common batch that has none (any() stops at the first)
+        has_ids = self.settings.enabled and any(map(_id, events))
         if not (has_probs or has_ids):
             return
         if codes is None:
@@ -180,7 +180,7 @@ class LabelBook:
         if has_probs and t.spec.task != "regression":
             _expected(t, events, codes)
         if has_ids:
-            self._wait(t, events, ids, codes, now)
+            self._wait(t, events, list(map(_id, events)), codes, now)
 
     def _wait(
         self,
