@@ -22,7 +22,7 @@ from sidecar.event_arrays import categorical_codes, confidences, numeric_matrix,
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.labels import NOTHING_FOLDED, Folded, ModelPerformance
 from sidecar.stages import DEFAULT_MAX_STAGES, StageLatency
-from sidecar.stats.bins import OTHER, sorted_bin_counts
+from sidecar.stats.bins import OTHER, SortedBinner, sorted_bin_counts
 from sidecar.stats.reference import TAIL_FACTOR, Baseline, CategoricalReference, NumericReference
 from sidecar.vocab import Vocab, recode, vocab_to_ref, vocab_to_test
 from sidecar.windows import RollingWindow, WindowSnapshot
@@ -99,7 +99,11 @@ class ModelTracker:
             np.asarray(f.buckets, dtype=np.float64) if f.buckets else FEATURE_BUCKETS
             for f in numeric
         ]
-        self.feature_counts = [np.zeros(len(b) + 1, dtype=np.int64) for b in self.feature_buckets]
+        self._feature_flat = np.zeros(sum(len(b) + 1 for b in self.feature_buckets), np.int64)
+        self.feature_counts = _views(self._feature_flat, [len(b) + 1 for b in self.feature_buckets])
+        """Per numeric feature, its value histogram's counts (views of one array)."""
+        self._binner_key: object = ()
+        self._binner = SortedBinner([self.feature_buckets])
         self.feature_sums = np.zeros(len(numeric))
         self.feature_negative = np.array(
             [bool((b < 0).any()) for b in self.feature_buckets], dtype=bool
@@ -131,7 +135,8 @@ class ModelTracker:
         self.binned_events = 0
         """Events counted into the per-bin counters since the baseline was installed."""
         self._horizon: deque[tuple[int, list[np.ndarray], np.ndarray | None]] = deque()
-        self.num_bins: list[np.ndarray] = []
+        self._num_flat = np.zeros(0, dtype=np.int64)
+        self._num_bins: list[np.ndarray] = []
         self.cat_bins: list[np.ndarray] = []
         self.pred_bins: np.ndarray | None = None
         self.latest: ModelDriftResult | None = None
@@ -141,6 +146,29 @@ class ModelTracker:
         self.folded: Folded = NOTHING_FOLDED
         """The last `ingest` call's accepted events, their predictions and (when the
         confidences needed them) class codes, for the label book (LabelBook.take_folded)."""
+
+    @property
+    def num_bins(self) -> list[np.ndarray]:
+        """Per numeric feature, its count in each baseline bin (views of one array)."""
+        return self._num_bins
+
+    @num_bins.setter
+    def num_bins(self, value: list[np.ndarray]) -> None:
+        sizes = [len(v) for v in value]
+        self._num_flat = np.concatenate(value).astype(np.int64) if value else np.zeros(0, np.int64)
+        self._num_bins = _views(self._num_flat, sizes)
+
+    def binner(self) -> SortedBinner:
+        """The value histogram buckets and, with a baseline, its numeric bin edges, as one
+        SortedBinner (rebuilt when the baseline's numeric references change)."""
+        refs = self.baseline.numeric if self.baseline is not None else ()
+        if refs is not self._binner_key:
+            sets = [self.feature_buckets]
+            if refs:
+                sets.append([r.edges for r in refs])
+            self._binner = SortedBinner(sets)
+            self._binner_key = refs
+        return self._binner
 
     def set_label_limit(self, max_bytes: int) -> None:
         """limits.max_label_bytes for values not seen yet (a reload may change it)."""
@@ -230,8 +258,6 @@ class ModelTracker:
         self.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
         if ordered.shape[1]:
             self.feature_negative |= ordered[:, 0] < 0  # sorted: the first is the least
-        self._count_features(ordered, n_finite)
-
         self.fold_rows(num, cat, preds, conf, emb, ordered=ordered, n_finite=n_finite, now=now)
         return rejections
 
@@ -257,12 +283,15 @@ class ModelTracker:
             start = self.capture.take(num, cat, preds, emb)
             if self.capture.done and self.on_capture is not None:
                 self.on_capture(self, self._capture_data())
+        if start == 0:
+            # every row goes to both the value histograms and the bins: one search each
+            self._count_bins(num, cat, preds, ordered, n_finite, with_features=True)
+        else:  # the value histograms count every row; the bins, those after the capture
+            self._count_features(ordered, n_finite)
         if start < n:
             if start:
                 num, cat, preds, conf = num[start:], cat[start:], preds[start:], conf[start:]
-                ordered = np.sort(num.T, axis=1)
-                n_finite = np.isfinite(num).sum(axis=0)
-            self._count_bins(num, cat, preds, ordered, n_finite)
+                self._count_bins(num, cat, preds)
             self.window.append(num, cat, preds, conf, received[start:])
             if emb is not None and self.embedding_window is not None:
                 rows = emb[start:]
@@ -348,9 +377,8 @@ class ModelTracker:
                 self.pred_negative = bool(v.min() < 0)
 
     def _count_features(self, ordered: np.ndarray, n_finite: np.ndarray) -> None:
-        for j, buckets in enumerate(self.feature_buckets):
-            # NaN sorts last: the first n_finite values are the finite ones
-            self.feature_counts[j] += sorted_bin_counts(ordered[j, : n_finite[j]], buckets)
+        # NaN sorts last: the first n_finite values are the finite ones
+        self._feature_flat += self.binner().count(ordered, _finite_or_all(ordered, n_finite))[0]
 
     def _count_bins(
         self,
@@ -359,16 +387,25 @@ class ModelTracker:
         preds: np.ndarray,
         ordered: np.ndarray | None = None,
         n_finite: np.ndarray | None = None,
+        *,
+        with_features: bool = False,
     ) -> None:
+        """Rows into the per-bin counters (with `with_features`, into the value histograms
+        too, from the same search)."""
         b = self.baseline
         if b is None:
+            if with_features and ordered is not None and n_finite is not None:
+                self._count_features(ordered, n_finite)
             return
         self.binned_events += int(preds.shape[0])
         if ordered is None or n_finite is None:
             ordered = np.sort(num.T, axis=1)
             n_finite = (~np.isnan(num)).sum(axis=0)
-        for j, ref in enumerate(b.numeric):
-            self.num_bins[j] += sorted_bin_counts(ordered[j, : n_finite[j]], ref.edges)
+        counts = self.binner().count(ordered, _finite_or_all(ordered, n_finite))
+        if with_features:
+            self._feature_flat += counts[0]
+        if b.numeric:
+            self._num_flat += counts[1]
         for j in range(cat.shape[1]):
             col = cat[:, j]
             col = col[col >= 0]
@@ -382,7 +419,9 @@ class ModelTracker:
                 p = preds[np.isfinite(preds)]
                 pref = b.prediction
                 if p.size and isinstance(pref, NumericReference):
-                    self.pred_bins += np.bincount(pref.bin_index(p), minlength=len(pref.shares))
+                    # sorted, the few edges are searched in the values rather than each
+                    # value in the edges (much the faster for a batch of any size)
+                    self.pred_bins += sorted_bin_counts(np.sort(p), pref.edges)
 
     # --------------------------------------------------------------- baseline
     def _capture_data(self) -> CaptureData:
@@ -541,6 +580,23 @@ class ModelTracker:
             prediction_horizon=pred_h,
             embeddings=embeddings,
         )
+
+
+def _views(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """`flat` cut into consecutive views of the given sizes."""
+    out = []
+    at = 0
+    for k in sizes:
+        out.append(flat[at : at + k])
+        at += k
+    return out
+
+
+def _finite_or_all(ordered: np.ndarray, n_finite: np.ndarray) -> np.ndarray | None:
+    """`n_finite`, or None when every value is finite (the common case: no slicing)."""
+    if n_finite.size and int(n_finite.min()) == ordered.shape[1]:
+        return None
+    return n_finite
 
 
 def _beyond_range(ordered: np.ndarray, n_finite: np.ndarray) -> bool:

@@ -6,7 +6,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.stats.bins import bin_index, quantile_edges, shares, sorted_bin_counts
+from sidecar.stats.bins import (
+    SortedBinner,
+    bin_index,
+    quantile_edges,
+    shares,
+    sorted_bin_counts,
+)
 from sidecar.stats.numbers import finite_or_none, rate
 
 values = st.lists(
@@ -23,6 +29,41 @@ edges = st.lists(
     ),
     max_size=12,
 ).map(lambda e: np.unique(np.asarray(e, dtype=np.float64)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 4).flatmap(
+        lambda rows: st.tuples(
+            st.lists(st.lists(edges, min_size=rows, max_size=rows), min_size=1, max_size=3),
+            st.lists(values, min_size=rows, max_size=rows),
+            st.lists(st.integers(0, 5), min_size=rows, max_size=rows),
+        )
+    ),
+    st.booleans(),
+)
+def test_binner_counts_every_set_as_each_row_alone(
+    case: tuple[list[list[np.ndarray]], list[list[float]], list[int]], with_nan: bool
+) -> None:
+    """Rows of differing lengths are padded with NaN (sorted last, cut by n_finite), as
+    a batch with missing values is; each set's counts equal `sorted_bin_counts`."""
+    sets, rows, pads = case
+    padded = [len(r) + (p if with_nan else 0) for r, p in zip(rows, pads, strict=True)]
+    width = max(padded, default=0)
+    ordered = np.full((len(rows), width), np.nan)
+    for j, r in enumerate(rows):
+        ordered[j, : len(r)] = np.sort(np.asarray(r, dtype=np.float64))
+    n_finite = np.array([len(r) for r in rows], dtype=np.int64)
+    binner = SortedBinner(sets)
+    got = binner.count(ordered, n_finite)
+    assert len(got) == len(sets)
+    for s, es in enumerate(sets):
+        parts = [sorted_bin_counts(ordered[j, : n_finite[j]], es[j]) for j in range(len(rows))]
+        expected = np.concatenate(parts).tolist() if parts else []
+        assert got[s].tolist() == expected
+        assert binner.sizes[s] == [len(e) + 1 for e in es]
+    if rows and n_finite.min() == width:  # all finite: the no-slicing path agrees
+        assert [c.tolist() for c in binner.count(ordered, None)] == [c.tolist() for c in got]
 
 
 @settings(max_examples=300, deadline=None)

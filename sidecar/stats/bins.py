@@ -66,3 +66,66 @@ def shares(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
         return out
     result: np.ndarray = sorted_bin_counts(sorted_values, edges) / n
     return result
+
+
+class SortedBinner:
+    """Counts the rows of a sorted matrix into several sets of bins at once.
+
+    `edge_sets[s][j]` are the inner edges of bin set `s` for row `j` (a model's value
+    histogram buckets and its baseline's PSI edges, say). Each row is searched once, for
+    the union of its edges; every set's counts are then differences of those positions,
+    taken for all rows together. Counts are those of `sorted_bin_counts`, row by row.
+    """
+
+    def __init__(self, edge_sets: list[list[np.ndarray]]) -> None:
+        rows = len(edge_sets[0]) if edge_sets else 0
+        self.unions: list[np.ndarray] = []
+        starts: list[int] = []
+        at = 0
+        for j in range(rows):
+            union = np.unique(np.concatenate([np.asarray(es[j], np.float64) for es in edge_sets]))
+            self.unions.append(union)
+            starts.append(at)
+            at += union.size + 2  # 0, the position of each union edge, then the row's count
+        self._size = at
+        self._first = np.array(starts, dtype=np.intp)
+        self._last = np.array(
+            [s + u.size + 1 for s, u in zip(starts, self.unions, strict=True)], dtype=np.intp
+        )
+        self._slices = [
+            slice(s + 1, s + 1 + u.size) for s, u in zip(starts, self.unions, strict=True)
+        ]
+        self._lo: list[np.ndarray] = []
+        self._hi: list[np.ndarray] = []
+        self.sizes: list[list[int]] = []
+        """Bins per row, per set."""
+        for es in edge_sets:
+            lo: list[int] = []
+            hi: list[int] = []
+            for j in range(rows):
+                e = np.asarray(es[j], np.float64)
+                cut = (starts[j] + 1 + np.searchsorted(self.unions[j], e)).tolist()
+                bounds = [starts[j], *cut, starts[j] + self.unions[j].size + 1]
+                lo.extend(bounds[:-1])
+                hi.extend(bounds[1:])
+            self._lo.append(np.array(lo, dtype=np.intp))
+            self._hi.append(np.array(hi, dtype=np.intp))
+            self.sizes.append([len(es[j]) + 1 for j in range(rows)])
+
+    def count(self, ordered: np.ndarray, n_finite: np.ndarray | None) -> list[np.ndarray]:
+        """Per set, the counts of every row's bins, concatenated row after row. Row j of
+        `ordered` is ascending with its first `n_finite[j]` values finite (all of them
+        when `n_finite` is None)."""
+        pos = np.empty(self._size, dtype=np.int64)
+        pos[self._first] = 0
+        if n_finite is None:
+            pos[self._last] = ordered.shape[1]
+            for row, cut, union in zip(ordered, self._slices, self.unions, strict=True):
+                pos[cut] = row.searchsorted(union, side="right")
+        else:
+            pos[self._last] = n_finite
+            for row, k, cut, union in zip(
+                ordered, n_finite.tolist(), self._slices, self.unions, strict=True
+            ):
+                pos[cut] = row[:k].searchsorted(union, side="right")
+        return [pos[hi] - pos[lo] for lo, hi in zip(self._lo, self._hi, strict=True)]
