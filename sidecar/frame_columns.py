@@ -13,6 +13,8 @@ import pyarrow.compute as pc
 
 from sidecar.events import Event
 from sidecar.frame_rows import (
+    BLOCK_CHILDREN,
+    FEATURE_BLOCK,
     fits,
     fits_feature,
     floats,
@@ -47,17 +49,27 @@ class Columns:
         self.struct_rows = 0
         """Rows whose `features` is not null."""
         self.child_names: list[str] = []
+        self.block_rows: dict[str, int] = {}
+        """Row of each feature in the row checks' block of all features (`FEATURE_BLOCK`
+        in `converted`), when there is one."""
+        self.from_text = False
+        """Whether a numeric feature was read from strings (`column_matrix`)."""
         feats = self.get("features")
         if feats is not None and pa.types.is_struct(feats.type):
-            self.struct_rows = int(valid(feats).sum())
-            self.child_names = [f.name for f in feats.type]
-            for f, child in zip(feats.type, feats.flatten(), strict=True):
-                # a repeated name: the last wins, as in JSON; a child of a type no feature
-                # takes is null in every row that was accepted: the feature is missing
-                if fits_feature(child.type) and f"features.{f.name}" not in encoded:
-                    self.children[f.name] = child
-                else:
-                    self.children.pop(f.name, None)
+            self.struct_rows = self.n - feats.null_count
+            self.child_names, at = _layout(feats.type, encoded)
+            kids = feats.flatten()
+            # a repeated name: the last wins, as in JSON; a child of a type no feature
+            # takes is null in every row that was accepted: the feature is missing
+            self.children = {name: kids[i] for name, i in at.items()}
+            children = self._converted.get(BLOCK_CHILDREN)
+            if children is not None:
+                row_of = {int(c): r for r, c in enumerate(children.tolist())}
+                self.block_rows = {name: row_of[i] for name, i in at.items() if i in row_of}
+
+    def block(self) -> np.ndarray | None:
+        """The row checks' (features, rows) block of every feature, if they made one."""
+        return self._converted.get(FEATURE_BLOCK)
 
     def get(self, name: str) -> pa.Array | None:
         """The column of field `name`; None when absent, or of a type the field cannot
@@ -78,10 +90,40 @@ class Columns:
         return Columns(kept, self.plan, self.version, None, self._encoded)
 
 
+_LAYOUTS: dict[tuple[pa.StructType, frozenset[str]], tuple[list[str], dict[str, int]]] = {}
+
+
+def _layout(t: pa.StructType, encoded: frozenset[str]) -> tuple[list[str], dict[str, int]]:
+    """A features struct's child names, and the child index of each feature it carries
+    (the last of a repeated name; none for a child of a type no feature takes). Kept per
+    type: every batch of a stream has the same."""
+    key = (t, encoded)
+    got = _LAYOUTS.get(key)
+    if got is None:
+        names = [f.name for f in t]
+        at: dict[str, int] = {}
+        for i, f in enumerate(t):
+            if fits_feature(f.type) and f"features.{f.name}" not in encoded:
+                at[f.name] = i
+            else:
+                at.pop(f.name, None)
+        if len(_LAYOUTS) >= 64:  # a bound, whatever the clients send
+            _LAYOUTS.clear()
+        got = _LAYOUTS[key] = (names, at)
+    return got
+
+
 def column_matrix(tracker: ModelTracker, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
     """As `event_arrays.numeric_matrix`: (n, k) float64, and the rows holding a
     non-numeric string for a numeric feature."""
     n, names = cols.n, tracker.numeric_names
+    block = cols.block()
+    if block is not None:
+        rows = [cols.block_rows.get(name, -1) for name in names]
+        if rows == list(range(block.shape[0])):  # the struct holds the model's features, in order
+            return block.T, np.zeros(n, dtype=bool)
+        if -1 not in rows:
+            return block[rows].T, np.zeros(n, dtype=bool)
     # Filled feature by feature as contiguous rows of its transpose: the columns are
     # contiguous in Arrow, and the sort that follows wants them so too.
     by_feature = np.empty((len(names), n))
@@ -91,11 +133,14 @@ def column_matrix(tracker: ModelTracker, cols: Columns) -> tuple[np.ndarray, np.
         row = by_feature[j]
         if child is None or pa.types.is_null(child.type):
             row.fill(np.nan)
+        elif block is not None and name in cols.block_rows:
+            row[:] = block[cols.block_rows[name]]
         elif is_number(child.type):
             row[:] = cols.floats(f"features.{name}", child)
         elif pa.types.is_boolean(child.type):
             row[:] = floats(child.cast(pa.float64()))
         else:  # strings, read as the JSON path reads a numeric string
+            cols.from_text = True
             row.fill(np.nan)
             for i, s in enumerate(child.to_pylist()):
                 if s is None:

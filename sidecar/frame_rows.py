@@ -246,6 +246,55 @@ def _text_field(v: _Verdicts, arr: pa.Array, name: str) -> pa.Array | None:
     return arr
 
 
+FEATURE_BLOCK = "features"
+"""The key, among `check`'s numeric columns, of the numeric features at once: a
+(features, rows) float64 block, present when all of them are within range (the common
+case, told by two reductions over the whole block)."""
+BLOCK_CHILDREN = "features.*"
+"""The key of the struct child index of each row of the `FEATURE_BLOCK`."""
+
+
+_NUMERIC_CHILDREN: dict[tuple[pa.StructType, frozenset[str]], list[int]] = {}
+
+
+def _numeric_children(t: pa.StructType, encoded: frozenset[str]) -> list[int]:
+    """Which children of a `features` struct type are plain numbers; kept per type, as
+    every batch of a stream has the same (bounded, whatever the clients send)."""
+    key = (t, encoded)
+    got = _NUMERIC_CHILDREN.get(key)
+    if got is None:
+        got = [
+            i for i, f in enumerate(t) if is_number(f.type) and f"features.{f.name}" not in encoded
+        ]
+        if len(_NUMERIC_CHILDREN) >= 64:
+            _NUMERIC_CHILDREN.clear()
+        _NUMERIC_CHILDREN[key] = got
+    return got
+
+
+def _numeric_block(kids: list[pa.Array]) -> np.ndarray | None:
+    """Numeric children of a `features` struct as one (k, n) float64 block (NaN for null,
+    NaN and infinity), when every finite value is within ±MAX_ABS_VALUE; otherwise None,
+    and the children are checked one by one."""
+    block = np.empty((len(kids), len(kids[0])))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for j, child in enumerate(kids):
+            block[j] = child.to_numpy(zero_copy_only=False)
+    if not block.size:
+        return block
+    lo, hi = float(block.min()), float(block.max())
+    if math.isfinite(lo) and math.isfinite(hi):
+        return block if lo >= -MAX_ABS_VALUE and hi <= MAX_ABS_VALUE else None
+    fin = np.isfinite(block)
+    if not fin.all():
+        block[~fin] = np.nan
+    if fin.any() and (
+        float(np.nanmin(block)) < -MAX_ABS_VALUE or float(np.nanmax(block)) > MAX_ABS_VALUE
+    ):
+        return None
+    return block
+
+
 def check(
     batch: pa.RecordBatch, plan: dict[str, int], encoded: frozenset[str] = frozenset()
 ) -> tuple[np.ndarray, list[RowRejections], dict[str, np.ndarray]]:
@@ -265,7 +314,16 @@ def check(
     if "features" in plan:
         feats = col(plan["features"])
         if pa.types.is_struct(feats.type):
-            for f, child in zip(feats.type, feats.flatten(), strict=True):
+            kids = feats.flatten()
+            at = _numeric_children(feats.type, encoded)
+            block = _numeric_block([kids[i] for i in at]) if at else None
+            if block is not None:
+                v.floats[FEATURE_BLOCK] = block
+                v.floats[BLOCK_CHILDREN] = np.array(at, dtype=np.intp)
+            in_block = set(at) if block is not None else set()
+            for i, (f, child) in enumerate(zip(feats.type, kids, strict=True)):
+                if i in in_block:
+                    continue
                 t = child.type
                 if f"features.{f.name}" in encoded:
                     what = f"features.{f.name[:100]}: a dictionary-encoded column"
