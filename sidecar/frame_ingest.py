@@ -46,6 +46,8 @@ class _Connection(Protocol):
 
     transport: asyncio.Transport | None
 
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
     def pause(self) -> None: ...
 
     def resume(self) -> None: ...
@@ -90,6 +92,23 @@ class FrameConnection:
         if err is not None:
             self._fail(err)
 
+    def take_over(self) -> None:
+        """Read the rest of the connection straight into the frame reader's buffers
+        (asyncio.BufferedProtocol): large messages are then copied by the kernel only."""
+        transport = self.proto.transport
+        if self.reader is not None and transport is not None and not transport.is_closing():
+            transport.set_protocol(_BufferedFrames(self, self.proto))
+
+    def received(self, n: int) -> None:
+        if self.reader is None:
+            return
+        frames, err = self.reader.received(n)
+        queue = self.server.queue
+        for frame in frames:
+            queue.put_frame(frame, self.proto)
+        if err is not None:
+            self._fail(err)
+
     def finish(self) -> None:
         """The connection ended: a stream cut inside a message loses that message."""
         if self.reader is not None:
@@ -108,6 +127,30 @@ class FrameConnection:
         transport = self.proto.transport
         if transport is not None and not transport.is_closing():
             transport.close()
+
+
+class _BufferedFrames(asyncio.BufferedProtocol):
+    """The protocol of a socket connection once it is known to carry a stream: reads go
+    into the reader's buffers; the connection's end is the line protocol's, as before."""
+
+    def __init__(self, conn: FrameConnection, proto: _Connection) -> None:
+        self.conn = conn
+        self.proto = proto
+        self._discard = memoryview(bytearray(1 << 16))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        reader = self.conn.reader
+        # a failed stream is being closed: what still arrives is read and dropped
+        return reader.get_buffer() if reader is not None else self._discard
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.conn.received(nbytes)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport, as the line protocol does
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proto.connection_lost(exc)
 
 
 def handle_frame(
@@ -274,7 +317,7 @@ def ingest_columns(tracker: ModelTracker, cols: Columns, now: float) -> tuple[in
         num[~finite] = np.nan
         n_finite = finite.sum(axis=0)
     ordered = np.sort(num.T, axis=1)  # num.T is C-contiguous (see column_matrix)
-    if ordered.size:
+    if ordered.size and cols.from_text:  # numbers were range-checked with the rows
         with np.errstate(invalid="ignore"):
             huge = (np.abs(num) > MAX_ABS_VALUE).any(axis=1)
         if huge.any():  # only a numeric string gets here, as in the JSON path
@@ -315,8 +358,6 @@ def ingest_columns(tracker: ModelTracker, cols: Columns, now: float) -> tuple[in
     tracker.feature_sums += num.sum(axis=0) if all_finite else np.nansum(num, axis=0)
     if ordered.shape[1]:
         tracker.feature_negative |= ordered[:, 0] < 0
-    tracker._count_features(ordered, n_finite)
-
     tracker.fold_rows(num, cat, preds, conf, emb, ordered=ordered, n_finite=n_finite, now=now)
     return n, rejections
 

@@ -53,6 +53,7 @@ FIELDS = (
 reason, as the first bad field of a JSON object does."""
 
 _PREFIX = 8  # continuation marker + int32 metadata length
+_SCRATCH = 1 << 16  # bytes read at a time between messages (see FrameReader.get_buffer)
 _EOS = MARKER + b"\x00\x00\x00\x00"
 
 
@@ -254,11 +255,15 @@ class FrameReader:
         self._parts: list[bytes | memoryview] = []
         self._have = 0
         self._need = 0  # bytes the message at the head needs, once known
+        self._scratch: memoryview | None = None  # buffered reading (get_buffer) only
+        self._fill = 0
+        self._big: memoryview | None = None
+        self._big_have = 0
 
     @property
     def pending(self) -> int:
         """Bytes received that do not yet make a whole message."""
-        return self._have
+        return self._have + self._fill + (self._big_have if self._big is not None else 0)
 
     def _joined(self) -> bytes | memoryview:
         if len(self._parts) > 1:
@@ -305,6 +310,88 @@ class FrameReader:
             return out, exc
         return out, None
 
+    # ------------------------------------------------------------ buffered reading
+    # A socket connection reads straight into these buffers (asyncio.BufferedProtocol):
+    # into a small scratch buffer between messages, and a large message into a buffer of
+    # its own, allocated once its length is known, so that its bytes are copied only by
+    # the kernel. Small messages are copied out of the scratch buffer, which is reused.
+
+    def get_buffer(self) -> memoryview:
+        """Where the next bytes received are to go (`asyncio.BufferedProtocol.get_buffer`)."""
+        if self._big is not None:
+            return self._big[self._big_have :]
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(_SCRATCH))
+            pending = self._joined() if self._parts else b""
+            self._parts = []
+            self._have = self._need = 0
+            self._fill = 0
+            if pending:
+                self._place(pending)
+        if self._fill == len(self._scratch):  # a header longer than the scratch buffer
+            grown = memoryview(bytearray(2 * len(self._scratch)))
+            grown[: self._fill] = self._scratch
+            self._scratch = grown
+        return self._scratch[self._fill :]
+
+    def received(self, n: int) -> tuple[list[Frame], FrameError | None]:
+        """`n` bytes were written where `get_buffer` said: the record batches they complete,
+        and the error that stops the stream, if any (as `feed`)."""
+        out: list[Frame] = []
+        try:
+            if self._big is not None:
+                self._big_have += n
+                if self._big_have == len(self._big):
+                    whole, self._big = self._big, None
+                    frame = self._message(whole)
+                    if frame is not None:
+                        out.append(frame)
+                return out, None
+            self._fill += n
+            self._parse(out)
+        except FrameError as exc:
+            self._big = None
+            self._fill = 0
+            return out, exc
+        return out, None
+
+    def _place(self, data: bytes | memoryview) -> None:
+        """Bytes read before buffered reading began: as if received into the scratch."""
+        assert self._scratch is not None
+        if len(data) > len(self._scratch):
+            self._scratch = memoryview(bytearray(len(data)))
+        self._scratch[: len(data)] = data
+        self._fill = len(data)
+
+    def _parse(self, out: list[Frame]) -> None:
+        """Cut the whole messages out of the scratch buffer; move a message that does not
+        fit in it to a buffer of its own."""
+        assert self._scratch is not None
+        buf, fill, pos = self._scratch, self._fill, 0
+        limit = self.max_message_bytes
+        while pos < fill:
+            need = message_length(buf[:fill], pos, limit)
+            if need is None:
+                break
+            if fill - pos >= need:
+                frame = self._message(memoryview(bytes(buf[pos : pos + need])))
+                pos += need
+                if frame is not None:
+                    out.append(frame)
+                continue
+            if need > len(buf) - pos:  # a large message: read the rest of it in place
+                big = memoryview(bytearray(need))
+                have = fill - pos
+                big[:have] = buf[pos:fill]
+                self._big, self._big_have = big, have
+                pos = fill
+            break
+        if pos:  # keep what is left of a message at the start, for the next read
+            rest = fill - pos
+            buf[:rest] = buf[pos:fill]
+            fill = rest
+        self._fill = fill
+
     def _message(self, data: memoryview) -> Frame | None:
         import pyarrow as pa  # noqa: PLC0415 (see the imports)
         from pyarrow import ipc  # noqa: PLC0415
@@ -348,10 +435,9 @@ class FrameReader:
 
     def finish(self) -> FrameError | None:
         """The connection (or body) ended: an error when it ended inside a message."""
-        if self._have:
-            return FrameError(
-                "truncated", f"the stream ended inside a message ({self._have} bytes)"
-            )
+        left = self._have + self._fill + (self._big_have if self._big is not None else 0)
+        if left:
+            return FrameError("truncated", f"the stream ended inside a message ({left} bytes)")
         return None
 
 

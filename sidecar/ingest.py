@@ -193,6 +193,7 @@ class EventProtocol(asyncio.Protocol):
 
         self.frames = FrameConnection(self.server, self)
         self.frames.feed(head)
+        self.frames.take_over()
         return b""
 
     def _too_long(self) -> None:

@@ -252,3 +252,56 @@ def test_a_schema_change_mid_stream_stops_it(before: int, same_schema: bool) -> 
     frames, err = reader.feed(data)
     assert err is not None and err.reason == "schema_change"
     assert len(frames) == before
+
+
+def read_buffered(data: bytes, head: int, reads: list[int]) -> tuple[list[Frame], Any, Any]:
+    """As `read_in_chunks`, the way a socket connection reads: the first `head` bytes fed
+    (the bytes that told the stream apart), the rest written where `get_buffer` says, at
+    most `reads[i]` bytes at a time, as a kernel fills a receive buffer."""
+    reader = FrameReader(LIMIT)
+    got, err = reader.feed(data[:head])
+    if err is not None:
+        return got, err, None
+    pos, i = head, 0
+    while pos < len(data):
+        buf = reader.get_buffer()
+        assert len(buf) > 0
+        k = min(len(buf), len(data) - pos, max(1, reads[i % len(reads)]))
+        buf[:k] = data[pos : pos + k]
+        pos += k
+        i += 1
+        frames, err = reader.received(k)
+        got += frames
+        if err is not None:
+            return got, err, None
+    return got, None, reader.finish()
+
+
+@FUZZ
+@given(
+    st.lists(st.integers(0, 30_000), min_size=1, max_size=5),
+    st.integers(0, 200),
+    st.lists(st.integers(1, 200_000), min_size=1, max_size=6),
+    st.integers(0, 2),
+)
+def test_buffered_reads_give_what_fed_reads_give(
+    sizes: list[int], head: int, reads: list[int], damage: int
+) -> None:
+    """Batches small and larger than the scratch buffer, read however the kernel splits
+    them, whole, cut short (truncated) or with a damaged byte (malformed, or a batch
+    pyarrow refuses): the same batches, the same error and the same end as one feed."""
+    rng = np.random.default_rng(len(sizes) * 7 + head)
+    data = stream_bytes([pa.record_batch({"prediction": rng.random(n)}) for n in sizes])
+    if damage == 1:
+        data = data[: len(data) * 2 // 3]
+    elif damage == 2:
+        at = len(data) // 2
+        data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+    head = min(head, len(data))
+    whole, err, end = read_in_chunks(data, [])
+    got, err2, end2 = read_buffered(data, head, reads)
+    assert [f.batch.serialize().to_pybytes() for f in got] == [
+        f.batch.serialize().to_pybytes() for f in whole
+    ]
+    assert (err and err.reason) == (err2 and err2.reason)
+    assert (end and end.reason) == (end2 and end2.reason)
