@@ -272,10 +272,40 @@ def _numeric_children(t: pa.StructType, encoded: frozenset[str]) -> list[int]:
     return got
 
 
+def _in_place(kids: list[pa.Array]) -> np.ndarray | None:
+    """The children as one read-only (k, n) float64 view of the bytes they were read
+    from, when they are float64 without nulls and lie end to end there; else None."""
+    n = len(kids[0])
+    if not n or any(
+        not pa.types.is_float64(k.type) or k.null_count or k.offset or len(k) != n for k in kids
+    ):
+        return None
+    bufs = [k.buffers()[1] for k in kids]
+    start = bufs[0].address
+    if any(b.address != start + j * n * 8 for j, b in enumerate(bufs)):
+        return None
+    end = start + len(kids) * n * 8
+    whole = bufs[0]
+    while whole is not None and not (whole.address <= start and end <= whole.address + whole.size):
+        whole = whole.parent
+    if whole is None:
+        return None
+    view = np.frombuffer(whole, np.float64, len(kids) * n, start - whole.address)
+    view.flags.writeable = False
+    return view.reshape(len(kids), n)
+
+
 def _numeric_block(kids: list[pa.Array]) -> np.ndarray | None:
     """Numeric children of a `features` struct as one (k, n) float64 block (NaN for null,
     NaN and infinity), when every finite value is within ±MAX_ABS_VALUE; otherwise None,
-    and the children are checked one by one."""
+    and the children are checked one by one. When the children are float64 without nulls
+    and lie end to end in the stream's bytes (as writers lay out a struct's children), the
+    block is a read-only view of those bytes, and every value in it is finite."""
+    view = _in_place(kids)
+    if view is not None and view.size:
+        lo, hi = float(view.min()), float(view.max())
+        if math.isfinite(lo) and math.isfinite(hi):
+            return view if lo >= -MAX_ABS_VALUE and hi <= MAX_ABS_VALUE else None
     block = np.empty((len(kids), len(kids[0])))
     with np.errstate(invalid="ignore", over="ignore"):
         for j, child in enumerate(kids):
