@@ -445,7 +445,7 @@ def _uninitialized(n: int) -> memoryview:
     """n writable bytes, not zeroed first (the kernel fills them)."""
     import numpy as np  # noqa: PLC0415 (loaded with the first stream, as pyarrow is)
 
-    return memoryview(np.empty(n, dtype=np.uint8))
+    return np.empty(n, dtype=np.uint8).data
 
 
 def read_body(body: bytes, max_message_bytes: int) -> tuple[list[Frame], FrameError | None]:
