@@ -7,6 +7,11 @@
   `drift_sidecar_events_accepted_total` reaches the total (the poll errs slow).
 - embedding: 768-dim float32 embeddings (and one feature), 1,024 rows per batch, to a
   daemon whose model has `embedding: {dim: 768}`; JSON lines of 64 events.
+- ceilings: the same numeric frames sent to a bare server that reads them as the daemon
+  does (the same reader, reading into each message's own buffer) and only counts rows:
+  the most any Python server of frames does on this machine; and np.sort of a batch's
+  16 x 4,096 features in process, what the per-bin counters are counted from: events/s
+  if that sort were the only work.
 - client: the caller-thread cost of `Monitor.record_batch` for 4,096 rows given as numpy
   arrays (16 features, prediction, confidence), with the flusher sending frames to the
   daemon meanwhile: per call, median and min-max.
@@ -21,7 +26,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import select
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +67,120 @@ WINDOW = 10_000
 ACCEPTED = "drift_sidecar_events_accepted_total"
 SEND_CHUNK = 4 << 20
 GOALS = {"numeric": (5e6, 10.0), "embedding": (1e5, 20.0), "client_us": 20.0}
+
+
+class ReadOnly:
+    """The ceiling for a Python server of frames on this machine: `--serve read` of this
+    file in a subprocess, reading the stream as the daemon does (the same reader, the same
+    buffered reads straight into each message's buffer) and counting the rows of each
+    record batch, folding nothing. `run` returns seconds from the first byte sent until it
+    has counted the running total."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.socket_path = str(tmp / "read.sock")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", "read", "--socket", self.socket_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        if self._line(30) != "ready":
+            raise RuntimeError("the read-only server did not start")
+        self.expected = 0
+
+    def _line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"read-only server: no answer within {timeout}s")
+        return self.proc.stdout.readline().strip()
+
+    def run(self, data: bytes, events: int) -> float:
+        assert self.proc.stdin is not None
+        self.expected += events
+        self.proc.stdin.write(f"{self.expected}\n")
+        self.proc.stdin.flush()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(self.socket_path)
+            t0 = now_s()
+            view = memoryview(data)
+            for off in range(0, len(view), SEND_CHUNK):
+                s.sendall(view[off : off + SEND_CHUNK])
+        count, t1 = self._line(300).split()
+        if int(count) != self.expected:
+            raise RuntimeError(f"read-only server counted {count}, expected {self.expected}")
+        return float(t1) - t0
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def serve_read(path: str) -> None:
+    """`--serve read`: count the rows of the record batches of every connection."""
+    import asyncio
+
+    from sidecar.frames import FrameReader
+
+    state = {"count": 0, "target": -1}
+
+    def check() -> None:
+        if 0 <= state["target"] <= state["count"]:
+            print(state["count"], now_s(), flush=True)
+            state["target"] = -1
+
+    class Proto(asyncio.BufferedProtocol):
+        def __init__(self) -> None:
+            self.reader = FrameReader(1 << 30)
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return self.reader.get_buffer()
+
+        def buffer_updated(self, nbytes: int) -> None:
+            frames, err = self.reader.received(nbytes)
+            if err is not None:
+                raise RuntimeError(err.detail)
+            state["count"] += sum(f.batch.num_rows for f in frames)
+            check()
+
+    def on_stdin() -> None:
+        line = sys.stdin.readline()
+        if not line:
+            stop.set()
+            return
+        state["target"] = int(line)
+        check()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(Proto, path)
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        server.close()
+
+    stop = asyncio.Event()
+    asyncio.run(main())
+
+
+def sort_floor(repeats: int) -> Spread:
+    """Events/s if sorting a batch's numeric features (what the per-bin counters are
+    counted from) were the only work: np.sort of a (16, 4096) float64 block, in process."""
+    block = np.random.default_rng(2).random((N_FEATURES, ROWS))
+    rates = []
+    for _ in range(max(repeats, 5)):
+        t0 = time.perf_counter()
+        for _ in range(50):
+            np.sort(block, axis=1)
+        rates.append(50 * ROWS / (time.perf_counter() - t0))
+    return Spread.of(rates)
 
 
 class Daemon:
@@ -212,10 +334,15 @@ def extra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emb-batches", type=int, help="embedding batches per run (default 40)")
     p.add_argument("--emb-json-events", type=int, help="embedding JSON events (default 2048)")
     p.add_argument("--calls", type=int, help="record_batch calls timed (default 500)")
+    p.add_argument("--serve", choices=["read"], help=argparse.SUPPRESS)
+    p.add_argument("--socket", help=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = bench_args(__doc__.split("\n\n")[0], argv, extra_args)
+    if args.serve:
+        serve_read(args.socket)
+        return 0
     q = args.quick
     n_batches = args.batches or (3 if q else 100)
     n_json = args.json_events or (2 * JSON_BATCH if q else 51_200)
@@ -245,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sidecar.baseline import write_baseline
 
-    seconds: dict[str, list[float]] = {k: [] for k in ("num_f", "num_j", "emb_f", "emb_j")}
+    seconds: dict[str, list[float]] = {
+        k: [] for k in ("num_f", "num_j", "emb_f", "emb_j", "num_read")
+    }
     with tempfile.TemporaryDirectory(prefix="frames-bench-") as tmpdir:
         tmp = Path(tmpdir)
         base = tmp / "num.parquet"
@@ -293,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                 "emb",
             )
             daemons.append(embd)
+            read = ReadOnly(tmp)
+            read.run(num_frames, ROWS * n_batches)
             # one untimed pass each: imports (pyarrow loads with the first stream), allocator
             num.run(num_frames, ROWS * n_batches)
             num.run(num_json, n_json)
@@ -300,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             embd.run(emb_json, n_emb_json)
             for _ in range(args.repeats):
                 seconds["num_f"].append(num.run(num_frames, ROWS * n_batches))
+                seconds["num_read"].append(read.run(num_frames, ROWS * n_batches))
                 seconds["num_j"].append(num.run(num_json, n_json))
                 seconds["emb_f"].append(embd.run(emb_frames, EMB_ROWS * n_emb))
                 seconds["emb_j"].append(embd.run(emb_json, n_emb_json))
@@ -307,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for d in daemons:
                 d.close()
+            if "read" in locals():
+                read.close()
+    floor = sort_floor(args.repeats)
 
     def rate(key: str, n: int) -> Spread:
         return Spread.of(n / s for s in seconds[key])
@@ -314,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     nf, nj = rate("num_f", ROWS * n_batches), rate("num_j", n_json)
     ef, ej = rate("emb_f", EMB_ROWS * n_emb), rate("emb_j", n_emb_json)
     rn, re_ = ratio(nf, nj), ratio(ef, ej)
+    nr = rate("num_read", ROWS * n_batches)
+    rr = ratio(nf, nr)
     rows = [
         ["numeric, 4096 rows/batch", nf.fmt(), nj.fmt(), rn.fmt(2), "5M ev/s, 10x"],
         ["embedding 768-d, 1024 rows/batch", ef.fmt(), ej.fmt(), re_.fmt(2), "100k ev/s, 20x"],
@@ -322,12 +459,19 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["case", "frames ev/s", "JSON ev/s", "frames/JSON", "goal"], rows))
     print()
     print(
+        f"numeric frames against the ceiling: read-only server {nr.fmt()} ev/s; the daemon "
+        f"is {rr.fmt(2)} of it (paired per repeat). Sorting the features alone: "
+        f"{floor.fmt()} ev/s."
+    )
+    print(
         f"client record_batch, 4096 rows from numpy: {client.fmt()} us per call "
         f"(goal <= {GOALS['client_us']:g} us median, {client.n} calls)"
     )
     summary = [
         summary_row("frames numeric 4096/batch", nf, "events/s", f"{rn.median:.1f}x JSON"),
         summary_row("JSON numeric 256/line", nj, "events/s"),
+        summary_row("frames numeric, read-only ceiling", nr, "events/s", f"{rr.median:.2f}x"),
+        summary_row("sort of 16x4096 features alone", floor, "events/s"),
         summary_row("frames embedding 768-d", ef, "events/s", f"{re_.median:.1f}x JSON"),
         summary_row("JSON embedding 768-d", ej, "events/s"),
         summary_row("client record_batch 4096 rows", client, "us/call"),
@@ -336,7 +480,14 @@ def main(argv: list[str] | None = None) -> int:
         "frames",
         args,
         summary,
-        numeric={"frames": nf, "json": nj, "ratio": rn},
+        numeric={
+            "frames": nf,
+            "json": nj,
+            "ratio": rn,
+            "read_only": nr,
+            "of_read_only": rr,
+            "sort_only": floor,
+        },
         embedding={"frames": ef, "json": ej, "ratio": re_},
         client_us=client,
         seconds=seconds,

@@ -30,6 +30,8 @@ def test_frames_bench_quick(tmp_path: Path) -> None:
     for case in ("numeric", "embedding"):
         assert doc[case]["frames"]["median"] > 0 and doc[case]["json"]["median"] > 0
     assert doc["client_us"]["median"] > 0
+    assert doc["numeric"]["read_only"]["median"] > 0 and doc["numeric"]["sort_only"]["median"] > 0
+    assert doc["numeric"]["of_read_only"]["median"] > 0
     assert {r["case"] for r in doc["summary"]} >= {
         "frames numeric 4096/batch",
         "client record_batch 4096 rows",
