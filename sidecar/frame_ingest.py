@@ -38,7 +38,7 @@ from sidecar.frames import Frame, FrameError, FrameReader, read_body
 from sidecar.health import Health
 from sidecar.labels import NOTHING_FOLDED
 from sidecar.pipeline import Pipeline
-from sidecar.tracker import ModelTracker
+from sidecar.tracker import ModelTracker, sorted_transpose
 
 
 class _Connection(Protocol):
@@ -316,7 +316,7 @@ def ingest_columns(tracker: ModelTracker, cols: Columns, now: float) -> tuple[in
     else:
         num[~finite] = np.nan
         n_finite = finite.sum(axis=0)
-    ordered = np.sort(num.T, axis=1)  # num.T is C-contiguous (see column_matrix)
+    ordered = sorted_transpose(num)
     if ordered.size and cols.from_text:  # numbers were range-checked with the rows
         with np.errstate(invalid="ignore"):
             huge = (np.abs(num) > MAX_ABS_VALUE).any(axis=1)
