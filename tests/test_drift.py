@@ -390,6 +390,23 @@ def test_power_small_mean_shift_is_detected() -> None:
     assert len(drifted) <= 2
 
 
+@pytest.mark.parametrize("scale", [0.85, 1.15])
+def test_power_spread_change_with_the_same_mean_is_detected(scale: float) -> None:
+    """The spread of one feature narrows or widens by 15%, its mean unchanged (a sensor
+    that saturates, a model input rescaled): a 10k window against a 50k baseline, among 20
+    features. KS sees the change of shape that a mean would miss."""
+    rng = np.random.default_rng(7)
+    b = make_baseline(rng, 20, rows=50_000)
+    num = rng.normal(size=(10_000, 20))
+    num[:, 5] *= scale
+    result = check_model(b, WindowData(num, np.empty((10_000, 0), np.int32)), DriftParams())
+    drifted = [f.name for f in result.features if f.drifted]
+    assert "x5" in drifted
+    assert "pvalue" in result.features[5].detected_by
+    assert abs(float(num[:, 5].mean())) < 0.05  # the mean did not move: the spread did
+    assert len(drifted) <= 2
+
+
 def test_categories_past_max_categories_are_tested_one_by_one() -> None:
     """100 equally likely categories, 50 kept as labels: the kept ones are the baseline's
     most frequent, so their baseline share is inflated and __other__'s deflated. Comparing
