@@ -83,14 +83,8 @@ class FrameConnection:
             self._fail(FrameError("refused", "socket.arrow_enabled is false"))
 
     def feed(self, data: bytes) -> None:
-        if self.reader is None:
-            return
-        frames, err = self.reader.feed(data)
-        queue = self.server.queue
-        for frame in frames:
-            queue.put_frame(frame, self.proto)
-        if err is not None:
-            self._fail(err)
+        if self.reader is not None:
+            self._deliver(*self.reader.feed(data))
 
     def take_over(self) -> None:
         """Read the rest of the connection straight into the frame reader's buffers
@@ -100,9 +94,11 @@ class FrameConnection:
             transport.set_protocol(_BufferedFrames(self, self.proto))
 
     def received(self, n: int) -> None:
-        if self.reader is None:
-            return
-        frames, err = self.reader.received(n)
+        """`n` bytes were read into the reader's buffer (`_BufferedFrames`)."""
+        if self.reader is not None:
+            self._deliver(*self.reader.received(n))
+
+    def _deliver(self, frames: list[Frame], err: FrameError | None) -> None:
         queue = self.server.queue
         for frame in frames:
             queue.put_frame(frame, self.proto)
