@@ -356,7 +356,10 @@ def count_confidence(
     codes = tracker._classes.codes_of(
         preds, tracker.pred_vocab, lambda rows: _fallback_classes(cols, rows)
     )
-    tracker.add_confidences(codes[ok], conf[ok])
+    if ok.all():
+        tracker.add_confidences(codes, conf)
+    else:
+        tracker.add_confidences(codes[ok], conf[ok])
     return codes
 
 

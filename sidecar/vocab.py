@@ -39,6 +39,18 @@ class Vocab:
         self.values.append(value)
         return c
 
+    def peek(self, value: str) -> int | None:
+        """The code `code(value)` would return, when it would not give a new one (None
+        when it would)."""
+        c = self.index.get(value)
+        if c is not None:
+            return c
+        if len(self.values) >= self.cap:
+            return self.cap
+        if len(value) * 4 > self.max_bytes and len(value.encode()) > self.max_bytes:
+            return self.cap
+        return None
+
     def label(self, code: int) -> str:
         return self.values[code] if code < len(self.values) else OTHER
 

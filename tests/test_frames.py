@@ -46,6 +46,17 @@ MODELS: list[dict[str, Any]] = [
         "baseline": {"capture": 200},
         "drift": {"interval_s": 0.2, "min_samples": 50, "window_size": 2000, "max_age_s": 86400},
     },
+    {
+        # numeric predictions that are class indices, scores or absent, with probabilities:
+        # each row's class (index, argmax or "none") and the order in which classes take
+        # the few codes `max_classes` allows must not depend on the transport
+        "name": "s",
+        "features": [{"name": "a"}],
+        "prediction": {"type": "numeric"},
+        "max_classes": 3,
+        "baseline": {"capture": 100},
+        "drift": {"interval_s": 0.2, "min_samples": 50, "window_size": 2000},
+    },
 ]
 
 
@@ -202,6 +213,32 @@ def model_r(rng: np.random.Generator, n: int, bad: bool) -> tuple[pa.RecordBatch
     return batch, events
 
 
+def model_s(rng: np.random.Generator, n: int) -> tuple[pa.RecordBatch, list[Any]]:
+    a = rng.normal(0, 1, n)
+    pred = rng.choice([0.0, 1.0, 2.0, 3.0, 7.0, 0.37, 1.5, math.nan], n)
+    probs = rng.dirichlet([1, 1, 1, 1], n).round(4)
+    has_probs = rng.random(n) < 0.7
+    batch = pa.record_batch(
+        {
+            "features": pa.StructArray.from_arrays([pa.array(a)], names=["a"]),
+            "prediction": pa.array(pred),
+            "probabilities": pa.array(
+                [list(p) if h else None for p, h in zip(probs, has_probs, strict=True)],
+                pa.list_(pa.float64()),
+            ),
+        }
+    )
+    events = []
+    for i in range(n):
+        ev: dict[str, Any] = {"model": "s", "features": {"a": float(a[i])}}
+        if not math.isnan(pred[i]):
+            ev["prediction"] = float(pred[i])
+        if has_probs[i]:
+            ev["probabilities"] = [float(v) for v in probs[i]]
+        events.append(ev)
+    return batch, events
+
+
 # ------------------------------------------------------------------ tests
 
 
@@ -218,6 +255,9 @@ def test_frames_and_json_give_identical_metrics_and_drift(daemon_factory):
         batch, events = model_r(rng, 300, bad=k == 2)
         json_lines.append(json.dumps(events).encode() + b"\n")
         frame_streams.append(stream([batch], {"model": "r"}))
+        batch, events = model_s(rng, 100)
+        json_lines.append(json.dumps(events).encode() + b"\n")
+        frame_streams.append(stream([batch], {"model": "s"}))
     # rows of a model nobody configured, rejected alike
     cols = model_m_columns(rng, 10, bad=False)
     other = [dict(ev, model="zzz") for ev in model_m_json(cols)]
@@ -226,7 +266,7 @@ def test_frames_and_json_give_identical_metrics_and_drift(daemon_factory):
 
     # One connection each, and each counted before the next: the order of events (which
     # the capture and the vocabularies see) is then the same on both daemons.
-    sizes = [400, 300] * 4 + [10]
+    sizes = [400, 300, 100] * 4 + [10]
     total = 0
     for line, data, size in zip(json_lines, frame_streams, sizes, strict=True):
         total += size
@@ -240,7 +280,7 @@ def test_frames_and_json_give_identical_metrics_and_drift(daemon_factory):
         m = d.scrape()
         return all(
             (m.value("ml_drift_last_check_timestamp_seconds", model_name=name) or 0) > t_done
-            for name in ("m", "r")
+            for name in ("m", "r", "s")
         )
 
     wait_for(lambda: checked_after(as_json) and checked_after(as_frames), what="a check after")
@@ -260,6 +300,12 @@ def test_frames_and_json_give_identical_metrics_and_drift(daemon_factory):
         "unknown_model": 10,
     }
     assert drift_body(as_json) == drift_body(as_frames)
+    classes = {
+        dict(k[1])["predicted_class"]
+        for k in a
+        if k[0] == "ml_prediction_confidence_count" and dict(k[1]).get("model_name") == "s"
+    }
+    assert "__other__" in classes  # the cap was reached: which classes kept a code mattered
 
 
 def _same(x: float, y: float) -> bool:
