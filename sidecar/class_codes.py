@@ -14,11 +14,19 @@ _MAX_INDEX_TABLE = 1 << 16  # class indices below this are looked up in a table
 
 
 class ClassCodes:
-    """`predicted_class` codes by a vocabulary that never changes a code it has given."""
+    """`predicted_class` codes by a vocabulary that never changes a code it has given.
+
+    A batch's codes are lookups, vectorized over its predictions: by class index for
+    numbers, by the prediction vocabulary's code for strings. Labels the vocabulary has no
+    code for yet get theirs at the rows they first come in, rows in order, as event by
+    event: once the vocabulary is full, that order decides which classes keep a code.
+    """
 
     def __init__(self, vocab: Vocab) -> None:
         self.vocab = vocab
         self._by_index = np.empty(0, dtype=np.int64)  # class code by class index, or -1
+        self._pred_vocab: Vocab | None = None
+        self._by_pred = np.empty(0, dtype=np.int64)  # class code by prediction code, or -1
 
     def codes(self, events: list[Event], preds: np.ndarray, pred_vocab: Vocab | None) -> np.ndarray:
         """`predicted_class` codes per event, vectorized over the prediction array; only
@@ -33,76 +41,74 @@ class ClassCodes:
         pred_vocab: Vocab | None,
         fallback: Callable[[np.ndarray], list[str]],
     ) -> np.ndarray:
-        """As `codes`, whatever holds the rows: `fallback(rows)` gives the class labels of
-        the rows that have no prediction (from their probabilities), in order."""
-        vocab = self.vocab
-        if pred_vocab is not None:  # categorical: the class is the prediction itself
-            pv = pred_vocab
-            table = np.array([vocab.code(pv.label(c)) for c in range(pv.cap + 1)], np.int64)
-            codes: np.ndarray = table[np.maximum(preds, 0)]
-            rest = np.flatnonzero(preds < 0)
-        else:
-            return self._numeric_codes(preds, fallback)
-        if rest.size:  # no prediction: take it from the probabilities, if any
-            for i, label in zip(rest.tolist(), fallback(rest), strict=True):
-                codes[i] = vocab.code(label)
-        return codes
-
-    def _numeric_codes(
-        self,
-        preds: np.ndarray,
-        fallback: Callable[[np.ndarray], list[str]],
-    ) -> np.ndarray:
-        """Codes of numeric predictions: a class index is its own label, any other number
-        "none", and a missing one takes the fallback's label (`predicted_class`). Labels
-        new to the vocabulary get their codes in the order their rows come, as event by
-        event (which matters once the vocabulary is full: the later ones share the
-        overflow code)."""
-        vocab = self.vocab
+        """As `codes`, whatever holds the rows: `preds` are the tracker's prediction array
+        (numbers, or codes of `pred_vocab`), and `fallback(rows)` gives the labels of the
+        rows whose prediction says no class by itself (none, or a string past the
+        prediction vocabulary's cap), in order."""
         n = preds.shape[0]
-        finite = np.isfinite(preds)
-        integral = finite & (np.round(preds) == preds)
-        every_index = bool(integral.all())
-        codes = np.full(n, -1, dtype=np.int64)
-        if every_index:  # the common case: every prediction a class index
-            codes = self._index_codes(preds)
-            if n and int(codes.min()) >= 0:
-                return codes
-        elif integral.any():
-            codes[integral] = self._index_codes(preds[integral])
-        regression = finite & ~integral
-        none = vocab.peek("none")
-        if none is not None:
-            codes[regression] = none
-        rest = np.flatnonzero(~finite)
-        rest_labels = fallback(rest) if rest.size else []
-        for i, label in zip(rest.tolist(), rest_labels, strict=True):
-            known = vocab.peek(label)
+        if pred_vocab is not None:  # categorical: the class is the prediction itself
+            named = (preds >= 0) & (preds < len(pred_vocab.values))
+            codes = np.full(n, -1, dtype=np.int64)
+            codes[named] = self._pred_table(pred_vocab)[preds[named]]
+            rest = np.flatnonzero(~named)
+
+            def label(i: int) -> str:
+                return pred_vocab.values[int(preds[i])]
+
+        else:
+            finite = np.isfinite(preds)
+            integral = finite & (np.round(preds) == preds)
+            if bool(integral.all()):  # the common case: every prediction a class index
+                codes = self._index_codes(preds)
+                if not n or int(codes.min()) >= 0:
+                    return codes
+            else:
+                codes = np.full(n, -1, dtype=np.int64)
+                if integral.any():
+                    codes[integral] = self._index_codes(preds[integral])
+                none = self.vocab.peek("none")
+                if none is not None:
+                    codes[finite & ~integral] = none
+            rest = np.flatnonzero(~finite)
+
+            def label(i: int) -> str:
+                v = float(preds[i])
+                return str(int(v)) if v.is_integer() else "none"
+
+        fallen = dict(zip(rest.tolist(), fallback(rest), strict=True)) if rest.size else {}
+        for i, name in fallen.items():
+            known = self.vocab.peek(name)
             if known is not None:
                 codes[i] = known
-        if int(codes.min(initial=0)) >= 0:
-            return codes
-        # New labels: each gets its code at its first row, rows in order.
-        label_of = dict(zip(rest.tolist(), rest_labels, strict=True))
-        first: dict[str, int] = {}
-        for i in np.flatnonzero(codes < 0).tolist():
-            if integral[i]:
-                label = str(int(preds[i]))
-            elif regression[i]:
-                label = "none"
-            else:
-                label = label_of[i]
-            first.setdefault(label, i)
-        for label in sorted(first, key=first.__getitem__):
-            vocab.code(label)
-        if integral.any():
-            self._remember(preds[integral])
-            codes[integral] = self._index_codes(preds[integral])
-        if regression.any():
-            codes[regression] = vocab.code("none")
-        for i, label in label_of.items():
-            codes[i] = vocab.code(label)
+        if n and int(codes.min()) < 0:
+            new = codes < 0
+            self._new_labels(codes, lambda i: fallen[i] if i in fallen else label(i))
+            if pred_vocab is not None:  # remember the classes of these predictions
+                rows = new & named
+                self._by_pred[preds[rows]] = codes[rows]
         return codes
+
+    def _new_labels(self, codes: np.ndarray, label: Callable[[int], str]) -> None:
+        """Give codes to the rows that have none yet, rows in order (event by event)."""
+        given: dict[str, int] = {}
+        for i in np.flatnonzero(codes < 0).tolist():
+            name = label(i)
+            c = given.get(name)
+            if c is None:
+                c = given[name] = self.vocab.code(name)
+            codes[i] = c
+
+    def _pred_table(self, pred_vocab: Vocab) -> np.ndarray:
+        """Class code by prediction code (-1 where the class has no code yet)."""
+        if pred_vocab is not self._pred_vocab:
+            self._pred_vocab = pred_vocab
+            self._by_pred = np.empty(0, dtype=np.int64)
+        table = self._by_pred
+        if table.size < len(pred_vocab.values):  # new predictions: their classes, if known
+            known = [self.vocab.peek(v) for v in pred_vocab.values[table.size :]]
+            more = np.array([-1 if c is None else c for c in known], dtype=np.int64)
+            table = self._by_pred = np.concatenate([table, more])
+        return table
 
     def _index_codes(self, values: np.ndarray) -> np.ndarray:
         """Codes of integral predictions, -1 for an index the vocabulary has no code for
@@ -128,10 +134,6 @@ class ClassCodes:
                     table[u] = c
             codes = table[ints]
         return codes
-
-    def _remember(self, values: np.ndarray) -> None:
-        """Fill the index table for these class indices, now that their labels have codes."""
-        self._index_codes(values)
 
 
 def predicted_class(ev: Event) -> str:

@@ -41,3 +41,31 @@ def test_batch_codes_equal_event_by_event(
         preds = np.array([p for p, _ in batch], dtype=np.float64)
         got = fast.codes(events, preds, None)
         assert got.tolist() == [slow.code(predicted_class(ev)) for ev in events]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.one_of(st.none(), st.sampled_from("abcdefg")), probabilities),
+            max_size=30,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(1, 8),
+    st.integers(1, 8),
+)
+def test_categorical_batch_codes_equal_event_by_event(
+    batches: list[list[tuple[str | None, list[float] | None]]], cap: int, pred_cap: int
+) -> None:
+    """String predictions, coded first by the model's prediction vocabulary (as the
+    tracker does, which may be full), then as classes."""
+    fast = ClassCodes(Vocab(cap))
+    slow = Vocab(cap)
+    pred_vocab = Vocab(pred_cap)
+    for batch in batches:
+        events = [Event(model="m", prediction=p, probabilities=pr) for p, pr in batch]
+        preds = np.array([-1 if p is None else pred_vocab.code(p) for p, _ in batch], np.int32)
+        got = fast.codes(events, preds, pred_vocab)
+        assert got.tolist() == [slow.code(predicted_class(ev)) for ev in events]

@@ -155,17 +155,13 @@ def test_bad_labels_are_rejected_by_reason_and_counted() -> None:
         {"kind": "label", "model": "clf", "id": "p"},  # no label
         {"kind": "label", "model": "clf", "label": "a"},  # no id nor prediction
         {"kind": "label", "model": "clf", "prediction": "a", "label": "c"},  # room for c
-        {
-            "kind": "label",
-            "model": "clf",
-            "prediction": "a",
-            "label": "d",
-        },  # no room: a, __other__, c
+        {"kind": "label", "model": "clf", "prediction": "a", "label": "d"},  # and for d
+        {"kind": "label", "model": "clf", "prediction": "a", "label": "e"},  # no room: a, c, d
         {"kind": "label", "model": "clf", "prediction": "a", "label": 1.5},  # not a class
         {"kind": "label", "model": "reg", "id": "q", "label": "x"},  # a string for a number
         {"kind": "label", "model": "clf", "id": "p", "label": ["a"]},  # not decodable
     ]
-    assert send(pipe, bad) == 1
+    assert send(pipe, bad) == 2
     got = {k: v - before.get(k, 0) for k, v in pipe.health.rejected.items()}
     assert {k: v for k, v in got.items() if v} == {
         "unknown_model": 1,

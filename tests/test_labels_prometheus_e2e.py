@@ -38,8 +38,9 @@ PREDICTIONS = 400
 daemon (self-contained), 1 in 10 never labeled."""
 REGRESSIONS = 200
 CLASSES = ("0", "1")
-GRID = ("0", "1", "__other__")
-"""The classes a categorical model's counters know once both classes were predicted."""
+GRID = CLASSES
+"""The classes a categorical model's counters know once both classes were predicted (no
+`__other__`: no event had a class past the cap)."""
 UNMATCHED = 5
 REJECTED = 2
 BASELINE_ACCURACY = 0.95
@@ -92,7 +93,7 @@ def config(path: Path) -> dict[str, Any]:
                 "baseline": {"path": str(path)},
                 "features": [{"name": "x"}],
                 "prediction": {"type": "categorical"},
-                "max_classes": 3,
+                "max_classes": 2,  # both classes: a label of a third is rejected
             },
             {"name": "reg", "baseline": {"capture": 1_000_000}, "prediction": {"type": "numeric"}},
         ],
