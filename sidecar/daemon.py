@@ -99,6 +99,10 @@ class Daemon:
         self._next_check: dict[str, float] = {}
         """Per model, the loop time its next drift check is due; survives a reload."""
         self._auto_doc: bytes | None = None
+        self._pending_rows_on_disk = 0
+        """Rows in the waiting-predictions file as last restored or written: while it and
+        the store are both empty, a snapshot leaves the file as it is (nothing to say, and
+        numpy's npz writer is not imported for it)."""
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
 
@@ -140,7 +144,9 @@ class Daemon:
                 self.pipeline.trackers[name].install_baseline(baseline)
         await self._restore_auto_models()
         restored = await asyncio.to_thread(self.state.restore, self.pipeline.trackers)
-        await asyncio.to_thread(restore_pending, self.state.root, self.pipeline.labels)
+        self._pending_rows_on_disk = await asyncio.to_thread(
+            restore_pending, self.state.root, self.pipeline.labels
+        )
         await self.ingest.start()
         app = make_app(self.registry, self)
         self._runner = web.AppRunner(
@@ -431,7 +437,9 @@ class Daemon:
             self.pipeline.labels.expire(time.time())
             pending = collect_pending(self.pipeline.labels)
             await asyncio.to_thread(self.state.write, snaps)
-            await asyncio.to_thread(write_pending, self.state.root, pending)
+            if pending.rows or self._pending_rows_on_disk:
+                await asyncio.to_thread(write_pending, self.state.root, pending)
+                self._pending_rows_on_disk = pending.rows
             if auto is not None:
                 await asyncio.to_thread(self.state.write_file, AUTO_MODELS_FILE, auto)
                 self._auto_doc = auto
