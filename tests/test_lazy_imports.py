@@ -9,6 +9,7 @@ holds the same for a bare `import`; this holds it for the daemon at work).
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import sys
 from collections.abc import Callable
@@ -120,3 +121,32 @@ def test_a_daemon_with_a_baseline_file_imports_the_loader(
     modules = imported(d, out)
     assert {"sidecar.loading", "sidecar.baseline", "pyarrow"} <= modules
     assert "scipy" not in modules
+
+
+def _nvml_library_loadable() -> bool:
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def test_gpu_auto_imports_pynvml_only_where_the_driver_is(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """`gpu.enabled: auto` (the default) on a machine without the NVIDIA driver's library
+    finds no GPU without importing pynvml; with the library, it is the daemon's to use."""
+    d, out = start(
+        daemon_factory,
+        tmp_path,
+        {"models": [], "auto_register": {"enabled": True}, "gpu": {"enabled": "auto"}},
+    )
+    m = d.scrape()
+    modules = imported(d, out)
+    assert "sidecar.nvml" in modules
+    if _nvml_library_loadable():
+        assert "pynvml" in modules
+    else:
+        assert "pynvml" not in modules
+        assert m.value("drift_sidecar_gpu_available") == 0
+        assert "NVML Shared Library Not Found" in d.logs()
