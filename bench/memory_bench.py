@@ -6,7 +6,10 @@ Each run reads /proc/PID/status of a fresh daemon once ready (VmHWM then is the 
 the baseline loaded) and again after the window has filled, a drift check has run over it
 and /metrics has been scraped. VmRSS is split into RssAnon, the daemon's own memory, and
 RssFile, the mapped libraries (shared, and moving with the page cache). The floor is a ready
-daemon with no model, measured the same way.
+daemon with no model, measured the same way. "As installed" runs the daemon as a wheel
+installs it: the package's bytecode compiled (pip compiles it at install, whatever
+PYTHONDONTWRITEBYTECODE says; an editable checkout under that variable compiles every
+module from source at each start, about 0.5 MiB that stays) and without `rich`.
 
 In the grid, for each cell the real daemon holds one model of F numeric features with a
 small baseline (1,000 rows, so the window dominates), is read for VmRSS once ready (the
@@ -15,14 +18,18 @@ read again (VmRSS now, VmHWM the peak while ingesting). The floor is a daemon wi
 at all; what a cell costs is its filled RSS over that floor. The window's own arrays need
 about window x (F + 3) x 8 bytes; the table shows how the measured cost compares with that.
 
-Run:  python bench/memory_bench.py [--quick] [--json FILE] [--only footprint|grid]
+Run:  python bench/memory_bench.py [--quick] [--json FILE] [--only footprint|floor|grid]
+(`--only floor`: the no-model floor alone, both ways, in seconds.)
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    ROOT,
     Spread,
     bench_args,
     kill_quietly,
@@ -166,17 +174,35 @@ def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str,
 
 
 @contextlib.contextmanager
-def without_dev_tools() -> Iterator[None]:
-    """Daemons started inside hide `rich`: structlog imports it when it is installed, and it
-    comes with the dev tools (import-linter), not with the sidecar (about 3 MiB)."""
-    with tempfile.TemporaryDirectory(prefix="memory-bench-hide-") as hide:
-        (Path(hide) / "rich").mkdir()
-        (Path(hide) / "rich" / "__init__.py").write_text(
+def as_installed() -> Iterator[None]:
+    """Daemons started inside run as a wheel installs them: the sidecar package from a copy
+    whose bytecode is compiled (pip compiles it at install time), and `rich` hidden, which
+    structlog imports when it is there but which comes with the dev tools (import-linter),
+    not with the sidecar (about 3 MiB)."""
+    with tempfile.TemporaryDirectory(prefix="memory-bench-site-") as site:
+        (Path(site) / "rich").mkdir()
+        (Path(site) / "rich" / "__init__.py").write_text(
             'raise ImportError("hidden by bench/memory_bench.py: not a sidecar dependency")\n'
         )
+        package = Path(site) / "sidecar"
+        shutil.copytree(
+            ROOT / "sidecar", package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        if not compileall.compile_dir(package, quiet=1):
+            raise RuntimeError(f"cannot compile the copy of the sidecar package in {package}")
         before = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [hide, before]))
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, before]))
         try:
+            # the copy, not this checkout (an editable install's finder comes after it)
+            where = subprocess.run(
+                [sys.executable, "-c", "import sidecar; print(sidecar.__file__)"],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=site,
+            ).stdout.strip()
+            if Path(where).parent != package:
+                raise RuntimeError(f"the daemon would import {where}, not the copy in {package}")
             yield
         finally:
             if before is None:
@@ -194,11 +220,14 @@ def footprint(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.repeats):
             with contextlib.ExitStack() as stack:
                 if hidden:
-                    stack.enter_context(without_dev_tools())
+                    stack.enter_context(as_installed())
                 with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
                     floors.append(floor_kib(Path(tmpdir)))
-                with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
-                    runs.append(footprint_run(Path(tmpdir), w["features"], w["rows"], w["window"]))
+                if args.only != "floor":  # the floor alone
+                    with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
+                        runs.append(
+                            footprint_run(Path(tmpdir), w["features"], w["rows"], w["window"])
+                        )
             print(f"footprint ({env}) run {i + 1}/{args.repeats}: done", flush=True)
         out[env] = summarize(floors, runs)
     return out
@@ -210,6 +239,8 @@ def summarize(floors: list[dict[str, int]], runs: list[dict[str, Any]]) -> dict[
 
     out: dict[str, Any] = {"runs": runs, "floors": floors}
     out["floor"] = {k: mib(floors, k) for k in KEYS}
+    if not runs:  # --only floor
+        return out
     out["ready"] = {k: mib([r["ready"] for r in runs], k) for k in KEYS}
     out["checked"] = {k: mib([r["checked"] for r in runs], k) for k in KEYS}
     out["load_peak"] = mib([r["ready"] for r in runs], "VmHWM")
@@ -269,8 +300,8 @@ def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict
 def extra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--only",
-        choices=("footprint", "grid"),
-        help="run only the footprint workload or only the grid",
+        choices=("footprint", "floor", "grid"),
+        help="run only the footprint workload, only its no-model floor, or only the grid",
     )
 
 
@@ -286,10 +317,20 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
                 ("model, ready", "ready"),
                 ("model, after a check", "checked"),
             )
+            if key in e
         ]
     print()
     print(table(["daemon", "RssAnon MiB", "RssFile MiB", "VmRSS MiB"], rows))
     e = fp["installed"]
+    if "checked" not in e:  # --only floor
+        print(
+            f"\nno-model floor: median (min-max) of {len(e['floors'])} daemons each. 'as "
+            "installed': compiled bytecode, no rich; 'dev venv': this checkout as it runs."
+        )
+        return [
+            summary_row(f"RssAnon, no model ({env})", fp[env]["floor"]["RssAnon"], "MiB")
+            for env in ("installed", "dev")
+        ]
     print(
         f"\nfootprint workload: {w['features']} numeric features, a {w['rows']:,}-row "
         f"baseline, a window of {w['window']:,}; median (min-max) of {len(e['runs'])} "
@@ -326,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     args = bench_args(__doc__.split("\n\n")[0], argv, extra_args)
     summary: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
-    if args.only in (None, "footprint"):
+    if args.only in (None, "footprint", "floor"):
         fp = footprint(args)
         summary += print_footprint(fp)
         extra["footprint"] = fp
