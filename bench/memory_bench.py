@@ -334,8 +334,9 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
     print(
         f"\nfootprint workload: {w['features']} numeric features, a {w['rows']:,}-row "
         f"baseline, a window of {w['window']:,}; median (min-max) of {len(e['runs'])} "
-        "daemons each. 'as installed' hides rich, which structlog imports when the dev "
-        "tools brought it. Peak while loading (VmHWM at ready, as installed): "
+        "daemons each. 'as installed' runs compiled bytecode and hides rich, which "
+        "structlog imports when the dev tools brought it. Peak while loading (VmHWM at "
+        "ready, as installed): "
         f"{e['load_peak'].fmt()} MiB, {e['load_peak_over_steady'].fmt()} x the VmRSS after "
         f"the check; peak over the whole run: {e['peak'].fmt()} MiB."
     )
