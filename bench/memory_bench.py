@@ -6,7 +6,8 @@ Each run reads /proc/PID/status of a fresh daemon once ready (VmHWM then is the 
 the baseline loaded) and again after the window has filled, a drift check has run over it
 and /metrics has been scraped. VmRSS is split into RssAnon, the daemon's own memory, and
 RssFile, the mapped libraries (shared, and moving with the page cache). The floor is a ready
-daemon with no model, measured the same way. "As installed" runs the daemon as a wheel
+daemon with no model, measured the same way, with GPU monitoring off (as in the tests) and
+with `gpu.enabled: auto`, the default. "As installed" runs the daemon as a wheel
 installs it: the package's bytecode compiled (pip compiles it at install, whatever
 PYTHONDONTWRITEBYTECODE says; an editable checkout under that variable compiles every
 module from source at each start, about 0.5 MiB that stays) and without `rich`.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import contextlib
+import ctypes
 import os
 import shutil
 import subprocess
@@ -84,12 +86,18 @@ def encoded_events(n_features: int) -> list[bytes]:
     ]
 
 
-def floor_kib(tmp: Path) -> dict[str, int]:
+def floor_kib(tmp: Path, gpu: bool | str = False) -> dict[str, int]:
     """/proc/PID/status of a ready daemon with no model: interpreter, libraries, servers.
-    (A config with no model must turn auto-registration on, or it would refuse every event.)"""
+    (A config with no model must turn auto-registration on, or it would refuse every event.)
+    `gpu` is `gpu.enabled`: off as in the tests, or "auto", the default."""
     d = start_daemon(
         tmp,
-        {"models": [], "auto_register": {"enabled": True}, "log": {"level": "warning"}},
+        {
+            "models": [],
+            "auto_register": {"enabled": True},
+            "gpu": {"enabled": gpu},
+            "log": {"level": "warning"},
+        },
         wait_ready=True,
     )
     try:
@@ -173,6 +181,14 @@ def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str,
     return {"ready": ready, "checked": after}
 
 
+def nvml_library_loads() -> bool:
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def as_installed() -> Iterator[None]:
     """Daemons started inside run as a wheel installs them: the sidecar package from a copy
@@ -216,6 +232,7 @@ def footprint(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"workload": w}
     for env, hidden in (("installed", True), ("dev", False)):
         floors: list[dict[str, int]] = []
+        auto_floors: list[dict[str, int]] = []
         runs: list[dict[str, Any]] = []
         for i in range(args.repeats):
             with contextlib.ExitStack() as stack:
@@ -223,6 +240,8 @@ def footprint(args: argparse.Namespace) -> dict[str, Any]:
                     stack.enter_context(as_installed())
                 with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
                     floors.append(floor_kib(Path(tmpdir)))
+                with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
+                    auto_floors.append(floor_kib(Path(tmpdir), gpu="auto"))
                 if args.only != "floor":  # the floor alone
                     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
                         runs.append(
@@ -230,6 +249,8 @@ def footprint(args: argparse.Namespace) -> dict[str, Any]:
                         )
             print(f"footprint ({env}) run {i + 1}/{args.repeats}: done", flush=True)
         out[env] = summarize(floors, runs)
+        out[env]["floors_gpu_auto"] = auto_floors
+        out[env]["floor_gpu_auto"] = {k: Spread.of(s[k] / MIB for s in auto_floors) for k in KEYS}
     return out
 
 
@@ -314,6 +335,7 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
             [f"{what}, {label}", *(e[key][k].fmt() for k in KEYS)]
             for what, key in (
                 ("no model, ready", "floor"),
+                ("no model, gpu: auto, ready", "floor_gpu_auto"),
                 ("model, ready", "ready"),
                 ("model, after a check", "checked"),
             )
@@ -321,6 +343,11 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
         ]
     print()
     print(table(["daemon", "RssAnon MiB", "RssFile MiB", "VmRSS MiB"], rows))
+    print(
+        f"\n'gpu: auto' is the default; the NVIDIA driver's library "
+        f"{'loads' if nvml_library_loads() else 'does not load'} here, so NVML "
+        f"{'is' if nvml_library_loads() else 'is not'} in use. The other rows turn it off."
+    )
     e = fp["installed"]
     if "checked" not in e:  # --only floor
         print(
@@ -328,8 +355,9 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
             "installed': compiled bytecode, no rich; 'dev venv': this checkout as it runs."
         )
         return [
-            summary_row(f"RssAnon, no model ({env})", fp[env]["floor"]["RssAnon"], "MiB")
+            summary_row(f"RssAnon, no model{gpu} ({env})", fp[env][key]["RssAnon"], "MiB")
             for env in ("installed", "dev")
+            for gpu, key in (("", "floor"), (", gpu: auto", "floor_gpu_auto"))
         ]
     print(
         f"\nfootprint workload: {w['features']} numeric features, a {w['rows']:,}-row "
@@ -345,6 +373,9 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
         e = fp[env]
         summary += [
             summary_row(f"RssAnon, no model ({env})", e["floor"]["RssAnon"], "MiB"),
+            summary_row(
+                f"RssAnon, no model, gpu: auto ({env})", e["floor_gpu_auto"]["RssAnon"], "MiB"
+            ),
             summary_row(
                 f"RssAnon, {w['features']} features, {w['rows']:,}-row baseline, "
                 f"after a check ({env})",
