@@ -6,7 +6,11 @@ Each run reads /proc/PID/status of a fresh daemon once ready (VmHWM then is the 
 the baseline loaded) and again after the window has filled, a drift check has run over it
 and /metrics has been scraped. VmRSS is split into RssAnon, the daemon's own memory, and
 RssFile, the mapped libraries (shared, and moving with the page cache). The floor is a ready
-daemon with no model, measured the same way.
+daemon with no model, measured the same way, with GPU monitoring off (as in the tests) and
+with `gpu.enabled: auto`, the default. "As installed" runs the daemon as a wheel
+installs it: the package's bytecode compiled (pip compiles it at install, whatever
+PYTHONDONTWRITEBYTECODE says; an editable checkout under that variable compiles every
+module from source at each start, about 0.5 MiB that stays) and without `rich`.
 
 In the grid, for each cell the real daemon holds one model of F numeric features with a
 small baseline (1,000 rows, so the window dominates), is read for VmRSS once ready (the
@@ -15,14 +19,19 @@ read again (VmRSS now, VmHWM the peak while ingesting). The floor is a daemon wi
 at all; what a cell costs is its filled RSS over that floor. The window's own arrays need
 about window x (F + 3) x 8 bytes; the table shows how the measured cost compares with that.
 
-Run:  python bench/memory_bench.py [--quick] [--json FILE] [--only footprint|grid]
+Run:  python bench/memory_bench.py [--quick] [--json FILE] [--only footprint|floor|grid]
+(`--only floor`: the no-model floor alone, both ways, in seconds.)
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
+import ctypes
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    ROOT,
     Spread,
     bench_args,
     kill_quietly,
@@ -76,12 +86,18 @@ def encoded_events(n_features: int) -> list[bytes]:
     ]
 
 
-def floor_kib(tmp: Path) -> dict[str, int]:
+def floor_kib(tmp: Path, gpu: bool | str = False) -> dict[str, int]:
     """/proc/PID/status of a ready daemon with no model: interpreter, libraries, servers.
-    (A config with no model must turn auto-registration on, or it would refuse every event.)"""
+    (A config with no model must turn auto-registration on, or it would refuse every event.)
+    `gpu` is `gpu.enabled`: off as in the tests, or "auto", the default."""
     d = start_daemon(
         tmp,
-        {"models": [], "auto_register": {"enabled": True}, "log": {"level": "warning"}},
+        {
+            "models": [],
+            "auto_register": {"enabled": True},
+            "gpu": {"enabled": gpu},
+            "log": {"level": "warning"},
+        },
         wait_ready=True,
     )
     try:
@@ -165,18 +181,44 @@ def footprint_run(tmp: Path, features: int, rows: int, window: int) -> dict[str,
     return {"ready": ready, "checked": after}
 
 
+def nvml_library_loads() -> bool:
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def without_dev_tools() -> Iterator[None]:
-    """Daemons started inside hide `rich`: structlog imports it when it is installed, and it
-    comes with the dev tools (import-linter), not with the sidecar (about 3 MiB)."""
-    with tempfile.TemporaryDirectory(prefix="memory-bench-hide-") as hide:
-        (Path(hide) / "rich").mkdir()
-        (Path(hide) / "rich" / "__init__.py").write_text(
+def as_installed() -> Iterator[None]:
+    """Daemons started inside run as a wheel installs them: the sidecar package from a copy
+    whose bytecode is compiled (pip compiles it at install time), and `rich` hidden, which
+    structlog imports when it is there but which comes with the dev tools (import-linter),
+    not with the sidecar (about 3 MiB)."""
+    with tempfile.TemporaryDirectory(prefix="memory-bench-site-") as site:
+        (Path(site) / "rich").mkdir()
+        (Path(site) / "rich" / "__init__.py").write_text(
             'raise ImportError("hidden by bench/memory_bench.py: not a sidecar dependency")\n'
         )
+        package = Path(site) / "sidecar"
+        shutil.copytree(
+            ROOT / "sidecar", package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        if not compileall.compile_dir(package, quiet=1):
+            raise RuntimeError(f"cannot compile the copy of the sidecar package in {package}")
         before = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [hide, before]))
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, before]))
         try:
+            # the copy, not this checkout (an editable install's finder comes after it)
+            where = subprocess.run(
+                [sys.executable, "-c", "import sidecar; print(sidecar.__file__)"],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=site,
+            ).stdout.strip()
+            if Path(where).parent != package:
+                raise RuntimeError(f"the daemon would import {where}, not the copy in {package}")
             yield
         finally:
             if before is None:
@@ -190,17 +232,25 @@ def footprint(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"workload": w}
     for env, hidden in (("installed", True), ("dev", False)):
         floors: list[dict[str, int]] = []
+        auto_floors: list[dict[str, int]] = []
         runs: list[dict[str, Any]] = []
         for i in range(args.repeats):
             with contextlib.ExitStack() as stack:
                 if hidden:
-                    stack.enter_context(without_dev_tools())
+                    stack.enter_context(as_installed())
                 with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
                     floors.append(floor_kib(Path(tmpdir)))
                 with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
-                    runs.append(footprint_run(Path(tmpdir), w["features"], w["rows"], w["window"]))
+                    auto_floors.append(floor_kib(Path(tmpdir), gpu="auto"))
+                if args.only != "floor":  # the floor alone
+                    with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmpdir:
+                        runs.append(
+                            footprint_run(Path(tmpdir), w["features"], w["rows"], w["window"])
+                        )
             print(f"footprint ({env}) run {i + 1}/{args.repeats}: done", flush=True)
         out[env] = summarize(floors, runs)
+        out[env]["floors_gpu_auto"] = auto_floors
+        out[env]["floor_gpu_auto"] = {k: Spread.of(s[k] / MIB for s in auto_floors) for k in KEYS}
     return out
 
 
@@ -210,6 +260,8 @@ def summarize(floors: list[dict[str, int]], runs: list[dict[str, Any]]) -> dict[
 
     out: dict[str, Any] = {"runs": runs, "floors": floors}
     out["floor"] = {k: mib(floors, k) for k in KEYS}
+    if not runs:  # --only floor
+        return out
     out["ready"] = {k: mib([r["ready"] for r in runs], k) for k in KEYS}
     out["checked"] = {k: mib([r["checked"] for r in runs], k) for k in KEYS}
     out["load_peak"] = mib([r["ready"] for r in runs], "VmHWM")
@@ -269,8 +321,8 @@ def measure(tmp: Path, n_features: int, window: int, lines: list[bytes]) -> dict
 def extra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--only",
-        choices=("footprint", "grid"),
-        help="run only the footprint workload or only the grid",
+        choices=("footprint", "floor", "grid"),
+        help="run only the footprint workload, only its no-model floor, or only the grid",
     )
 
 
@@ -283,18 +335,36 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
             [f"{what}, {label}", *(e[key][k].fmt() for k in KEYS)]
             for what, key in (
                 ("no model, ready", "floor"),
+                ("no model, gpu: auto, ready", "floor_gpu_auto"),
                 ("model, ready", "ready"),
                 ("model, after a check", "checked"),
             )
+            if key in e
         ]
     print()
     print(table(["daemon", "RssAnon MiB", "RssFile MiB", "VmRSS MiB"], rows))
+    print(
+        f"\n'gpu: auto' is the default; the NVIDIA driver's library "
+        f"{'loads' if nvml_library_loads() else 'does not load'} here, so NVML "
+        f"{'is' if nvml_library_loads() else 'is not'} in use. The other rows turn it off."
+    )
     e = fp["installed"]
+    if "checked" not in e:  # --only floor
+        print(
+            f"\nno-model floor: median (min-max) of {len(e['floors'])} daemons each. 'as "
+            "installed': compiled bytecode, no rich; 'dev venv': this checkout as it runs."
+        )
+        return [
+            summary_row(f"RssAnon, no model{gpu} ({env})", fp[env][key]["RssAnon"], "MiB")
+            for env in ("installed", "dev")
+            for gpu, key in (("", "floor"), (", gpu: auto", "floor_gpu_auto"))
+        ]
     print(
         f"\nfootprint workload: {w['features']} numeric features, a {w['rows']:,}-row "
         f"baseline, a window of {w['window']:,}; median (min-max) of {len(e['runs'])} "
-        "daemons each. 'as installed' hides rich, which structlog imports when the dev "
-        "tools brought it. Peak while loading (VmHWM at ready, as installed): "
+        "daemons each. 'as installed' runs compiled bytecode and hides rich, which "
+        "structlog imports when the dev tools brought it. Peak while loading (VmHWM at "
+        "ready, as installed): "
         f"{e['load_peak'].fmt()} MiB, {e['load_peak_over_steady'].fmt()} x the VmRSS after "
         f"the check; peak over the whole run: {e['peak'].fmt()} MiB."
     )
@@ -303,6 +373,9 @@ def print_footprint(fp: dict[str, Any]) -> list[dict[str, Any]]:
         e = fp[env]
         summary += [
             summary_row(f"RssAnon, no model ({env})", e["floor"]["RssAnon"], "MiB"),
+            summary_row(
+                f"RssAnon, no model, gpu: auto ({env})", e["floor_gpu_auto"]["RssAnon"], "MiB"
+            ),
             summary_row(
                 f"RssAnon, {w['features']} features, {w['rows']:,}-row baseline, "
                 f"after a check ({env})",
@@ -326,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = bench_args(__doc__.split("\n\n")[0], argv, extra_args)
     summary: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
-    if args.only in (None, "footprint"):
+    if args.only in (None, "footprint", "floor"):
         fp = footprint(args)
         summary += print_footprint(fp)
         extra["footprint"] = fp

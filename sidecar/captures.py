@@ -11,10 +11,8 @@ from typing import Any
 import numpy as np
 import structlog
 
-from sidecar.baseline import embedding_reference, write_baseline
 from sidecar.capture import Capture, CaptureData
 from sidecar.errors import BaselineError
-from sidecar.loading import warn_overflowed
 from sidecar.metrics import Health
 from sidecar.pipeline import Pipeline
 from sidecar.state import StateStore
@@ -23,6 +21,9 @@ from sidecar.stats.reference import build_baseline
 from sidecar.tracker import ModelTracker, embedding_options
 
 log = structlog.get_logger("sidecar.daemon")
+
+# sidecar.baseline (the parquet writer, the embedding reference) and sidecar.loading are
+# imported where a capture completes: a daemon that captures nothing never needs them.
 
 CAPTURED_MODE = 0o600
 """Captured baselines are the sidecar's own state, read by no one else."""
@@ -83,6 +84,9 @@ class CaptureWriter:
             "source": "capture",
             "embedding": data.embedding,
         }
+        from sidecar.baseline import write_baseline  # noqa: PLC0415
+        from sidecar.loading import warn_overflowed  # noqa: PLC0415
+
         try:
             baseline = await asyncio.to_thread(
                 write_baseline, path, tracker.name, mode=CAPTURED_MODE, **columns
@@ -139,6 +143,8 @@ class CaptureWriter:
         built, which leaves embedding drift off for the model until its next baseline."""
         if tracker.spec.embedding is None or data.embedding is None:
             return None
+        from sidecar.baseline import embedding_reference  # noqa: PLC0415
+
         rows = data.embedding[np.isfinite(data.embedding).all(axis=1)]
         opts = embedding_options(tracker.spec.embedding)
         try:
@@ -155,6 +161,8 @@ class CaptureWriter:
                 del self._unwritten[name]  # replaced by a reload meanwhile
                 continue
             path = self.state.captured_baseline_path(name)
+            from sidecar.baseline import write_baseline  # noqa: PLC0415
+
             try:
                 written = await asyncio.to_thread(
                     write_baseline, path, name, mode=CAPTURED_MODE, **columns

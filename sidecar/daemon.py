@@ -28,8 +28,7 @@ from sidecar.gpu import GpuMonitor
 from sidecar.ingest import IngestServer
 from sidecar.label_metrics import LabelCollector
 from sidecar.labels_io import collect_pending, restore_pending, write_pending
-from sidecar.loading import captured_baseline, load_baselines
-from sidecar.memory import arrow_uses_malloc, then_give_back
+from sidecar.memory import arrow_uses_malloc, give_back, then_give_back
 from sidecar.metrics import Health, SidecarCollector
 from sidecar.pipeline import Pipeline
 from sidecar.reloading import check_immutable, file_identity, rebuild_trackers
@@ -100,6 +99,10 @@ class Daemon:
         self._next_check: dict[str, float] = {}
         """Per model, the loop time its next drift check is due; survives a reload."""
         self._auto_doc: bytes | None = None
+        self._pending_rows_on_disk = 0
+        """Rows in the waiting-predictions file as last restored or written: while it and
+        the store are both empty, a snapshot leaves the file as it is (nothing to say, and
+        numpy's npz writer is not imported for it)."""
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
 
@@ -131,12 +134,19 @@ class Daemon:
         # or writes any state.
         self.ingest.claim()
         await asyncio.to_thread(self._open_state)
-        baselines = await asyncio.to_thread(then_give_back(load_baselines), self.config)
-        for name, baseline in baselines.items():
-            self.pipeline.trackers[name].install_baseline(baseline)
+        if self.config.models:
+            # Imported only when there is something to load: sidecar.loading brings the
+            # baseline reader and its modules, which a daemon with no model never uses.
+            from sidecar.loading import load_baselines  # noqa: PLC0415
+
+            baselines = await asyncio.to_thread(then_give_back(load_baselines), self.config)
+            for name, baseline in baselines.items():
+                self.pipeline.trackers[name].install_baseline(baseline)
         await self._restore_auto_models()
         restored = await asyncio.to_thread(self.state.restore, self.pipeline.trackers)
-        await asyncio.to_thread(restore_pending, self.state.root, self.pipeline.labels)
+        self._pending_rows_on_disk = await asyncio.to_thread(
+            restore_pending, self.state.root, self.pipeline.labels
+        )
         await self.ingest.start()
         app = make_app(self.registry, self)
         self._runner = web.AppRunner(
@@ -164,6 +174,9 @@ class Daemon:
         self._spawn("gpu", self.gpu.run(), eternal=True)
         self._spawn("snapshots", self._snapshot_loop(), eternal=True)
         self._sync_drift_loops()
+        # What the start freed (parsing the config, restoring state, compiling modules
+        # that have no bytecode yet) goes back to the system before the daemon settles.
+        await asyncio.to_thread(give_back)
         self.accepting = True
         self.started.set()
         log.info(
@@ -289,6 +302,7 @@ class Daemon:
             specs = [s for s in specs if _auto_spec_fits(s, limit)]
         if not specs:
             return
+        from sidecar.loading import captured_baseline  # noqa: PLC0415
 
         def load() -> dict[str, Baseline | None]:
             return {s.name: captured_baseline(self.config, s, self.state) for s in specs}
@@ -423,7 +437,9 @@ class Daemon:
             self.pipeline.labels.expire(time.time())
             pending = collect_pending(self.pipeline.labels)
             await asyncio.to_thread(self.state.write, snaps)
-            await asyncio.to_thread(write_pending, self.state.root, pending)
+            if pending.rows or self._pending_rows_on_disk:
+                await asyncio.to_thread(write_pending, self.state.root, pending)
+                self._pending_rows_on_disk = pending.rows
             if auto is not None:
                 await asyncio.to_thread(self.state.write_file, AUTO_MODELS_FILE, auto)
                 self._auto_doc = auto
@@ -475,6 +491,8 @@ class Daemon:
         if self.config.source is None:
             log.warning("reload_skipped", reason="running on embedded defaults, no file")
             return False
+        from sidecar.loading import load_baselines  # noqa: PLC0415
+
         try:
             new = await asyncio.to_thread(load_config, self.config.source)
             check_immutable(self.config, new)

@@ -2,8 +2,10 @@
 says about the model (its accuracy and a calibration map).
 
 The waiting predictions are one file, `labels/pending.npz` (plain arrays, read back with the
-same checks as a window snapshot), written atomically at each snapshot and at SIGTERM; the
-model and class names the rows refer to travel in it as UTF-8 JSON bytes. A file that
+same checks as a window snapshot), written atomically at each snapshot and at SIGTERM while
+predictions wait, and once more when the last is gone (an empty store and no file, or an
+empty one, say the same); the model and class names the rows refer to travel in it as UTF-8
+JSON bytes. A file that
 cannot be trusted is set aside (never deleted) and the store starts empty.
 """
 
@@ -44,6 +46,10 @@ class PendingSnapshot:
     """The store's rows and names, copied on the event loop; written in a thread."""
 
     arrays: dict[str, np.ndarray]
+
+    @property
+    def rows(self) -> int:
+        return len(self.arrays["keys"])
 
 
 def collect_pending(book: LabelBook) -> PendingSnapshot:

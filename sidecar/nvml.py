@@ -7,6 +7,9 @@ The calls sit behind `NvmlBackend`, so the monitor can be tested without a drive
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -105,13 +108,33 @@ def translate_nvml_error(call: str, exc: BaseException) -> NvmlCallError:
     return NvmlCallError(call, "nvml_error", f"{type(exc).__name__}: {exc}")
 
 
+_NVML_LIBRARY = "libnvidia-ml.so.1"
+"""The one library pynvml loads on Linux."""
+_NVML_NOT_FOUND = "NVML Shared Library Not Found"
+"""pynvml's own words when it cannot load it."""
+
+
+def _probe_library() -> None:
+    """Raise what nvmlInit would when the NVIDIA driver's library does not load, before
+    pynvml is imported: a daemon without a GPU (`gpu.enabled: auto`, the default) then
+    never imports it, about 1.4 MiB that would stay in every pod for nothing. Only on
+    Linux, where the library pynvml loads is exactly this one."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(_NVML_LIBRARY)
+    except OSError:
+        raise NvmlCallError("nvmlInit", "library_not_found", _NVML_NOT_FOUND) from None
+
+
 class PynvmlBackend:
     """`NvmlBackend` over nvidia-ml-py; pynvml exceptions never leave this class."""
 
-    def __init__(self) -> None:
-        import pynvml  # noqa: PLC0415 - see translate_nvml_error
+    @functools.cached_property
+    def _nvml(self) -> Any:
+        import pynvml  # noqa: PLC0415 - imported once NVML is used: see _probe_library
 
-        self._nvml: Any = pynvml
+        return pynvml
 
     def _call(self, call: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -120,6 +143,7 @@ class PynvmlBackend:
             raise translate_nvml_error(call, exc) from exc
 
     def init(self) -> None:
+        _probe_library()
         self._call("nvmlInit", self._nvml.nvmlInit)
 
     def shutdown(self) -> None:

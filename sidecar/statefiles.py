@@ -19,7 +19,6 @@ import os
 import re
 import stat
 import tempfile
-import zipfile
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
@@ -187,6 +186,10 @@ def read_npz(data: bytes, allowed: Collection[str], where: Path) -> dict[str, np
     header's shape and dtype account for exactly its bytes: a header claiming 10**12 rows
     is refused instead of allocated. Raises StateError.
     """
+    # Imported here: a daemon with no model reads no arrays, and zipfile (with what it
+    # imports) is about 0.25 MiB.
+    import zipfile  # noqa: PLC0415
+
     # zipfile raises many kinds of error on a damaged archive (BadZipFile, struct.error,
     # RuntimeError for an "encrypted" member, NotImplementedError...): each means the same.
     try:

@@ -81,6 +81,29 @@ def test_waiting_predictions_survive_sigterm(
     )
 
 
+def test_the_last_waiting_prediction_labeled_is_not_restored(
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    """A snapshot leaves the file alone while it and the store are empty, but the one after
+    the last waiting prediction is labeled must empty the file, or a restart brings back
+    what was already joined."""
+    d = daemon_factory({"models": [MODEL]})
+    d.send([[{"model": "clf", "id": f"r{i}", "prediction": "a"} for i in range(50)]])
+    d.wait_metric("drift_sidecar_label_pending", 50)
+    assert d.stop() == 0
+    again = daemon_factory(config_path=d.config_path)
+    again.wait_metric("drift_sidecar_label_pending", 50)
+    again.send([label(i, "a") for i in range(50)])
+    m = again.wait_metric("ml_label_events_total", 50, model_name="clf", result="joined")
+    assert m.value("drift_sidecar_label_pending") == 0
+    assert again.stop() == 0
+    third = daemon_factory(config_path=d.config_path, wait_ready=False)
+    third.send([label(0, "a")])
+    m = third.wait_metric("ml_label_events_total", 1, model_name="clf", result="unmatched")
+    assert m.value("ml_label_events_total", model_name="clf", result="joined") in (None, 0)
+    assert m.value("drift_sidecar_label_pending") == 0
+
+
 def test_client_record_label(daemon_factory: Callable[..., DaemonProcess]) -> None:
     d = daemon_factory({"models": [MODEL]})
     with Monitor(d.socket_path, model="clf") as mon:

@@ -145,15 +145,16 @@ def test_events_acknowledged_up_to_sigterm_are_all_restored(daemon_factory, tmp_
 _LAUNCHER = """
 import sys, time
 from pathlib import Path
-import sidecar.captures
+import sidecar.baseline
 started, release = Path(sys.argv[1]), Path(sys.argv[2])
-real = sidecar.captures.write_baseline
+real = sidecar.baseline.write_baseline
 def slow_write(*args, **kwargs):
     started.touch()
     while not release.exists():
         time.sleep(0.01)
     return real(*args, **kwargs)
-sidecar.captures.write_baseline = slow_write
+# sidecar.captures imports write_baseline where a capture completes, so it finds this one
+sidecar.baseline.write_baseline = slow_write
 from sidecar.cli import main
 sys.exit(main(sys.argv[3:]))
 """
