@@ -1,6 +1,7 @@
 """The processor's steps: while lines keep arriving it waits a few loop turns so that one
 step takes many reads' worth of lines; a quiet stream, a full queue or an endless one never
-make it wait for more than it has."""
+make it wait for more than it has. And the framer's two ways of cutting a read into lines
+agree with bytes.split (tests/test_fuzz_decoder.py checks the framing as a whole)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import json
 import time
 from collections.abc import Callable
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sidecar.config import Config, ModelSpec, SocketSettings
 from sidecar.health import Health
-from sidecar.ingest import _CHUNK_BYTES, EventProtocol, IngestServer
+from sidecar.ingest import _CHUNK_BYTES, EventProtocol, IngestServer, split_lines
 from sidecar.pipeline import Pipeline
 
 
@@ -109,3 +113,20 @@ def test_a_full_queue_is_processed_at_once() -> None:
     data = [_line(2) for _ in range(5)]
     asyncio.run(_run(server, data, 10))
     assert server.steps == [2] * 5
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+    st.booleans(),
+    st.integers(0, 50),
+)
+def test_split_lines_equals_bytes_split(
+    pieces: list[bytes], trailing: bool, long_line: int
+) -> None:
+    """Both ways of cutting (one split, or a find per line) give what bytes.split gives."""
+    data = b"\n".join(pieces) + (b"\n" if trailing else b"")
+    want = data.split(b"\n")
+    tail = want.pop()
+    assert split_lines(data, long_line) == (want, tail)
+    assert split_lines(data) == (want, tail)
