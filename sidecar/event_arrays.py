@@ -7,6 +7,7 @@ import struct
 from collections.abc import Callable
 from functools import cache
 from itertools import chain, starmap
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -29,27 +30,31 @@ def numeric_matrix(
     n, k = len(feats), len(names)
     if k == 0:
         return np.empty((n, 0)), set(), False
-    try:  # one C-level pass: itemgetter per event (a tuple of its k values, or the value)
-        rows = list(map(getter, feats))  # type: ignore[arg-type]
-    except (KeyError, TypeError):  # an absent feature, or no features
-        rows = None
-    if rows is not None:
-        try:
-            # struct converts floats (and bools) to doubles several times faster than
-            # fromiter; a None or a string is struct.error, and goes to fromiter below.
-            if k == 1:
-                buf = bytearray(8 * n)
-                struct.pack_into(f"{n}d", buf, 0, *rows)
-            else:
-                buf = bytearray().join(starmap(_row_format(k).pack, rows))
-            return np.frombuffer(buf, np.float64).reshape(n, k), set(), True
-        except struct.error:
-            pass
-        try:  # fromiter converts None to NaN and parses numeric strings
-            it = rows if k == 1 else chain.from_iterable(rows)
-            return np.fromiter(it, np.float64, count=n * k).reshape(n, k), set(), True
-        except (TypeError, ValueError):  # a non-numeric string
-            pass
+    get = getter if getter is not None else itemgetter(*names)
+    try:
+        # One C-level pass: itemgetter per event (a tuple of its k values, or the value),
+        # and struct converts them to doubles several times faster than fromiter does.
+        # Each tuple is packed as it is made, and its memory reused for the next.
+        if k == 1:
+            buf = bytearray(8 * n)
+            struct.pack_into(f"{n}d", buf, 0, *map(get, feats))
+        else:
+            buf = bytearray().join(starmap(_row_format(k).pack, map(get, feats)))
+        return np.frombuffer(buf, np.float64).reshape(n, k), set(), True
+    except (KeyError, TypeError):  # an absent feature, or an event without features
+        return _numeric_missing(feats, names)
+    except struct.error:  # a None or a string among the values
+        pass
+    try:  # fromiter converts None to NaN and parses numeric strings
+        got = map(get, feats)
+        it = got if k == 1 else chain.from_iterable(got)
+        return np.fromiter(it, np.float64, count=n * k).reshape(n, k), set(), True
+    except (KeyError, TypeError, ValueError):  # as above, or a non-numeric string
+        pass
+    return _numeric_missing(feats, names)
+
+
+def _numeric_missing(feats: list[Any], names: tuple[str, ...]) -> tuple[np.ndarray, set[int], bool]:
     out, bad = numeric_general(feats, names)
     return out, bad, False
 
@@ -84,6 +89,18 @@ def categorical_codes(feats: list[Any], names: tuple[str, ...], vocabs: list[Voc
     return out
 
 
+def floats(values: list[Any]) -> np.ndarray:
+    """`values` (floats, or None for a missing one) as float64, None as NaN: what
+    `np.array(values, dtype=np.float64)` gives, several times faster when none is None."""
+    n = len(values)
+    buf = bytearray(8 * n)
+    try:
+        struct.pack_into(f"{n}d", buf, 0, *values)
+    except struct.error:  # a None
+        return np.array(values, dtype=np.float64)
+    return np.frombuffer(buf, np.float64)
+
+
 def prediction_array(
     events: list[Event], pred_vocab: Vocab | None, pred_kind: str | None
 ) -> tuple[np.ndarray, set[int]]:
@@ -96,7 +113,7 @@ def prediction_array(
         # a numeric prediction rejects a string; not configured, a string just skips the summary
         bad = {i for i, p in enumerate(raw) if type(p) is str} if pred_kind == "numeric" else set()
         return np.array([None if type(p) is str else p for p in raw], dtype=np.float64), bad
-    return np.array(raw, dtype=np.float64), set()
+    return floats(raw), set()
 
 
 def confidences(events: list[Event]) -> np.ndarray:
@@ -107,4 +124,4 @@ def confidences(events: list[Event]) -> np.ndarray:
                 p = ev.probabilities
                 vals = p.values() if isinstance(p, dict) else p
                 conf[i] = max(vals)
-    return np.array(conf, dtype=np.float64)
+    return floats(conf)

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.event_arrays import numeric_general, numeric_matrix
+from sidecar.event_arrays import floats, numeric_general, numeric_matrix
 from sidecar.events import MAX_ABS_VALUE, decode_lines
 
 NAMES = ("a", "b", "c")
@@ -97,3 +97,24 @@ def test_numeric_matrix_fast_path_edge_cases() -> None:
     assert bad == {0} and np.isnan(m[0, 1]) and m[1, 1] == 4.0
     m, _, _ = numeric_matrix(cases[7], names, get)
     np.testing.assert_array_equal(m, [[1.0, 0.0]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.none(),
+            st.booleans(),
+            st.integers(-(2**60), 2**60),
+        ),
+        max_size=40,
+    )
+)
+def test_floats_equals_np_array(values: list[Any]) -> None:
+    got = floats(values)
+    want = np.array(values, dtype=np.float64)
+    assert got.dtype == np.float64 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    got[:] = 0.0  # writable, as np.array's is
