@@ -20,6 +20,7 @@ same client:
   feature. It runs on a prefix of the workload (it is ~10x slower); events/s stay comparable.
 
 Run:  python bench/ingest_bench.py [--quick] [--json FILE]
+One case alone (the goal's, say): --batch 256 --conns 1 --no-seed
 """
 
 from __future__ import annotations
