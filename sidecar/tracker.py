@@ -18,7 +18,13 @@ from sidecar.config import DriftSettings, EmbeddingSpec, ModelSpec
 from sidecar.drift import ModelDriftResult, WindowData
 from sidecar.embedding import EmbeddingOptions, embedding_matrix
 from sidecar.embedding_window import EmbeddingWindow
-from sidecar.event_arrays import categorical_codes, confidences, numeric_matrix, prediction_array
+from sidecar.event_arrays import (
+    categorical_codes,
+    confidences,
+    floats,
+    numeric_matrix,
+    prediction_array,
+)
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.labels import NOTHING_FOLDED, Folded, ModelPerformance
 from sidecar.stages import DEFAULT_MAX_STAGES, StageLatency
@@ -320,8 +326,14 @@ class ModelTracker:
         versions = {ev.version for ev in events}
         if len(versions) == 1:  # the common case: one version (or none) in the whole batch
             code = vocab.code(versions.pop() or self.spec.version)
-            for status, c in Counter([ev.status for ev in events]).items():
-                self.requests[(code, status)] += c
+            statuses = [ev.status for ev in events]
+            errors = statuses.count("error")  # list.count: C-level, where Counter is not
+            counts: dict[str, int] = {"success": len(statuses) - errors, "error": errors}
+            if statuses.count("success") != counts["success"]:  # not decoded events
+                counts = Counter(statuses)
+            for status, c in counts.items():
+                if c:
+                    self.requests[(code, status)] += c
             return
         default = self.spec.version
         keys = [(ev.version or default, ev.status) for ev in events]
@@ -329,7 +341,7 @@ class ModelTracker:
             self.requests[(vocab.code(version), status)] += c
 
     def _count_latency(self, events: list[Event], now: float) -> None:
-        lat = np.array([ev.latency_s for ev in events], dtype=np.float64)
+        lat = floats([ev.latency_s for ev in events])
         ok = np.isfinite(lat)
         if not ok.any():
             return
