@@ -353,13 +353,20 @@ def count_confidence(
     ok = np.isfinite(conf)
     if not ok.any():
         return None
-    codes = tracker._classes.codes_of(
-        preds, tracker.pred_vocab, lambda rows: _fallback_classes(cols, rows)
-    )
     if ok.all():
+        codes = tracker._classes.codes_of(
+            preds, tracker.pred_vocab, lambda rows: _fallback_classes(cols, rows)
+        )
         tracker.add_confidences(codes, conf)
-    else:
-        tracker.add_confidences(codes[ok], conf[ok])
+        return codes
+    # only the rows with a confidence give their classes codes, as one by one
+    at = np.flatnonzero(ok)
+    some = tracker._classes.codes_of(
+        preds[at], tracker.pred_vocab, lambda rows: _fallback_classes(cols, at[rows])
+    )
+    tracker.add_confidences(some, conf[at])
+    codes = np.full(cols.n, -1, dtype=np.int64)
+    codes[at] = some
     return codes
 
 

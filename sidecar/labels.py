@@ -175,12 +175,39 @@ class LabelBook:
         has_ids = self.settings.enabled and any(map(_id, events))
         if not (has_probs or has_ids):
             return
-        if codes is None:
-            codes = t.class_codes(events, preds)
+        if codes is None or int(codes.min(initial=0)) < 0:
+            codes = self._codes_where_needed(
+                t, events, preds, codes, has_probs=has_probs, has_ids=has_ids
+            )
         if has_probs and t.spec.task != "regression":
             _expected(t, events, codes)
         if has_ids:
             self._wait(t, events, list(map(_id, events)), codes, now)
+
+    @staticmethod
+    def _codes_where_needed(
+        t: ModelTracker,
+        events: list[Event],
+        preds: np.ndarray,
+        codes: np.ndarray | None,
+        *,
+        has_probs: bool,
+        has_ids: bool,
+    ) -> np.ndarray:
+        """Class codes for the events that have probabilities or an id (those the book
+        reads), where the ingest did not give them (it gives codes to events with a
+        confidence): an event with none of these gives its class no code, as one by one."""
+        n = len(events)
+        want = np.zeros(n, dtype=bool)
+        if has_probs:
+            want |= np.fromiter(map(bool, map(_probabilities, events)), bool, n)
+        if has_ids:
+            want |= np.fromiter((i is not None for i in map(_id, events)), bool, n)
+        out = np.full(n, -1, dtype=np.int64) if codes is None else codes.copy()
+        rows = np.flatnonzero(want & (out < 0))
+        if rows.size:
+            out[rows] = t.class_codes([events[i] for i in rows.tolist()], preds[rows])
+        return out
 
     def _wait(
         self,

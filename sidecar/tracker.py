@@ -363,13 +363,21 @@ class ModelTracker:
     def _count_confidence(
         self, events: list[Event], preds: np.ndarray, conf: np.ndarray
     ) -> np.ndarray | None:
-        """Counts the confidences by class; returns the events' class codes, or None when
-        no event has a confidence (then none were needed)."""
+        """Counts the confidences by class; returns the events' class codes (-1 for those
+        without a confidence: an event gives its class a code only where it is needed, as
+        one by one), or None when no event has a confidence."""
         ok = np.isfinite(conf)
         if not ok.any():
             return None
-        codes = self._classes.codes(events, preds, self.pred_vocab)
-        self.add_confidences(codes[ok], conf[ok])
+        if ok.all():
+            codes = self._classes.codes(events, preds, self.pred_vocab)
+            self.add_confidences(codes, conf)
+            return codes
+        rows = np.flatnonzero(ok)
+        some = self._classes.codes([events[i] for i in rows.tolist()], preds[rows], self.pred_vocab)
+        self.add_confidences(some, conf[rows])
+        codes = np.full(len(events), -1, dtype=np.int64)
+        codes[rows] = some
         return codes
 
     def add_confidences(self, classes: np.ndarray, conf: np.ndarray) -> None:
