@@ -257,3 +257,107 @@ def sample_value(text: str, name: str, labels: str = "") -> float | None:
 def now_s() -> float:
     """A clock shared by every process on the machine (CLOCK_MONOTONIC)."""
     return time.monotonic()
+
+
+# ------------------------------------------------------------ bare counting servers
+# A benchmark's ceiling is often a bare server that reads what the daemon reads and only
+# counts. It runs as `bench/X.py --serve MODE --socket PATH` in a subprocess; stdin gives
+# the running total to wait for, and each time it is reached the server prints
+# "COUNT TIME" (TIME on `now_s`'s clock).
+
+
+def serve_counting(path: str, protocol: Callable[[Callable[[int], None]], Any]) -> None:
+    """Serve Unix-socket connections with `protocol(add)` (an asyncio protocol factory;
+    its connections call `add(n)` for n events counted) until stdin ends or SIGTERM."""
+    import asyncio
+    import contextlib
+    import signal
+
+    state = {"count": 0, "target": -1}
+
+    def check() -> None:
+        if 0 <= state["target"] <= state["count"]:
+            print(state["count"], now_s(), flush=True)
+            state["target"] = -1
+
+    def add(n: int) -> None:
+        state["count"] += n
+        check()
+
+    def on_stdin() -> None:
+        line = sys.stdin.readline()
+        if not line:
+            stop.set()
+            return
+        state["target"] = int(line)
+        check()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(lambda: protocol(add), path)
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        server.close()
+
+    stop = asyncio.Event()
+    asyncio.run(main())
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class CountingServer:
+    """The client side of `serve_counting`: starts `script --serve mode --socket PATH`."""
+
+    def __init__(self, script: str, mode: str, socket_path: str) -> None:
+        import subprocess
+
+        self.name = mode
+        self.socket_path = socket_path
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--serve", mode, "--socket", socket_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        line = self._line(30)
+        if line != "ready":
+            raise RuntimeError(f"{mode} server did not start: {line!r}")
+        self.expected = 0
+
+    def _line(self, timeout: float) -> str:
+        import select
+
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"{self.name} server: no answer within {timeout}s")
+        return self.proc.stdout.readline().strip()
+
+    def expect(self, events: int) -> None:
+        """Ask to be told when `events` more have been counted (before sending them)."""
+        assert self.proc.stdin is not None
+        self.expected += events
+        self.proc.stdin.write(f"{self.expected}\n")
+        self.proc.stdin.flush()
+
+    def counted_at(self) -> float:
+        """When the expected total was counted (`now_s`'s clock)."""
+        count, t1 = self._line(300).split()
+        if int(count) != self.expected:
+            raise RuntimeError(f"{self.name} counted {count}, expected {self.expected}")
+        return float(t1)
+
+    def close(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import select
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    CountingServer,
     DaemonProcess,
     Spread,
     bench_args,
@@ -51,6 +50,7 @@ from common import (
     ratio,
     report,
     sample_value,
+    serve_counting,
     start_daemon,
     summary_row,
     table,
@@ -78,48 +78,20 @@ class ReadOnly:
 
     def __init__(self, tmp: Path) -> None:
         self.socket_path = str(tmp / "read.sock")
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "read", "--socket", self.socket_path],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        if self._line(30) != "ready":
-            raise RuntimeError("the read-only server did not start")
-        self.expected = 0
-
-    def _line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise RuntimeError(f"read-only server: no answer within {timeout}s")
-        return self.proc.stdout.readline().strip()
+        self.server = CountingServer(__file__, "read", self.socket_path)
 
     def run(self, data: bytes, events: int) -> float:
-        assert self.proc.stdin is not None
-        self.expected += events
-        self.proc.stdin.write(f"{self.expected}\n")
-        self.proc.stdin.flush()
+        self.server.expect(events)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(self.socket_path)
             t0 = now_s()
             view = memoryview(data)
             for off in range(0, len(view), SEND_CHUNK):
                 s.sendall(view[off : off + SEND_CHUNK])
-        count, t1 = self._line(300).split()
-        if int(count) != self.expected:
-            raise RuntimeError(f"read-only server counted {count}, expected {self.expected}")
-        return float(t1) - t0
+        return self.server.counted_at() - t0
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.server.close()
 
 
 def serve_read(path: str) -> None:
@@ -128,16 +100,10 @@ def serve_read(path: str) -> None:
 
     from sidecar.frames import FrameReader
 
-    state = {"count": 0, "target": -1}
-
-    def check() -> None:
-        if 0 <= state["target"] <= state["count"]:
-            print(state["count"], now_s(), flush=True)
-            state["target"] = -1
-
     class Proto(asyncio.BufferedProtocol):
-        def __init__(self) -> None:
+        def __init__(self, add: Callable[[int], None]) -> None:
             self.reader = FrameReader(1 << 30)
+            self.add = add
 
         def get_buffer(self, sizehint: int) -> memoryview:
             return self.reader.get_buffer()
@@ -146,28 +112,9 @@ def serve_read(path: str) -> None:
             frames, err = self.reader.received(nbytes)
             if err is not None:
                 raise RuntimeError(err.detail)
-            state["count"] += sum(f.batch.num_rows for f in frames)
-            check()
+            self.add(sum(f.batch.num_rows for f in frames))
 
-    def on_stdin() -> None:
-        line = sys.stdin.readline()
-        if not line:
-            stop.set()
-            return
-        state["target"] = int(line)
-        check()
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_unix_server(Proto, path)
-        loop.add_reader(sys.stdin.fileno(), on_stdin)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        print("ready", flush=True)
-        await stop.wait()
-        server.close()
-
-    stop = asyncio.Event()
-    asyncio.run(main())
+    serve_counting(path, Proto)
 
 
 def sort_floor(repeats: int) -> Spread:

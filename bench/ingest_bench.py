@@ -26,11 +26,8 @@ One case alone (the goal's, say): --batch 256 --conns 1 --no-seed
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import itertools
-import os
-import select
 import signal
 import socket
 import subprocess
@@ -49,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    CountingServer,
     DaemonProcess,
     Spread,
     bench_args,
@@ -57,6 +55,7 @@ from common import (
     parse_metrics,
     report,
     sample_value,
+    serve_counting,
     start_daemon,
     summary_row,
     table,
@@ -315,50 +314,20 @@ class DaemonTarget(Target):
 
 
 class BareTarget(Target):
-    """`--serve MODE` of this file in a subprocess; stdin sets the total it waits for."""
+    """`--serve MODE` of this file in a subprocess (`common.serve_counting`)."""
 
     def __init__(self, mode: str, tmp: Path) -> None:
         self.name = mode
         self.socket_path = str(tmp / f"{mode}.sock")
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", mode, "--socket", self.socket_path],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        line = self._readline(30)
-        if line.strip() != "ready":
-            raise RuntimeError(f"{mode} server did not start: {line!r}")
-        self.expected = 0
-
-    def _readline(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise RuntimeError(f"{self.name} server: no answer within {timeout}s")
-        return self.proc.stdout.readline()
+        self.server = CountingServer(__file__, mode, self.socket_path)
 
     def run(self, w: Workload) -> float:
-        assert self.proc.stdin is not None
-        self.expected += w.events
-        self.proc.stdin.write(f"{self.expected}\n")
-        self.proc.stdin.flush()
+        self.server.expect(w.events)
         t0 = send(self.socket_path, w)
-        count, t1 = self._readline(300).split()
-        if int(count) != self.expected:
-            raise RuntimeError(f"{self.name} counted {count}, expected {self.expected}")
-        return float(t1) - t0
+        return self.server.counted_at() - t0
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.server.close()
 
 
 # --------------------------------------------------------------------------- bare servers
@@ -427,16 +396,11 @@ def serve(mode: str, path: str) -> None:
     # into one array and decoding that).
     decode = msgspec.json.Decoder(Event | list[Event]).decode
     instrument = _seed_instrumentation() if mode == "seed" else None
-    state = {"count": 0, "target": -1}
-
-    def check() -> None:
-        if 0 <= state["target"] <= state["count"]:
-            print(state["count"], now_s(), flush=True)
-            state["target"] = -1
 
     class Proto(asyncio.Protocol):
-        def __init__(self) -> None:
+        def __init__(self, add: Callable[[int], None]) -> None:
             self.buf = bytearray()
+            self.add = add
 
         def data_received(self, data: bytes) -> None:
             last = data.rfind(b"\n")
@@ -454,30 +418,9 @@ def serve(mode: str, path: str) -> None:
                     events.extend(item)
                 else:
                     events.append(item)
-            state["count"] += len(events) if instrument is None else instrument(events)
-            check()
+            self.add(len(events) if instrument is None else instrument(events))
 
-    def on_stdin() -> None:
-        line = sys.stdin.readline()
-        if not line:
-            stop.set()
-            return
-        state["target"] = int(line)
-        check()
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_unix_server(Proto, path)
-        loop.add_reader(sys.stdin.fileno(), on_stdin)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        print("ready", flush=True)
-        await stop.wait()
-        server.close()
-
-    stop = asyncio.Event()
-    asyncio.run(main())
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    serve_counting(path, Proto)
 
 
 # --------------------------------------------------------------------------- main

@@ -30,10 +30,8 @@ class Vocab:
         c = self.index.get(value)
         if c is not None:
             return c
-        if len(self.values) >= self.cap:
+        if not self._room_for(value):
             return self.cap
-        if len(value) * 4 > self.max_bytes and len(value.encode()) > self.max_bytes:
-            return self.cap  # never indexed: each sighting pays this check, but only these
         c = len(self.values)
         self.index[value] = c
         self.values.append(value)
@@ -45,11 +43,15 @@ class Vocab:
         c = self.index.get(value)
         if c is not None:
             return c
+        return None if self._room_for(value) else self.cap
+
+    def _room_for(self, value: str) -> bool:
+        """Whether a value not yet coded would get a code of its own: the vocabulary is not
+        full and the value is not too long to be a label (never indexed: each sighting of
+        such a value pays this check, but only these)."""
         if len(self.values) >= self.cap:
-            return self.cap
-        if len(value) * 4 > self.max_bytes and len(value.encode()) > self.max_bytes:
-            return self.cap
-        return None
+            return False
+        return not (len(value) * 4 > self.max_bytes and len(value.encode()) > self.max_bytes)
 
     def label(self, code: int) -> str:
         return self.values[code] if code < len(self.values) else OTHER

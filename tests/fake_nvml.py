@@ -6,10 +6,22 @@ polls, mark calls unsupported, lose a GPU, or queue XID events.
 
 from __future__ import annotations
 
+import ctypes
 from collections import deque
 from dataclasses import dataclass, field
 
 from sidecar.gpu import NvmlCallError, ProcessMemory, XidEvent
+
+
+def nvml_library_loadable() -> bool:
+    """Whether this machine has the NVIDIA driver's NVML library (then the real one is used
+    where a test asks for it, and tests that need its absence do not apply)."""
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
 
 # Which backend method answers for which field, so a test can say "temperature is unsupported".
 FIELD_CALLS = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import importlib.util
 import os
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import pynvml
 import pytest
-from fake_nvml import FakeGpu, FakeNvml
+from fake_nvml import FakeGpu, FakeNvml, nvml_library_loadable
 from harness import DaemonProcess, wait_for
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -586,20 +585,12 @@ def test_unsupported_process_list_is_skipped_quietly() -> None:
 # -- the real pynvml library ---------------------------------------------------------------
 
 
-def _nvml_library_loadable() -> bool:
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return False
-    return True
-
-
 def test_real_backend_in_auto_mode_matches_this_machine() -> None:
     with capture_logs() as logs:
         monitor = GpuMonitor.create("auto", 5, backend=PynvmlBackend())
     registry = registry_for(monitor)
     try:
-        if _nvml_library_loadable():
+        if nvml_library_loadable():
             monitor.poll_once()
             expected = 1 if monitor.readings else 0
             assert registry.get_sample_value("drift_sidecar_gpu_available") == expected
@@ -735,7 +726,7 @@ def _scrape(d: DaemonProcess, path: str = "/metrics") -> str:
     return body.decode()
 
 
-@pytest.mark.skipif(_nvml_library_loadable(), reason="needs a machine without an NVIDIA driver")
+@pytest.mark.skipif(nvml_library_loadable(), reason="needs a machine without an NVIDIA driver")
 def test_daemon_without_gpu_stays_healthy_and_reports_unavailable(
     daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
@@ -761,7 +752,7 @@ def test_daemon_without_gpu_stays_healthy_and_reports_unavailable(
     assert sum("gpu_unavailable" in line for line in lines) == 1
 
 
-@pytest.mark.skipif(_nvml_library_loadable(), reason="needs a machine without an NVIDIA driver")
+@pytest.mark.skipif(nvml_library_loadable(), reason="needs a machine without an NVIDIA driver")
 def test_daemon_with_gpu_required_refuses_to_start(
     daemon_factory: Callable[..., DaemonProcess],
 ) -> None:

@@ -9,7 +9,6 @@ holds the same for a bare `import`; this holds it for the daemon at work).
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fake_nvml import nvml_library_loadable
 from harness import DaemonProcess, wait_for
 
 NOT_IMPORTED_WITHOUT_A_MODEL = (
@@ -123,14 +123,6 @@ def test_a_daemon_with_a_baseline_file_imports_the_loader(
     assert "scipy" not in modules
 
 
-def _nvml_library_loadable() -> bool:
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return False
-    return True
-
-
 def test_gpu_auto_imports_pynvml_only_where_the_driver_is(
     daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
@@ -144,7 +136,7 @@ def test_gpu_auto_imports_pynvml_only_where_the_driver_is(
     m = d.scrape()
     modules = imported(d, out)
     assert "sidecar.nvml" in modules
-    if _nvml_library_loadable():
+    if nvml_library_loadable():
         assert "pynvml" in modules
     else:
         assert "pynvml" not in modules
