@@ -54,6 +54,9 @@ class Columns:
         in `converted`), when there is one."""
         self.from_text = False
         """Whether a numeric feature was read from strings (`column_matrix`)."""
+        self.all_finite = False
+        """Whether `column_matrix` gave a matrix known to hold finite values only (the
+        row checks' block when it is read in place, which it is only when so)."""
         feats = self.get("features")
         if feats is not None and pa.types.is_struct(feats.type):
             self.struct_rows = self.n - feats.null_count
@@ -120,9 +123,14 @@ def column_matrix(tracker: ModelTracker, cols: Columns) -> tuple[np.ndarray, np.
     block = cols.block()
     if block is not None:
         rows = [cols.block_rows.get(name, -1) for name in names]
+        # a read-only block is the stream's own bytes, read in place: all of it finite
+        # (frame_rows._numeric_block)
+        finite = not block.flags.writeable
         if rows == list(range(block.shape[0])):  # the struct holds the model's features, in order
+            cols.all_finite = finite
             return block.T, np.zeros(n, dtype=bool)
         if -1 not in rows:
+            cols.all_finite = finite
             return block[rows].T, np.zeros(n, dtype=bool)
     # Filled feature by feature as contiguous rows of its transpose: the columns are
     # contiguous in Arrow, and the sort that follows wants them so too.

@@ -305,13 +305,13 @@ def ingest_columns(tracker: ModelTracker, cols: Columns, now: float) -> tuple[in
             emb = emb[keep]
     n = cols.n
 
-    finite = np.isfinite(num)
-    all_finite = bool(finite.all())
-    if all_finite:
-        n_finite = np.full(num.shape[1], n, dtype=np.int64)
-    else:
-        num[~finite] = np.nan
-        n_finite = finite.sum(axis=0)
+    all_finite = cols.all_finite
+    if not all_finite:
+        finite = np.isfinite(num)
+        all_finite = bool(finite.all())
+        if not all_finite:
+            num[~finite] = np.nan
+    n_finite = np.full(num.shape[1], n, dtype=np.int64) if all_finite else finite.sum(axis=0)
     ordered = sorted_transpose(num)
     if ordered.size and cols.from_text:  # numbers were range-checked with the rows
         with np.errstate(invalid="ignore"):
