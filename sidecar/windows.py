@@ -11,7 +11,7 @@ import numpy as np
 class WindowSnapshot:
     """The window's rows in arrival order (copies: safe to hand to a worker thread)."""
 
-    numeric: np.ndarray  # (n, n_numeric) float64, NaN = missing
+    numeric: np.ndarray  # (n, n_numeric) float64, NaN = missing; column-major
     categorical: np.ndarray  # (n, n_categorical) int32 vocabulary codes, -1 = missing
     predictions: np.ndarray  # (n,) float64 (numeric) or int32 codes (categorical)
     confidence: np.ndarray  # (n,) float64, NaN = absent
@@ -68,7 +68,7 @@ class RingBuffer:
     def _ordered(self, arr: np.ndarray) -> np.ndarray:
         end = self._start + self._size
         if end <= self.capacity:
-            return arr[self._start : end].copy()
+            return arr[self._start : end].copy(order="K")  # the layout it is kept in
         return np.concatenate((arr[self._start :], arr[: end - self.capacity]))
 
 
@@ -84,7 +84,10 @@ class RollingWindow(RingBuffer):
         max_age_s: float | None = None,
     ) -> None:
         super().__init__(capacity, max_age_s)
-        self._numeric = np.full((capacity, n_numeric), np.nan)
+        # Column-major: a feature's values lie together, as they arrive from Arrow frames
+        # (whole columns) and as the drift checks read them; appending a batch is then a
+        # copy of each column rather than a transposition.
+        self._numeric = np.full((n_numeric, capacity), np.nan).T
         self._categorical = np.full((capacity, n_categorical), -1, dtype=np.int32)
         pred_dtype = np.int32 if categorical_prediction else np.float64
         self._pred = np.full(capacity, -1 if categorical_prediction else np.nan, dtype=pred_dtype)
@@ -111,7 +114,7 @@ class RollingWindow(RingBuffer):
 
     def snapshot(self) -> WindowSnapshot:
         return WindowSnapshot(
-            numeric=self._ordered(self._numeric),
+            numeric=self._ordered(self._numeric),  # column-major, as kept
             categorical=self._ordered(self._categorical),
             predictions=self._ordered(self._pred),
             confidence=self._ordered(self._conf),
