@@ -37,8 +37,9 @@ from sidecar.frame_rows import valid
 from sidecar.frames import Frame, FrameError, FrameReader, read_body
 from sidecar.health import Health
 from sidecar.labels import NOTHING_FOLDED
+from sidecar.numeric_counts import sorted_transpose
 from sidecar.pipeline import Pipeline
-from sidecar.tracker import ModelTracker, sorted_transpose
+from sidecar.tracker import ModelTracker
 
 
 class _Connection(Protocol):

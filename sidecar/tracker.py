@@ -27,8 +27,9 @@ from sidecar.event_arrays import (
 )
 from sidecar.events import MAX_ABS_VALUE, Event, Rejection
 from sidecar.labels import NOTHING_FOLDED, Folded, ModelPerformance
+from sidecar.numeric_counts import NumericCounts, sorted_transpose
 from sidecar.stages import DEFAULT_MAX_STAGES, StageLatency
-from sidecar.stats.bins import OTHER, SortedBinner, sorted_bin_counts
+from sidecar.stats.bins import OTHER, sorted_bin_counts
 from sidecar.stats.reference import TAIL_FACTOR, Baseline, CategoricalReference, NumericReference
 from sidecar.vocab import Vocab, recode, vocab_to_ref, vocab_to_test
 from sidecar.windows import RollingWindow, WindowSnapshot
@@ -105,11 +106,7 @@ class ModelTracker:
             np.asarray(f.buckets, dtype=np.float64) if f.buckets else FEATURE_BUCKETS
             for f in numeric
         ]
-        self._feature_flat = np.zeros(sum(len(b) + 1 for b in self.feature_buckets), np.int64)
-        self.feature_counts = _views(self._feature_flat, [len(b) + 1 for b in self.feature_buckets])
-        """Per numeric feature, its value histogram's counts (views of one array)."""
-        self._binner_key: object = ()
-        self._binner = SortedBinner([self.feature_buckets])
+        self.numeric_counts = NumericCounts(self.feature_buckets)
         self.feature_sums = np.zeros(len(numeric))
         self.feature_negative = np.array(
             [bool((b < 0).any()) for b in self.feature_buckets], dtype=bool
@@ -141,8 +138,6 @@ class ModelTracker:
         self.binned_events = 0
         """Events counted into the per-bin counters since the baseline was installed."""
         self._horizon: deque[tuple[int, list[np.ndarray], np.ndarray | None]] = deque()
-        self._num_flat = np.zeros(0, dtype=np.int64)
-        self._num_bins: list[np.ndarray] = []
         self.cat_bins: list[np.ndarray] = []
         self.pred_bins: np.ndarray | None = None
         self.latest: ModelDriftResult | None = None
@@ -154,27 +149,18 @@ class ModelTracker:
         confidences needed them) class codes, for the label book (LabelBook.take_folded)."""
 
     @property
+    def feature_counts(self) -> list[np.ndarray]:
+        """Per numeric feature, its value histogram's counts."""
+        return self.numeric_counts.histograms
+
+    @property
     def num_bins(self) -> list[np.ndarray]:
-        """Per numeric feature, its count in each baseline bin (views of one array)."""
-        return self._num_bins
+        """Per numeric feature, its count in each baseline bin."""
+        return self.numeric_counts.bins
 
     @num_bins.setter
     def num_bins(self, value: list[np.ndarray]) -> None:
-        sizes = [len(v) for v in value]
-        self._num_flat = np.concatenate(value).astype(np.int64) if value else np.zeros(0, np.int64)
-        self._num_bins = _views(self._num_flat, sizes)
-
-    def binner(self) -> SortedBinner:
-        """The value histogram buckets and, with a baseline, its numeric bin edges, as one
-        SortedBinner (rebuilt when the baseline's numeric references change)."""
-        refs = self.baseline.numeric if self.baseline is not None else ()
-        if refs is not self._binner_key:
-            sets = [self.feature_buckets]
-            if refs:
-                sets.append([r.edges for r in refs])
-            self._binner = SortedBinner(sets)
-            self._binner_key = refs
-        return self._binner
+        self.numeric_counts.set_bins(value)
 
     def set_label_limit(self, max_bytes: int) -> None:
         """limits.max_label_bytes for values not seen yet (a reload may change it)."""
@@ -397,8 +383,7 @@ class ModelTracker:
                 self.pred_negative = bool(v.min() < 0)
 
     def _count_features(self, ordered: np.ndarray, n_finite: np.ndarray) -> None:
-        # NaN sorts last: the first n_finite values are the finite ones
-        self._feature_flat += self.binner().count(ordered, _finite_or_all(ordered, n_finite))[0]
+        self.numeric_counts.count(ordered, n_finite, None, histograms=True)
 
     def _count_bins(
         self,
@@ -421,11 +406,7 @@ class ModelTracker:
         if ordered is None or n_finite is None:
             ordered = sorted_transpose(num)
             n_finite = (~np.isnan(num)).sum(axis=0)
-        counts = self.binner().count(ordered, _finite_or_all(ordered, n_finite))
-        if with_features:
-            self._feature_flat += counts[0]
-        if b.numeric:
-            self._num_flat += counts[1]
+        self.numeric_counts.count(ordered, n_finite, b.numeric, histograms=with_features)
         for j in range(cat.shape[1]):
             col = cat[:, j]
             col = col[col >= 0]
@@ -600,32 +581,6 @@ class ModelTracker:
             prediction_horizon=pred_h,
             embeddings=embeddings,
         )
-
-
-def sorted_transpose(num: np.ndarray) -> np.ndarray:
-    """Each column of an (n, k) matrix sorted, as the rows of a new (k, n) one (NaN last).
-    The columns are copied into contiguous rows first: numpy sorts a strided row (a
-    column of a row-major matrix) several times more slowly."""
-    out = np.array(num.T, order="C")
-    out.sort(axis=1)
-    return out
-
-
-def _views(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """`flat` cut into consecutive views of the given sizes."""
-    out = []
-    at = 0
-    for k in sizes:
-        out.append(flat[at : at + k])
-        at += k
-    return out
-
-
-def _finite_or_all(ordered: np.ndarray, n_finite: np.ndarray) -> np.ndarray | None:
-    """`n_finite`, or None when every value is finite (the common case: no slicing)."""
-    if n_finite.size and int(n_finite.min()) == ordered.shape[1]:
-        return None
-    return n_finite
 
 
 def _beyond_range(ordered: np.ndarray, n_finite: np.ndarray) -> bool:
