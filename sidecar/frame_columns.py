@@ -4,6 +4,7 @@ the request, latency and confidence counters, each as its JSON-path twin compute
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -93,27 +94,19 @@ class Columns:
         return Columns(kept, self.plan, self.version, None, self._encoded)
 
 
-_LAYOUTS: dict[tuple[pa.StructType, frozenset[str]], tuple[list[str], dict[str, int]]] = {}
-
-
+@functools.lru_cache(maxsize=64)  # a bound, whatever the clients send
 def _layout(t: pa.StructType, encoded: frozenset[str]) -> tuple[list[str], dict[str, int]]:
     """A features struct's child names, and the child index of each feature it carries
     (the last of a repeated name; none for a child of a type no feature takes). Kept per
-    type: every batch of a stream has the same."""
-    key = (t, encoded)
-    got = _LAYOUTS.get(key)
-    if got is None:
-        names = [f.name for f in t]
-        at: dict[str, int] = {}
-        for i, f in enumerate(t):
-            if fits_feature(f.type) and f"features.{f.name}" not in encoded:
-                at[f.name] = i
-            else:
-                at.pop(f.name, None)
-        if len(_LAYOUTS) >= 64:  # a bound, whatever the clients send
-            _LAYOUTS.clear()
-        got = _LAYOUTS[key] = (names, at)
-    return got
+    type: every batch of a stream has the same. Read only, by its callers."""
+    names = [f.name for f in t]
+    at: dict[str, int] = {}
+    for i, f in enumerate(t):
+        if fits_feature(f.type) and f"features.{f.name}" not in encoded:
+            at[f.name] = i
+        else:
+            at.pop(f.name, None)
+    return names, at
 
 
 def column_matrix(tracker: ModelTracker, cols: Columns) -> tuple[np.ndarray, np.ndarray]:

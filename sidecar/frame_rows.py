@@ -10,6 +10,7 @@ as `wrong_type`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -254,22 +255,11 @@ BLOCK_CHILDREN = "features.*"
 """The key of the struct child index of each row of the `FEATURE_BLOCK`."""
 
 
-_NUMERIC_CHILDREN: dict[tuple[pa.StructType, frozenset[str]], list[int]] = {}
-
-
+@functools.lru_cache(maxsize=64)  # a bound, whatever the clients send
 def _numeric_children(t: pa.StructType, encoded: frozenset[str]) -> list[int]:
     """Which children of a `features` struct type are plain numbers; kept per type, as
-    every batch of a stream has the same (bounded, whatever the clients send)."""
-    key = (t, encoded)
-    got = _NUMERIC_CHILDREN.get(key)
-    if got is None:
-        got = [
-            i for i, f in enumerate(t) if is_number(f.type) and f"features.{f.name}" not in encoded
-        ]
-        if len(_NUMERIC_CHILDREN) >= 64:
-            _NUMERIC_CHILDREN.clear()
-        _NUMERIC_CHILDREN[key] = got
-    return got
+    every batch of a stream has the same."""
+    return [i for i, f in enumerate(t) if is_number(f.type) and f"features.{f.name}" not in encoded]
 
 
 def _in_place(kids: list[pa.Array]) -> np.ndarray | None:

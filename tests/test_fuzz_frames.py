@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sidecar.config import parse_config
 from sidecar.events import REASONS
 from sidecar.frame_ingest import handle_frame
-from sidecar.frames import FRAME_ERRORS, MARKER, Frame, FrameReader, message_length
+from sidecar.frames import FIELDS, FRAME_ERRORS, MARKER, Frame, FrameReader, message_length
 from sidecar.health import Health
 from sidecar.pipeline import Pipeline
 
@@ -148,21 +148,7 @@ def batches(draw: st.DrawFn) -> pa.RecordBatch:
 
     fields = draw(
         st.lists(
-            st.sampled_from(
-                [
-                    "features",
-                    "prediction",
-                    "probabilities",
-                    "confidence",
-                    "latency_s",
-                    "status",
-                    "trace_id",
-                    "id",
-                    "embedding",
-                    "ts",
-                    "other",
-                ]
-            ),
+            st.sampled_from([*FIELDS, "other"]),
             min_size=1,
             max_size=5,
             unique=True,
