@@ -210,16 +210,8 @@ def handle_frame(
         pipeline.reject(rej.reason, rej.detail, errors=errors)
     pipeline.labels.take_folded(tracker, now)  # as Pipeline.handle
     if tracker.unknown_features != unknown_before:
-        feats = batch.column(plan["features"])
-        names = sorted(f.name for f in feats.type if f.name not in set(tracker.feature_names))
-        pipeline.rejection_log.event(
-            "unknown_features",
-            tracker.name,
-            model=tracker.name,
-            features=[nm[:100] for nm in names[:10]],
-            distinct=len(names),
-            detail="feature names the model does not have, ignored; a typo in the client?",
-        )
+        names = {f.name for f in batch.column(plan["features"]).type}
+        pipeline.log_unknown_features(tracker, names)
     return accepted
 
 
@@ -236,18 +228,7 @@ def ingest_body(
         try:
             accepted += handle_frame(pipeline, frame, "http", now, errors)
         except Exception as exc:  # a defect: count the batch's rows, keep serving
-            n = frame.batch.num_rows
-            pipeline.health.dropped["internal_error"] += n
-            pipeline.rejection_log.event(
-                "events_dropped",
-                "internal_error:http",
-                level="error",
-                reason="internal_error",
-                count=n,
-                transport="http",
-                error=repr(exc),
-                exc_info=exc,
-            )
+            pipeline.dropped(frame.batch.num_rows, "http", exc)
     if problem is not None:
         pipeline.health.frame_errors[problem.reason] += 1
         pipeline.rejection_log.event(

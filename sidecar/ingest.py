@@ -395,20 +395,8 @@ class IngestServer:
             return 0
 
     def _dropped(self, n: int, unit: str, exc: Exception) -> None:
-        """An unexpected error cost this chunk: count it and log it with its traceback
-        (rate-limited), and keep processing the next one."""
-        self.health.dropped["internal_error"] += n
-        self.pipeline.rejection_log.event(
-            "events_dropped",
-            "internal_error:socket",
-            level="error",
-            reason="internal_error",
-            count=n,
-            unit=unit,
-            transport="socket",
-            error=repr(exc),
-            exc_info=exc,
-        )
+        """An unexpected error cost this chunk: counted and logged; the next is processed."""
+        self.pipeline.dropped(n, "socket", exc, unit=unit)
 
     def drain(self) -> None:
         """Process everything already queued (shutdown)."""

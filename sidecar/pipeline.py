@@ -193,17 +193,37 @@ class Pipeline:
             )
         return self._auto_register(model, first)
 
+    def dropped(self, n: int, transport: str, exc: Exception, **fields: Any) -> None:
+        """A defect cost `n` events (or lines, said in `fields`): count them as dropped
+        (`internal_error`) and log it with its traceback, rate-limited per transport; the
+        caller keeps serving."""
+        self.health.dropped["internal_error"] += n
+        self.rejection_log.event(
+            "events_dropped",
+            f"internal_error:{transport}",
+            level="error",
+            reason="internal_error",
+            count=n,
+            transport=transport,
+            error=repr(exc),
+            exc_info=exc,
+            **fields,
+        )
+
     def _log_unknown_features(self, tracker: ModelTracker, events: list[Event]) -> None:
-        """Name the features a model does not know (a typo in the client, usually), at most
-        once per model per period; they are counted in drift_sidecar_unknown_features."""
-        known = set(tracker.feature_names)
-        names = sorted({k for ev in events if ev.features for k in ev.features.keys() - known})
+        self.log_unknown_features(tracker, {k for ev in events if ev.features for k in ev.features})
+
+    def log_unknown_features(self, tracker: ModelTracker, names: set[str]) -> None:
+        """Name the features among `names` a model does not know (a typo in the client,
+        usually), at most once per model per period; they are counted in
+        drift_sidecar_unknown_features."""
+        unknown = sorted(names - set(tracker.feature_names))
         self.rejection_log.event(
             "unknown_features",
             tracker.name,
             model=tracker.name,
-            features=[n[:100] for n in names[:10]],
-            distinct=len(names),
+            features=[n[:100] for n in unknown[:10]],
+            distinct=len(unknown),
             detail="feature names the model does not have, ignored; a typo in the client?",
         )
 

@@ -324,17 +324,7 @@ class Api:
             accepted = self.state.pipeline.handle(decoded, "http", errors=errors)
         except Exception as exc:  # a defect: answer, count and keep serving
             n = len(decoded.events) + len(decoded.rejections)
-            self.state.health.dropped["internal_error"] += n
-            self.state.pipeline.rejection_log.event(
-                "events_dropped",
-                "internal_error:http",
-                level="error",
-                reason="internal_error",
-                count=n,
-                transport="http",
-                error=repr(exc),
-                exc_info=exc,
-            )
+            self.state.pipeline.dropped(n, "http", exc)
             return web.json_response(
                 {
                     "error": "internal error while processing the events; they are counted as "
