@@ -435,7 +435,7 @@ class FrameReader:
 
     def finish(self) -> FrameError | None:
         """The connection (or body) ended: an error when it ended inside a message."""
-        left = self._have + self._fill + (self._big_have if self._big is not None else 0)
+        left = self.pending
         if left:
             return FrameError("truncated", f"the stream ended inside a message ({left} bytes)")
         return None
